@@ -1,0 +1,192 @@
+//! Batches of windows as tensors. An item is a run of consecutive windows of one article: its
+//! words are classified where their windows own them, and its topics come from the mean of every
+//! owned sub-token's hidden state.
+
+use super::windows::{EncodedArticle, SpecialTokens};
+use candle_core::{Device, Tensor};
+use std::ops::Range;
+
+/// A run of consecutive windows of one encoded article.
+#[derive(Debug, Clone, Copy)]
+pub struct Item<'a> {
+    pub article: &'a EncodedArticle,
+    pub windows: (usize, usize),
+}
+
+impl<'a> Item<'a> {
+    pub fn whole(article: &'a EncodedArticle) -> Self {
+        Item {
+            article,
+            windows: (0, article.windows.len()),
+        }
+    }
+
+    /// Words (indices into the article) whose first sub-token this item owns.
+    pub fn words(&self) -> Range<usize> {
+        let w = &self.article.windows;
+        let owned = w[self.windows.0].owned.start..w[self.windows.1 - 1].owned.end;
+        let first = &self.article.first_token;
+        // `first_token` increases with the word index (skipping words without tokens).
+        let lo = partition(first, |t| t < owned.start);
+        let hi = partition(first, |t| t < owned.end);
+        lo..hi
+    }
+
+    /// Window lengths (with special tokens).
+    pub fn max_len(&self) -> usize {
+        self.article.windows[self.windows.0..self.windows.1]
+            .iter()
+            .map(|w| w.len())
+            .max()
+            .unwrap_or(2)
+    }
+
+    pub fn window_count(&self) -> usize {
+        self.windows.1 - self.windows.0
+    }
+}
+
+/// Index of the first word whose first token fails `pred` (words without tokens follow the
+/// previous word's answer).
+fn partition(first: &[Option<usize>], pred: impl Fn(usize) -> bool) -> usize {
+    let (mut lo, mut hi) = (0, first.len());
+    while lo < hi {
+        let mid = (lo + hi) / 2;
+        // Find a word at or before `mid` that has a token; none means "before everything".
+        let t = first[..=mid].iter().rev().find_map(|t| *t);
+        if t.is_none_or(&pred) {
+            lo = mid + 1;
+        } else {
+            hi = mid;
+        }
+    }
+    lo
+}
+
+/// Tensors for a batch of items.
+pub struct Batch {
+    /// `[windows, len]` token ids, `[CLS] ... [SEP]` then padding.
+    pub ids: Tensor,
+    pub type_ids: Tensor,
+    /// 1 on tokens, 0 on padding.
+    pub mask: Tensor,
+    /// Flat positions (`row * len + column`) of the words' first sub-tokens.
+    pub word_positions: Tensor,
+    /// For each row of `word_positions`: (item, word index in its article).
+    pub words: Vec<(usize, usize)>,
+    /// `[items, windows * len]`: each item's mean over the sub-tokens it owns.
+    pub pool: Tensor,
+    /// Sub-tokens that are not padding (special tokens included).
+    pub real_tokens: usize,
+    /// All slots, padding included.
+    pub slots: usize,
+}
+
+impl Batch {
+    pub fn new(
+        items: &[Item],
+        special: SpecialTokens,
+        device: &Device,
+    ) -> candle_core::Result<Self> {
+        let rows: usize = items.iter().map(Item::window_count).sum();
+        let len = items.iter().map(Item::max_len).max().unwrap_or(2);
+        let mut ids = vec![special.pad; rows * len];
+        let mut mask = vec![0u32; rows * len];
+        let mut pool = vec![0f32; items.len() * rows * len];
+        let mut word_positions = Vec::new();
+        let mut words = Vec::new();
+        let mut real_tokens = 0;
+        let mut row = 0;
+        for (i, item) in items.iter().enumerate() {
+            let art = item.article;
+            let mut word_iter = item.words().peekable();
+            let mut owned_positions = Vec::new();
+            for w in &art.windows[item.windows.0..item.windows.1] {
+                let base = row * len;
+                ids[base] = special.cls;
+                ids[base + 1..base + 1 + w.tokens.len()]
+                    .copy_from_slice(&art.ids[w.tokens.clone()]);
+                ids[base + 1 + w.tokens.len()] = special.sep;
+                mask[base..base + w.len()].fill(1);
+                real_tokens += w.len();
+                let col = |t: usize| base + 1 + t - w.tokens.start;
+                owned_positions.extend(w.owned.clone().map(col));
+                while let Some(&word) = word_iter.peek() {
+                    match art.first_token[word] {
+                        Some(t) if t >= w.owned.end => break,
+                        Some(t) => {
+                            word_positions.push(col(t) as u32);
+                            words.push((i, word));
+                        }
+                        None => {}
+                    }
+                    word_iter.next();
+                }
+                row += 1;
+            }
+            let weight = 1.0 / owned_positions.len().max(1) as f32;
+            for p in owned_positions {
+                pool[i * rows * len + p] = weight;
+            }
+        }
+        Ok(Batch {
+            ids: Tensor::from_vec(ids, (rows, len), device)?,
+            type_ids: Tensor::zeros((rows, len), candle_core::DType::U32, device)?,
+            mask: Tensor::from_vec(mask, (rows, len), device)?,
+            word_positions: Tensor::from_vec(word_positions, words.len(), device)?,
+            words,
+            pool: Tensor::from_vec(pool, (items.len(), rows * len), device)?,
+            real_tokens,
+            slots: rows * len,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::config::WindowConfig;
+    use super::super::windows::{plan_windows, EncodedArticle};
+    use super::*;
+
+    #[test]
+    fn words_map_to_first_subtokens_in_their_owning_window() {
+        // 12 words, word 3 has no tokens, words of 1-2 tokens.
+        let mut first_token = Vec::new();
+        let mut n = 0;
+        for w in 0..12 {
+            if w == 3 {
+                first_token.push(None);
+                continue;
+            }
+            first_token.push(Some(n));
+            n += if w % 2 == 0 { 2 } else { 1 };
+        }
+        let cfg = WindowConfig {
+            max_tokens: 10,
+            overlap: 2,
+        };
+        let art = EncodedArticle {
+            ids: (100..100 + n as u32).collect(),
+            first_token: first_token.clone(),
+            windows: plan_windows(n, cfg),
+        };
+        assert!(art.windows.len() > 1);
+        let special = SpecialTokens {
+            cls: 1,
+            sep: 2,
+            pad: 0,
+        };
+        let batch = Batch::new(&[Item::whole(&art)], special, &Device::Cpu).unwrap();
+        let ids = batch.ids.flatten_all().unwrap().to_vec1::<u32>().unwrap();
+        let pos = batch.word_positions.to_vec1::<u32>().unwrap();
+        let words: Vec<usize> = batch.words.iter().map(|w| w.1).collect();
+        assert_eq!(words, (0..12).filter(|&w| w != 3).collect::<Vec<_>>());
+        for (p, w) in pos.iter().zip(&words) {
+            assert_eq!(ids[*p as usize], 100 + first_token[*w].unwrap() as u32);
+        }
+        let pool = batch.pool.to_vec2::<f32>().unwrap();
+        let total: f32 = pool[0].iter().sum();
+        assert!((total - 1.0).abs() < 1e-5);
+        assert_eq!(pool[0].iter().filter(|&&x| x > 0.0).count(), n);
+    }
+}

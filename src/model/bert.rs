@@ -1,0 +1,271 @@
+//! The BERT encoder: embeddings, self-attention, feed-forward, post-LayerNorm.
+//!
+//! Training needs gradients through every op, and candle's fused LayerNorm and last-dim softmax
+//! kernels have none (huggingface/candle#3011, #3569): training through them would leave the encoder
+//! frozen. So [`Mode::Train`] builds both from differentiable ops, with real dropout, while
+//! [`Mode::Infer`] uses the fused kernels and no dropout.
+
+use super::config::{Activation, BertConfig};
+use candle_core::{DType, Module, Result, Tensor, D};
+use candle_nn::{Embedding, Init, Linear, VarBuilder};
+use rand::{rngs::StdRng, Rng, SeedableRng};
+
+const WEIGHT_INIT: Init = Init::Randn {
+    mean: 0.0,
+    stdev: 0.02,
+};
+
+/// Forward mode.
+pub enum Mode {
+    /// No dropout, fused kernels.
+    Infer,
+    /// Differentiable kernels and dropout masks drawn from this source.
+    Train(Dropout),
+}
+
+/// Dropout with masks from a seeded generator, so a run is reproducible and resumable.
+pub struct Dropout {
+    hidden: f32,
+    attention: f32,
+    rng: StdRng,
+}
+
+impl Dropout {
+    pub fn new(config: &BertConfig, seed: u64) -> Self {
+        Dropout {
+            hidden: config.hidden_dropout_prob as f32,
+            attention: config.attention_probs_dropout_prob as f32,
+            rng: StdRng::seed_from_u64(seed),
+        }
+    }
+
+    fn apply(&mut self, x: &Tensor, p: f32) -> Result<Tensor> {
+        if p <= 0.0 {
+            return Ok(x.clone());
+        }
+        let scale = 1.0 / (1.0 - p);
+        let threshold = (p as f64 * u32::MAX as f64) as u32;
+        let mask: Vec<f32> = (0..x.elem_count())
+            .map(|_| {
+                if self.rng.random::<u32>() < threshold {
+                    0.0
+                } else {
+                    scale
+                }
+            })
+            .collect();
+        let mask = Tensor::from_vec(mask, x.shape(), x.device())?;
+        x.mul(&mask)
+    }
+}
+
+impl Mode {
+    pub fn is_train(&self) -> bool {
+        matches!(self, Mode::Train(_))
+    }
+
+    /// Hidden-state dropout (identity at inference).
+    pub fn dropout(&mut self, x: &Tensor) -> Result<Tensor> {
+        match self {
+            Mode::Infer => Ok(x.clone()),
+            Mode::Train(d) => {
+                let p = d.hidden;
+                d.apply(x, p)
+            }
+        }
+    }
+
+    fn attention_dropout(&mut self, x: &Tensor) -> Result<Tensor> {
+        match self {
+            Mode::Infer => Ok(x.clone()),
+            Mode::Train(d) => {
+                let p = d.attention;
+                d.apply(x, p)
+            }
+        }
+    }
+}
+
+/// LayerNorm over the last dimension.
+pub struct LayerNorm {
+    weight: Tensor,
+    bias: Tensor,
+    eps: f64,
+}
+
+impl LayerNorm {
+    fn new(size: usize, eps: f64, vb: VarBuilder) -> Result<Self> {
+        Ok(LayerNorm {
+            weight: vb.get_with_hints(size, "weight", Init::Const(1.0))?,
+            bias: vb.get_with_hints(size, "bias", Init::Const(0.0))?,
+            eps,
+        })
+    }
+
+    fn forward(&self, x: &Tensor, mode: &Mode) -> Result<Tensor> {
+        if !mode.is_train() && x.is_contiguous() {
+            return candle_nn::ops::layer_norm(x, &self.weight, &self.bias, self.eps as f32);
+        }
+        let mean = x.mean_keepdim(D::Minus1)?;
+        let centred = x.broadcast_sub(&mean)?;
+        let var = centred.sqr()?.mean_keepdim(D::Minus1)?;
+        let normed = centred.broadcast_div(&(var + self.eps)?.sqrt()?)?;
+        normed
+            .broadcast_mul(&self.weight)?
+            .broadcast_add(&self.bias)
+    }
+}
+
+fn linear(input: usize, output: usize, vb: VarBuilder) -> Result<Linear> {
+    let weight = vb.get_with_hints((output, input), "weight", WEIGHT_INIT)?;
+    let bias = vb.get_with_hints(output, "bias", Init::Const(0.0))?;
+    Ok(Linear::new(weight, Some(bias)))
+}
+
+fn embedding(count: usize, size: usize, vb: VarBuilder) -> Result<Embedding> {
+    Ok(Embedding::new(
+        vb.get_with_hints((count, size), "weight", WEIGHT_INIT)?,
+        size,
+    ))
+}
+
+struct Embeddings {
+    word: Embedding,
+    position: Embedding,
+    token_type: Embedding,
+    norm: LayerNorm,
+}
+
+impl Embeddings {
+    fn new(c: &BertConfig, vb: VarBuilder) -> Result<Self> {
+        Ok(Embeddings {
+            word: embedding(c.vocab_size, c.hidden_size, vb.pp("word_embeddings"))?,
+            position: embedding(
+                c.max_position_embeddings,
+                c.hidden_size,
+                vb.pp("position_embeddings"),
+            )?,
+            token_type: embedding(
+                c.type_vocab_size,
+                c.hidden_size,
+                vb.pp("token_type_embeddings"),
+            )?,
+            norm: LayerNorm::new(c.hidden_size, c.layer_norm_eps, vb.pp("LayerNorm"))?,
+        })
+    }
+
+    fn forward(&self, ids: &Tensor, type_ids: &Tensor, mode: &mut Mode) -> Result<Tensor> {
+        let (_, len) = ids.dims2()?;
+        let positions = Tensor::arange(0u32, len as u32, ids.device())?;
+        let x = self
+            .word
+            .forward(ids)?
+            .add(&self.token_type.forward(type_ids)?)?
+            .broadcast_add(&self.position.forward(&positions)?)?;
+        let x = self.norm.forward(&x, mode)?;
+        mode.dropout(&x)
+    }
+}
+
+struct Layer {
+    query: Linear,
+    key: Linear,
+    value: Linear,
+    attention_out: Linear,
+    attention_norm: LayerNorm,
+    intermediate: Linear,
+    output: Linear,
+    output_norm: LayerNorm,
+    heads: usize,
+    head_size: usize,
+    activation: Activation,
+}
+
+impl Layer {
+    fn new(c: &BertConfig, vb: VarBuilder) -> Result<Self> {
+        let h = c.hidden_size;
+        let att = vb.pp("attention");
+        Ok(Layer {
+            query: linear(h, h, att.pp("self").pp("query"))?,
+            key: linear(h, h, att.pp("self").pp("key"))?,
+            value: linear(h, h, att.pp("self").pp("value"))?,
+            attention_out: linear(h, h, att.pp("output").pp("dense"))?,
+            attention_norm: LayerNorm::new(h, c.layer_norm_eps, att.pp("output").pp("LayerNorm"))?,
+            intermediate: linear(h, c.intermediate_size, vb.pp("intermediate").pp("dense"))?,
+            output: linear(c.intermediate_size, h, vb.pp("output").pp("dense"))?,
+            output_norm: LayerNorm::new(h, c.layer_norm_eps, vb.pp("output").pp("LayerNorm"))?,
+            heads: c.num_attention_heads,
+            head_size: h / c.num_attention_heads,
+            activation: c.hidden_act,
+        })
+    }
+
+    /// `mask_bias`: `[batch, 1, 1, len]`, 0 on tokens and a large negative number on padding.
+    fn forward(&self, x: &Tensor, mask_bias: &Tensor, mode: &mut Mode) -> Result<Tensor> {
+        let (b, len, h) = x.dims3()?;
+        let split = |t: Tensor| {
+            t.reshape((b, len, self.heads, self.head_size))?
+                .transpose(1, 2)?
+                .contiguous()
+        };
+        let q = split(self.query.forward(x)?)?;
+        let k = split(self.key.forward(x)?)?;
+        let v = split(self.value.forward(x)?)?;
+        let scores =
+            (q.matmul(&k.t()?)? / (self.head_size as f64).sqrt())?.broadcast_add(mask_bias)?;
+        let probs = if mode.is_train() {
+            candle_nn::ops::softmax(&scores, D::Minus1)?
+        } else {
+            candle_nn::ops::softmax_last_dim(&scores)?
+        };
+        let probs = mode.attention_dropout(&probs)?;
+        let context = probs.matmul(&v)?.transpose(1, 2)?.reshape((b, len, h))?;
+        let attended = mode.dropout(&self.attention_out.forward(&context)?)?;
+        let x = self.attention_norm.forward(&(attended + x)?, mode)?;
+        let inner = self.intermediate.forward(&x)?;
+        let inner = match self.activation {
+            Activation::Gelu => inner.gelu_erf()?,
+            Activation::GeluNew => inner.gelu()?,
+            Activation::Relu => inner.relu()?,
+        };
+        let out = mode.dropout(&self.output.forward(&inner)?)?;
+        self.output_norm.forward(&(out + x)?, mode)
+    }
+}
+
+/// The BERT encoder (no pooler).
+pub struct Bert {
+    embeddings: Embeddings,
+    layers: Vec<Layer>,
+}
+
+impl Bert {
+    /// Builds the encoder from tensors under `vb` (`embeddings.*`, `encoder.layer.N.*`).
+    pub fn new(config: &BertConfig, vb: VarBuilder) -> Result<Self> {
+        let embeddings = Embeddings::new(config, vb.pp("embeddings"))?;
+        let layers = (0..config.num_hidden_layers)
+            .map(|i| Layer::new(config, vb.pp("encoder").pp("layer").pp(i)))
+            .collect::<Result<_>>()?;
+        Ok(Bert { embeddings, layers })
+    }
+
+    /// Hidden states `[batch, len, hidden]` for token ids `[batch, len]`; `attention_mask` is 1 on
+    /// tokens and 0 on padding.
+    pub fn forward(
+        &self,
+        ids: &Tensor,
+        type_ids: &Tensor,
+        attention_mask: &Tensor,
+        mode: &mut Mode,
+    ) -> Result<Tensor> {
+        let (b, len) = ids.dims2()?;
+        // Padding gets a large negative bias: exp underflows to exactly 0, as with -inf.
+        let mask_bias =
+            ((attention_mask.to_dtype(DType::F32)? - 1.0)? * 1e9)?.reshape((b, 1, 1, len))?;
+        let mut x = self.embeddings.forward(ids, type_ids, mode)?;
+        for layer in &self.layers {
+            x = layer.forward(&x, &mask_bias, mode)?;
+        }
+        Ok(x)
+    }
+}

@@ -1,0 +1,295 @@
+//! Model configuration: the Hugging Face BERT fields plus newstag's own section.
+
+use crate::data::Tag;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// The BERT hyper-parameters, as in a Hugging Face `config.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BertConfig {
+    pub vocab_size: usize,
+    pub hidden_size: usize,
+    pub num_hidden_layers: usize,
+    pub num_attention_heads: usize,
+    pub intermediate_size: usize,
+    #[serde(default = "default_act")]
+    pub hidden_act: Activation,
+    #[serde(default = "default_dropout")]
+    pub hidden_dropout_prob: f64,
+    #[serde(default = "default_dropout")]
+    pub attention_probs_dropout_prob: f64,
+    pub max_position_embeddings: usize,
+    #[serde(default = "default_type_vocab")]
+    pub type_vocab_size: usize,
+    #[serde(default = "default_eps")]
+    pub layer_norm_eps: f64,
+    #[serde(default)]
+    pub pad_token_id: u32,
+    #[serde(default = "default_position_type")]
+    pub position_embedding_type: String,
+}
+
+fn default_act() -> Activation {
+    Activation::Gelu
+}
+fn default_dropout() -> f64 {
+    0.1
+}
+fn default_type_vocab() -> usize {
+    2
+}
+fn default_eps() -> f64 {
+    1e-12
+}
+fn default_position_type() -> String {
+    "absolute".into()
+}
+
+/// Feed-forward activation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Activation {
+    /// Exact (erf) GELU, Hugging Face's `"gelu"`.
+    Gelu,
+    /// Tanh approximation, Hugging Face's `"gelu_new"`.
+    GeluNew,
+    Relu,
+}
+
+impl BertConfig {
+    /// A tiny configuration for tests and examples.
+    pub fn tiny(vocab_size: usize) -> Self {
+        BertConfig {
+            vocab_size,
+            hidden_size: 32,
+            num_hidden_layers: 2,
+            num_attention_heads: 4,
+            intermediate_size: 64,
+            hidden_act: Activation::Gelu,
+            hidden_dropout_prob: 0.1,
+            attention_probs_dropout_prob: 0.1,
+            max_position_embeddings: 128,
+            type_vocab_size: 2,
+            layer_norm_eps: 1e-12,
+            pad_token_id: 0,
+            position_embedding_type: "absolute".into(),
+        }
+    }
+
+    pub fn validate(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            self.hidden_size % self.num_attention_heads == 0,
+            "hidden_size {} is not a multiple of num_attention_heads {}",
+            self.hidden_size,
+            self.num_attention_heads
+        );
+        anyhow::ensure!(
+            self.position_embedding_type == "absolute",
+            "position_embedding_type {:?} is not supported (only \"absolute\")",
+            self.position_embedding_type
+        );
+        anyhow::ensure!(
+            self.max_position_embeddings >= 3,
+            "max_position_embeddings must be at least 3"
+        );
+        Ok(())
+    }
+}
+
+/// How long articles are cut into overlapping windows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WindowConfig {
+    /// Sub-tokens per window, including `[CLS]` and `[SEP]`.
+    pub max_tokens: usize,
+    /// Sub-tokens shared by neighbouring windows.
+    pub overlap: usize,
+}
+
+impl Default for WindowConfig {
+    fn default() -> Self {
+        WindowConfig {
+            max_tokens: 256,
+            overlap: 64,
+        }
+    }
+}
+
+impl WindowConfig {
+    pub fn validate(&self, max_positions: usize) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            self.max_tokens >= 8,
+            "window of {} sub-tokens is too small (at least 8)",
+            self.max_tokens
+        );
+        anyhow::ensure!(
+            self.max_tokens <= max_positions,
+            "window of {} sub-tokens exceeds the model's {} positions",
+            self.max_tokens,
+            max_positions
+        );
+        anyhow::ensure!(
+            self.overlap * 2 <= self.max_tokens - 2,
+            "window overlap {} must be at most half of the window's {} content tokens",
+            self.overlap,
+            self.max_tokens - 2
+        );
+        Ok(())
+    }
+}
+
+/// newstag's own part of `config.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NewstagSection {
+    pub version: String,
+    /// Topic labels, in the order of the topic head's outputs.
+    pub topics: Vec<String>,
+    /// Decision threshold per topic (chosen on dev).
+    pub thresholds: Vec<f32>,
+    pub window: WindowConfig,
+    /// Prefix of the topic head's tensors in `model.safetensors`.
+    pub topic_head: String,
+}
+
+/// The whole `config.json` of a saved model: loadable by Hugging Face transformers as a
+/// `BertForTokenClassification`, with newstag's topics and windows in `newstag`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelConfig {
+    #[serde(flatten)]
+    pub bert: BertConfig,
+    #[serde(default)]
+    pub architectures: Vec<String>,
+    #[serde(default = "default_model_type")]
+    pub model_type: String,
+    #[serde(default)]
+    pub id2label: BTreeMap<String, String>,
+    #[serde(default)]
+    pub label2id: BTreeMap<String, usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub newstag: Option<NewstagSection>,
+}
+
+fn default_model_type() -> String {
+    "bert".into()
+}
+
+/// The BIO tags a token classifier predicts, indexed by output position.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TagSet {
+    tags: Vec<Tag>,
+}
+
+impl TagSet {
+    /// `O` followed by `B-` and `I-` of each entity type, in the given order.
+    pub fn from_types<S: AsRef<str>>(types: &[S]) -> Self {
+        let mut tags = vec![Tag::Outside];
+        for t in types {
+            tags.push(Tag::Begin(t.as_ref().to_string()));
+            tags.push(Tag::Inside(t.as_ref().to_string()));
+        }
+        TagSet { tags }
+    }
+
+    /// Reads Hugging Face's `id2label`; every type needs both its `B-` and `I-` tag, and `O` must exist.
+    pub fn from_id2label(id2label: &BTreeMap<String, String>) -> anyhow::Result<Self> {
+        anyhow::ensure!(
+            !id2label.is_empty(),
+            "config.json has no id2label: not a token classification model"
+        );
+        let mut by_id = BTreeMap::new();
+        for (k, v) in id2label {
+            let id: usize = k
+                .parse()
+                .map_err(|_| anyhow::anyhow!("id2label key {k:?} is not a number"))?;
+            let tag = Tag::parse(v).map_err(|e| anyhow::anyhow!("id2label[{k}]: {e}"))?;
+            by_id.insert(id, tag);
+        }
+        anyhow::ensure!(
+            by_id.keys().copied().eq(0..by_id.len()),
+            "id2label ids must be 0..{} without gaps",
+            by_id.len()
+        );
+        let tags: Vec<Tag> = by_id.into_values().collect();
+        anyhow::ensure!(tags.contains(&Tag::Outside), "id2label has no \"O\" tag");
+        let set = TagSet { tags };
+        for t in set.types() {
+            anyhow::ensure!(
+                set.index(&Tag::Begin(t.clone())).is_some()
+                    && set.index(&Tag::Inside(t.clone())).is_some(),
+                "id2label has only one of B-{t} and I-{t}"
+            );
+        }
+        Ok(set)
+    }
+
+    pub fn len(&self) -> usize {
+        self.tags.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.tags.is_empty()
+    }
+
+    pub fn tags(&self) -> &[Tag] {
+        &self.tags
+    }
+
+    pub fn index(&self, tag: &Tag) -> Option<usize> {
+        self.tags.iter().position(|t| t == tag)
+    }
+
+    /// Entity types, in order of first appearance.
+    pub fn types(&self) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        for t in &self.tags {
+            if let Some(l) = t.label() {
+                if !out.iter().any(|o| o == l) {
+                    out.push(l.to_string());
+                }
+            }
+        }
+        out
+    }
+
+    pub fn id2label(&self) -> BTreeMap<String, String> {
+        self.tags
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (i.to_string(), t.to_string()))
+            .collect()
+    }
+
+    pub fn label2id(&self) -> BTreeMap<String, usize> {
+        self.tags
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.to_string(), i))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tagset_roundtrips_through_id2label() {
+        let set = TagSet::from_types(&["LOC", "PER"]);
+        assert_eq!(set.len(), 5);
+        assert_eq!(TagSet::from_id2label(&set.id2label()).unwrap(), set);
+        let mut broken = set.id2label();
+        broken.remove("4");
+        assert!(TagSet::from_id2label(&broken)
+            .unwrap_err()
+            .to_string()
+            .contains("only one of B-PER and I-PER"));
+    }
+
+    #[test]
+    fn reads_hugging_face_config_without_newstag_fields() {
+        let json = r#"{"vocab_size": 10, "hidden_size": 8, "num_hidden_layers": 1, "num_attention_heads": 2,
+            "intermediate_size": 16, "max_position_embeddings": 32, "hidden_act": "gelu", "foo": 1}"#;
+        let c: ModelConfig = serde_json::from_str(json).unwrap();
+        assert_eq!(c.bert.layer_norm_eps, 1e-12);
+        assert!(c.newstag.is_none());
+    }
+}

@@ -1,0 +1,285 @@
+//! The model: a BERT encoder shared by two heads, token classification over BIO tags and
+//! multi-label document topics. A saved model is a directory that Hugging Face transformers loads as
+//! `BertForTokenClassification`; the topic head rides along under its own tensor prefix.
+
+pub mod batch;
+pub mod bert;
+pub mod config;
+pub mod params;
+pub mod source;
+pub mod windows;
+
+use crate::fsutil::{write_atomic, write_json_atomic};
+use anyhow::Context;
+use batch::Batch;
+use bert::{Bert, Mode};
+use candle_core::{Device, Module, Tensor, Var};
+use candle_nn::{Init, Linear, VarBuilder};
+use config::{BertConfig, ModelConfig, NewstagSection, TagSet, WindowConfig};
+use params::{Missing, ParamStore};
+use std::collections::BTreeMap;
+use std::path::Path;
+use tokenizers::Tokenizer;
+use windows::SpecialTokens;
+
+/// Tensor prefix of the topic head in `model.safetensors`.
+pub const TOPIC_HEAD: &str = "topic_classifier";
+
+/// Encoder, entity head, topic head and tokenizer.
+pub struct NewsTagger {
+    pub config: ModelConfig,
+    pub tags: TagSet,
+    pub tokenizer: Tokenizer,
+    pub special: SpecialTokens,
+    bert: Bert,
+    classifier: Linear,
+    topic_head: Option<Linear>,
+    store: ParamStore,
+    device: Device,
+}
+
+/// Logits for one batch.
+pub struct Output {
+    /// `[words, tags]`, one row per word of `Batch::words`.
+    pub entity_logits: Tensor,
+    /// `[items, topics]`, or `None` for a model without topics.
+    pub topic_logits: Option<Tensor>,
+}
+
+/// Loads a tokenizer with truncation and padding off: newstag windows articles itself.
+pub fn load_tokenizer(path: &Path) -> anyhow::Result<Tokenizer> {
+    let mut tokenizer = Tokenizer::from_file(path)
+        .map_err(|e| anyhow::anyhow!("{}: cannot load tokenizer: {e}", path.display()))?;
+    tokenizer
+        .with_truncation(None)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?
+        .with_padding(None);
+    Ok(tokenizer)
+}
+
+fn read_config(dir: &Path) -> anyhow::Result<ModelConfig> {
+    let path = dir.join("config.json");
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("{}: cannot read", path.display()))?;
+    let config: ModelConfig = serde_json::from_str(&text)
+        .map_err(|e| anyhow::anyhow!("{}: invalid model config: {e}", path.display()))?;
+    config
+        .bert
+        .validate()
+        .with_context(|| format!("{}", path.display()))?;
+    Ok(config)
+}
+
+impl NewsTagger {
+    /// A fresh tagger on a pretrained encoder (`base` holds config.json, model.safetensors and
+    /// tokenizer.json); the heads are initialised from `seed`.
+    pub fn from_base(
+        base: &Path,
+        entity_types: &[String],
+        topics: &[String],
+        window: WindowConfig,
+        seed: u64,
+        device: &Device,
+    ) -> anyhow::Result<Self> {
+        let mut config = read_config(base)?;
+        let tags = TagSet::from_types(entity_types);
+        config.architectures = vec!["BertForTokenClassification".into()];
+        config.model_type = "bert".into();
+        config.id2label = tags.id2label();
+        config.label2id = tags.label2id();
+        config.newstag = Some(NewstagSection {
+            version: env!("CARGO_PKG_VERSION").into(),
+            topics: topics.to_vec(),
+            thresholds: vec![0.5; topics.len()],
+            window,
+            topic_head: TOPIC_HEAD.into(),
+        });
+        let weights = base.join("model.safetensors");
+        let store = ParamStore::load(&weights, Missing::InitHeads, seed)?;
+        let tokenizer = load_tokenizer(&base.join("tokenizer.json"))?;
+        Self::build(config, tags, tokenizer, store, device)
+            .with_context(|| format!("{}", weights.display()))
+    }
+
+    /// A tagger with every weight random, for tests and benchmarks.
+    pub fn random(
+        bert: BertConfig,
+        tokenizer: Tokenizer,
+        entity_types: &[String],
+        topics: &[String],
+        window: WindowConfig,
+        seed: u64,
+        device: &Device,
+    ) -> anyhow::Result<Self> {
+        let tags = TagSet::from_types(entity_types);
+        let config = ModelConfig {
+            bert,
+            architectures: vec!["BertForTokenClassification".into()],
+            model_type: "bert".into(),
+            id2label: tags.id2label(),
+            label2id: tags.label2id(),
+            newstag: Some(NewstagSection {
+                version: env!("CARGO_PKG_VERSION").into(),
+                topics: topics.to_vec(),
+                thresholds: vec![0.5; topics.len()],
+                window,
+                topic_head: TOPIC_HEAD.into(),
+            }),
+        };
+        Self::build(config, tags, tokenizer, ParamStore::fresh(seed), device)
+    }
+
+    /// Loads a saved model directory: newstag's own, or a Hugging Face `BertForTokenClassification`
+    /// (entities only).
+    pub fn load(dir: &Path, device: &Device) -> anyhow::Result<Self> {
+        for f in source::MODEL_FILES {
+            anyhow::ensure!(
+                dir.join(f).is_file(),
+                "{}: not a model directory: {f} is missing",
+                dir.display()
+            );
+        }
+        let config = read_config(dir)?;
+        let tags = TagSet::from_id2label(&config.id2label)
+            .with_context(|| format!("{}/config.json", dir.display()))?;
+        let tokenizer = load_tokenizer(&dir.join("tokenizer.json"))?;
+        let weights = dir.join("model.safetensors");
+        let store = ParamStore::load(&weights, Missing::Error, 0)?;
+        Self::build(config, tags, tokenizer, store, device)
+            .with_context(|| format!("{}", weights.display()))
+    }
+
+    fn build(
+        config: ModelConfig,
+        tags: TagSet,
+        tokenizer: Tokenizer,
+        store: ParamStore,
+        device: &Device,
+    ) -> anyhow::Result<Self> {
+        config.bert.validate()?;
+        let vocab = tokenizer.get_vocab_size(true);
+        anyhow::ensure!(
+            vocab <= config.bert.vocab_size,
+            "the tokenizer has {vocab} tokens but the model's vocabulary has {}: they do not belong together",
+            config.bert.vocab_size
+        );
+        if let Some(n) = &config.newstag {
+            n.window.validate(config.bert.max_position_embeddings)?;
+            anyhow::ensure!(
+                n.thresholds.len() == n.topics.len(),
+                "config.json: {} topics but {} thresholds",
+                n.topics.len(),
+                n.thresholds.len()
+            );
+        }
+        let special = SpecialTokens::from_tokenizer(&tokenizer)?;
+        let (bert, classifier, topic_head) = {
+            let vb = store.var_builder(device);
+            let h = config.bert.hidden_size;
+            let bert = Bert::new(&config.bert, vb.pp("bert"))?;
+            let classifier = head(h, tags.len(), vb.pp("classifier"))?;
+            let topic_head = match &config.newstag {
+                Some(n) if !n.topics.is_empty() => {
+                    Some(head(h, n.topics.len(), vb.pp(&n.topic_head))?)
+                }
+                _ => None,
+            };
+            (bert, classifier, topic_head)
+        };
+        Ok(NewsTagger {
+            config,
+            tags,
+            tokenizer,
+            special,
+            bert,
+            classifier,
+            topic_head,
+            store,
+            device: device.clone(),
+        })
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// Topic labels, in head order (empty for an entities-only model).
+    pub fn topics(&self) -> &[String] {
+        self.config.newstag.as_ref().map_or(&[], |n| &n.topics)
+    }
+
+    pub fn thresholds(&self) -> &[f32] {
+        self.config.newstag.as_ref().map_or(&[], |n| &n.thresholds)
+    }
+
+    pub fn set_thresholds(&mut self, thresholds: Vec<f32>) {
+        if let Some(n) = &mut self.config.newstag {
+            n.thresholds = thresholds;
+        }
+    }
+
+    pub fn window(&self) -> WindowConfig {
+        self.config
+            .newstag
+            .as_ref()
+            .map_or_else(WindowConfig::default, |n| n.window)
+    }
+
+    /// Every trainable variable by name.
+    pub fn vars(&self) -> BTreeMap<String, Var> {
+        self.store.vars()
+    }
+
+    /// Runs the encoder and both heads on a batch.
+    pub fn forward(&self, batch: &Batch, mode: &mut Mode) -> anyhow::Result<Output> {
+        let hidden = self
+            .bert
+            .forward(&batch.ids, &batch.type_ids, &batch.mask, mode)?;
+        let (b, t, h) = hidden.dims3()?;
+        let flat = hidden.reshape((b * t, h))?;
+        let word_states = mode.dropout(&flat.index_select(&batch.word_positions, 0)?)?;
+        let entity_logits = self.classifier.forward(&word_states)?;
+        let topic_logits = match &self.topic_head {
+            Some(head) => Some(head.forward(&mode.dropout(&batch.pool.matmul(&flat)?)?)?),
+            None => None,
+        };
+        Ok(Output {
+            entity_logits,
+            topic_logits,
+        })
+    }
+
+    /// Saves config.json, model.safetensors and tokenizer.json into `dir`, each atomically.
+    pub fn save(&self, dir: &Path) -> anyhow::Result<()> {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("{}: cannot create", dir.display()))?;
+        let tensors: BTreeMap<String, Tensor> = self
+            .vars()
+            .into_iter()
+            .map(|(k, v)| (k, v.as_tensor().clone()))
+            .collect();
+        write_atomic(
+            &dir.join("model.safetensors"),
+            &params::safetensors_bytes(&tensors)?,
+        )?;
+        let tok = self
+            .tokenizer
+            .to_string(true)
+            .map_err(|e| anyhow::anyhow!("cannot serialise tokenizer: {e}"))?;
+        write_atomic(&dir.join("tokenizer.json"), tok.as_bytes())?;
+        write_json_atomic(&dir.join("config.json"), &self.config)
+    }
+}
+
+fn head(input: usize, output: usize, vb: VarBuilder) -> candle_core::Result<Linear> {
+    let w = vb.get_with_hints(
+        (output, input),
+        "weight",
+        Init::Randn {
+            mean: 0.0,
+            stdev: 0.02,
+        },
+    )?;
+    let b = vb.get_with_hints(output, "bias", Init::Const(0.0))?;
+    Ok(Linear::new(w, Some(b)))
+}
