@@ -6,6 +6,7 @@
 pub mod conll;
 pub mod input;
 pub mod jsonl;
+pub mod load;
 pub mod words;
 
 use std::fmt;

@@ -68,7 +68,7 @@ impl BertConfig {
             hidden_act: Activation::Gelu,
             hidden_dropout_prob: 0.1,
             attention_probs_dropout_prob: 0.1,
-            max_position_embeddings: 128,
+            max_position_embeddings: 512,
             type_vocab_size: 2,
             layer_norm_eps: 1e-12,
             pad_token_id: 0,

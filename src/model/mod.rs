@@ -7,6 +7,7 @@ pub mod bert;
 pub mod config;
 pub mod params;
 pub mod source;
+pub mod tiny;
 pub mod windows;
 
 use crate::fsutil::{write_atomic, write_json_atomic};
@@ -38,12 +39,13 @@ pub struct NewsTagger {
     device: Device,
 }
 
-/// Logits for one batch.
+/// What the encoder and entity head make of one batch.
 pub struct Output {
     /// `[words, tags]`, one row per word of `Batch::words`.
     pub entity_logits: Tensor,
-    /// `[items, topics]`, or `None` for a model without topics.
-    pub topic_logits: Option<Tensor>,
+    /// `[items, hidden]`: each item's mean hidden state over the sub-tokens it owns (the topic
+    /// head's input; an article split over several items is the weighted mean of its items).
+    pub pooled: Tensor,
 }
 
 /// Loads a tokenizer with truncation and padding off: newstag windows articles itself.
@@ -95,10 +97,11 @@ impl NewsTagger {
             topic_head: TOPIC_HEAD.into(),
         });
         let weights = base.join("model.safetensors");
-        let store = ParamStore::load(&weights, Missing::InitHeads, seed)?;
+        let mut store = ParamStore::load(&weights, Missing::InitHeads, seed)?;
+        // A base model's own heads (a pooler, another task's classifier) are never reused.
+        store.retain_encoder();
         let tokenizer = load_tokenizer(&base.join("tokenizer.json"))?;
-        Self::build(config, tags, tokenizer, store, device)
-            .with_context(|| format!("{}", weights.display()))
+        Self::build(config, tags, tokenizer, store, device, &weights)
     }
 
     /// A tagger with every weight random, for tests and benchmarks.
@@ -126,7 +129,14 @@ impl NewsTagger {
                 topic_head: TOPIC_HEAD.into(),
             }),
         };
-        Self::build(config, tags, tokenizer, ParamStore::fresh(seed), device)
+        Self::build(
+            config,
+            tags,
+            tokenizer,
+            ParamStore::fresh(seed),
+            device,
+            Path::new("(random weights)"),
+        )
     }
 
     /// Loads a saved model directory: newstag's own, or a Hugging Face `BertForTokenClassification`
@@ -145,8 +155,7 @@ impl NewsTagger {
         let tokenizer = load_tokenizer(&dir.join("tokenizer.json"))?;
         let weights = dir.join("model.safetensors");
         let store = ParamStore::load(&weights, Missing::Error, 0)?;
-        Self::build(config, tags, tokenizer, store, device)
-            .with_context(|| format!("{}", weights.display()))
+        Self::build(config, tags, tokenizer, store, device, &weights)
     }
 
     fn build(
@@ -155,6 +164,7 @@ impl NewsTagger {
         tokenizer: Tokenizer,
         store: ParamStore,
         device: &Device,
+        weights: &Path,
     ) -> anyhow::Result<Self> {
         config.bert.validate()?;
         let vocab = tokenizer.get_vocab_size(true);
@@ -184,8 +194,9 @@ impl NewsTagger {
                 }
                 _ => None,
             };
-            (bert, classifier, topic_head)
-        };
+            anyhow::Ok((bert, classifier, topic_head))
+        }
+        .with_context(|| format!("{}", weights.display()))?;
         Ok(NewsTagger {
             config,
             tags,
@@ -239,14 +250,19 @@ impl NewsTagger {
         let flat = hidden.reshape((b * t, h))?;
         let word_states = mode.dropout(&flat.index_select(&batch.word_positions, 0)?)?;
         let entity_logits = self.classifier.forward(&word_states)?;
-        let topic_logits = match &self.topic_head {
-            Some(head) => Some(head.forward(&mode.dropout(&batch.pool.matmul(&flat)?)?)?),
-            None => None,
-        };
+        let pooled = batch.pool.matmul(&flat)?;
         Ok(Output {
             entity_logits,
-            topic_logits,
+            pooled,
         })
+    }
+
+    /// Topic logits `[items, topics]` from pooled states, or `None` for a model without topics.
+    pub fn topic_logits(&self, pooled: &Tensor, mode: &mut Mode) -> anyhow::Result<Option<Tensor>> {
+        match &self.topic_head {
+            Some(head) => Ok(Some(head.forward(&mode.dropout(pooled)?)?)),
+            None => Ok(None),
+        }
     }
 
     /// Saves config.json, model.safetensors and tokenizer.json into `dir`, each atomically.

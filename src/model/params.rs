@@ -79,6 +79,11 @@ impl ParamStore {
         }
     }
 
+    /// Forgets every checkpoint tensor outside the encoder (`bert.`).
+    pub fn retain_encoder(&mut self) {
+        self.source.retain(|name, _| name.starts_with("bert."));
+    }
+
     /// Does the checkpoint hold this tensor (canonical name)?
     pub fn has(&self, name: &str) -> bool {
         self.source.contains_key(name)

@@ -1,0 +1,47 @@
+//! The `newstag` command line: `train`, `tag`, `eval` and `validate`.
+
+mod eval;
+mod tag;
+mod train;
+mod validate;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+/// Tag news articles with named entities and topics.
+#[derive(Parser, Debug)]
+#[command(name = "newstag", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Fine-tune a BERT encoder for entities and topics.
+    Train(train::TrainArgs),
+    /// Tag articles with a trained model (JSONL out).
+    Tag(tag::TagArgs),
+    /// Score a model on annotated data.
+    Eval(eval::EvalArgs),
+    /// Check annotated files and list every problem.
+    Validate(validate::ValidateArgs),
+}
+
+/// Runs the command line; errors are printed with their causes.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Train(a) => train::run(a),
+        Command::Tag(a) => tag::run(a),
+        Command::Eval(a) => eval::run(a),
+        Command::Validate(a) => validate::run(a),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,54 @@
+use crate::data::load::{pair_sidecars, read_annotated};
+use crate::data::Schema;
+use clap::Args;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Args, Debug)]
+pub struct ValidateArgs {
+    /// Annotated files, CoNLL or articles JSONL.
+    #[arg(required = true)]
+    files: Vec<PathBuf>,
+    /// Topics sidecar for the CoNLL file in the same position.
+    #[arg(long)]
+    topics: Vec<PathBuf>,
+    /// Extra entity types to accept besides PER, ORG, LOC, MISC.
+    #[arg(long = "entity-type")]
+    entity_types: Vec<String>,
+    /// Extra topics to accept besides energy, borders, defense, trade.
+    #[arg(long = "topic")]
+    extra_topics: Vec<String>,
+}
+
+pub fn run(a: ValidateArgs) -> anyhow::Result<ExitCode> {
+    let mut schema = Schema::default();
+    schema.entity_types.extend(a.entity_types);
+    schema.topics.extend(a.extra_topics);
+    let mut problems = 0;
+    for file in pair_sidecars(&a.files, &a.topics)? {
+        let outcome = read_annotated(&file, Some(&schema))?;
+        for w in &outcome.warnings {
+            println!("warning: {w}");
+        }
+        for p in &outcome.problems {
+            println!("{p}");
+        }
+        problems += outcome.problems.len();
+        let mentions: usize = outcome
+            .articles
+            .iter()
+            .map(|a| a.entities.as_ref().map_or(0, Vec::len))
+            .sum();
+        eprintln!(
+            "{}: {} valid articles, {mentions} entity mentions, {} problem(s)",
+            file.path.display(),
+            outcome.articles.len(),
+            outcome.problems.len()
+        );
+    }
+    Ok(if problems == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}

@@ -1,0 +1,151 @@
+//! Loading annotated files of either format by extension: `.jsonl` is articles JSONL, anything
+//! else CoNLL (optionally with a topics sidecar).
+
+use super::conll::{read_conll, read_topics_sidecar};
+use super::jsonl::{read_jsonl, ReadOptions};
+use super::{ReadOutcome, Schema, DEFAULT_ENTITY_TYPES, DEFAULT_TOPICS};
+use std::path::{Path, PathBuf};
+
+/// An annotated file and, for CoNLL, its topics sidecar.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct AnnotatedFile {
+    pub path: PathBuf,
+    pub topics: Option<PathBuf>,
+}
+
+pub fn is_jsonl(path: &Path) -> bool {
+    path.extension().is_some_and(|e| e == "jsonl")
+}
+
+/// Pairs topics sidecars with the CoNLL files among `files`, in order.
+pub fn pair_sidecars(
+    files: &[PathBuf],
+    sidecars: &[PathBuf],
+) -> anyhow::Result<Vec<AnnotatedFile>> {
+    let conll = files.iter().filter(|f| !is_jsonl(f)).count();
+    anyhow::ensure!(
+        sidecars.len() <= conll,
+        "{} topics sidecar(s) but only {conll} CoNLL file(s): each sidecar belongs to the CoNLL file in the same position",
+        sidecars.len()
+    );
+    let mut sidecars = sidecars.iter();
+    Ok(files
+        .iter()
+        .map(|f| AnnotatedFile {
+            path: f.clone(),
+            topics: if is_jsonl(f) {
+                None
+            } else {
+                sidecars.next().cloned()
+            },
+        })
+        .collect())
+}
+
+/// Reads one annotated file; with a schema, unknown labels are problems.
+pub fn read_annotated(
+    file: &AnnotatedFile,
+    schema: Option<&Schema>,
+) -> anyhow::Result<ReadOutcome> {
+    if is_jsonl(&file.path) {
+        anyhow::ensure!(
+            file.topics.is_none(),
+            "{}: JSONL files carry their own topics; no sidecar needed",
+            file.path.display()
+        );
+        return read_jsonl(
+            &file.path,
+            ReadOptions {
+                schema,
+                require_id: false,
+            },
+        );
+    }
+    let mut outcome = read_conll(&file.path, schema)?;
+    if let Some(sidecar) = &file.topics {
+        // Sidecars count documents, including any the reader had to drop; only pair when none was.
+        if outcome.problems.is_empty() {
+            match read_topics_sidecar(sidecar, outcome.articles.len())? {
+                Ok(topics) => {
+                    for (a, t) in outcome.articles.iter_mut().zip(topics) {
+                        if let Some(s) = schema {
+                            for topic in &t {
+                                if let Err(msg) = s.check_topic(topic) {
+                                    outcome.problems.push(
+                                        super::DataError::new(sidecar, 0, msg).in_article(&a.id),
+                                    );
+                                }
+                            }
+                        }
+                        a.topics = Some(t);
+                    }
+                }
+                Err(mut problems) => outcome.problems.append(&mut problems),
+            }
+        }
+    }
+    Ok(outcome)
+}
+
+/// Reads several files into one list; `skip_invalid` drops bad articles (counted in warnings)
+/// instead of failing.
+pub fn read_all(
+    files: &[AnnotatedFile],
+    schema: Option<&Schema>,
+    skip_invalid: bool,
+) -> anyhow::Result<Vec<super::Article>> {
+    let mut articles = Vec::new();
+    let mut problems = Vec::new();
+    for f in files {
+        let outcome = read_annotated(f, schema)?;
+        for w in &outcome.warnings {
+            eprintln!("warning: {w}");
+        }
+        problems.extend(outcome.problems);
+        articles.extend(outcome.articles);
+    }
+    if !problems.is_empty() {
+        if !skip_invalid {
+            return Err(super::problems_error(&problems));
+        }
+        eprintln!(
+            "warning: skipped {} invalid record(s) (--skip-invalid); first: {}",
+            problems.len(),
+            problems[0]
+        );
+    }
+    Ok(articles)
+}
+
+/// Labels found in articles, known ones first in their usual order, others sorted.
+pub fn found_labels(articles: &[super::Article]) -> (Vec<String>, Vec<String>) {
+    let mut types: Vec<String> = articles
+        .iter()
+        .flat_map(|a| a.entities.iter().flatten().map(|e| e.label.clone()))
+        .collect();
+    let mut topics: Vec<String> = articles
+        .iter()
+        .flat_map(|a| a.topics.iter().flatten().cloned())
+        .collect();
+    (
+        ordered(&mut types, &DEFAULT_ENTITY_TYPES),
+        ordered(&mut topics, &DEFAULT_TOPICS),
+    )
+}
+
+fn ordered(found: &mut Vec<String>, known: &[&str]) -> Vec<String> {
+    found.sort();
+    found.dedup();
+    let mut out: Vec<String> = known
+        .iter()
+        .filter(|k| found.iter().any(|f| f == *k))
+        .map(|k| k.to_string())
+        .collect();
+    out.extend(
+        found
+            .iter()
+            .filter(|f| !known.contains(&f.as_str()))
+            .cloned(),
+    );
+    out
+}

@@ -1,0 +1,195 @@
+//! The evaluation [`Report`]: what the scorers found, as a plain-text table or JSON.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+
+use serde::Serialize;
+
+use super::metrics::{EntityScorer, Scores, TopicScorer};
+
+/// Entity and topic results of one evaluation; a part is `None` when nothing was scored for it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub entities: Option<EntityReport>,
+    pub topics: Option<TopicReport>,
+    /// Documents evaluated in all.
+    pub documents: usize,
+}
+
+/// Strict entity-level results.
+#[derive(Debug, Clone, Serialize)]
+pub struct EntityReport {
+    pub micro: Prf,
+    /// Mean over the types seen in gold or predictions; zeros when there are none.
+    pub r#macro: Prf,
+    pub per_type: BTreeMap<String, Scores>,
+}
+
+/// Multi-label topic results.
+#[derive(Debug, Clone, Serialize)]
+pub struct TopicReport {
+    pub micro: Prf,
+    /// Mean over every label of the label set.
+    pub r#macro: Prf,
+    pub per_label: BTreeMap<String, Scores>,
+    /// Documents that carried topic annotations.
+    pub documents: usize,
+}
+
+/// Precision, recall and F1 of an average.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Prf {
+    pub precision: f64,
+    pub recall: f64,
+    pub f1: f64,
+}
+
+impl From<Scores> for Prf {
+    fn from(s: Scores) -> Self {
+        Prf {
+            precision: s.precision,
+            recall: s.recall,
+            f1: s.f1,
+        }
+    }
+}
+
+impl Report {
+    /// Collects the scorers' results; `documents` is the number of documents evaluated.
+    pub fn new(
+        entities: Option<&EntityScorer>,
+        topics: Option<&TopicScorer>,
+        documents: usize,
+    ) -> Self {
+        let entities = entities.map(|s| EntityReport {
+            micro: s.micro().into(),
+            r#macro: s.macro_avg().map_or(
+                Prf {
+                    precision: 0.0,
+                    recall: 0.0,
+                    f1: 0.0,
+                },
+                Prf::from,
+            ),
+            per_type: scores_of(s.per_type()),
+        });
+        let topics = topics.map(|s| TopicReport {
+            micro: s.micro().into(),
+            r#macro: s.macro_avg().into(),
+            per_label: scores_of(s.per_label()),
+            documents: s.documents(),
+        });
+        Report {
+            entities,
+            topics,
+            documents,
+        }
+    }
+
+    /// A plain-text table: per entity type precision/recall/F1/support, micro and macro averages;
+    /// then the same for topics per label. Four decimals.
+    pub fn table(&self) -> String {
+        let mut out = format!("documents: {}\n", self.documents);
+        if let Some(e) = &self.entities {
+            out.push('\n');
+            section(&mut out, "entity", &e.per_type, e.micro, e.r#macro);
+        }
+        if let Some(t) = &self.topics {
+            out.push('\n');
+            section(&mut out, "topic", &t.per_label, t.micro, t.r#macro);
+            let _ = writeln!(out, "(topics scored on {} documents)", t.documents);
+        }
+        out
+    }
+}
+
+fn scores_of(counts: BTreeMap<String, super::metrics::Counts>) -> BTreeMap<String, Scores> {
+    counts.into_iter().map(|(k, c)| (k, c.scores())).collect()
+}
+
+/// One block of the table: a header, a row per class, and the two averages.
+fn section(out: &mut String, title: &str, rows: &BTreeMap<String, Scores>, micro: Prf, mac: Prf) {
+    const MICRO: &str = "micro avg";
+    const MACRO: &str = "macro avg";
+    let width = rows
+        .keys()
+        .map(|k| k.chars().count())
+        .chain([title.len(), MICRO.len()])
+        .max()
+        .unwrap_or(0);
+    let support: usize = rows.values().map(|s| s.support).sum();
+    // `writeln!` into a String cannot fail.
+    let _ = writeln!(
+        out,
+        "{title:<width$}  {:>9}  {:>9}  {:>9}  {:>9}",
+        "precision", "recall", "f1", "support"
+    );
+    let mut row = |name: &str, p: f64, r: f64, f: f64, n: usize| {
+        let _ = writeln!(out, "{name:<width$}  {p:>9.4}  {r:>9.4}  {f:>9.4}  {n:>9}");
+    };
+    for (name, s) in rows {
+        row(name, s.precision, s.recall, s.f1, s.support);
+    }
+    row(MICRO, micro.precision, micro.recall, micro.f1, support);
+    row(MACRO, mac.precision, mac.recall, mac.f1, support);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::Entity;
+
+    fn example() -> Report {
+        let mut entities = EntityScorer::default();
+        let per = |w: std::ops::Range<usize>| Entity {
+            words: w,
+            label: "PER".into(),
+        };
+        entities.add(&[per(0..2), per(3..4)], &[per(0..2)]);
+        let labels = ["energy".to_string(), "trade".to_string()];
+        let mut topics = TopicScorer::new(&labels);
+        topics.add(&labels[..1], &labels[..1]);
+        Report::new(Some(&entities), Some(&topics), 2)
+    }
+
+    #[test]
+    fn json_has_the_documented_shape() {
+        let v = serde_json::to_value(example()).unwrap();
+        let keys = |v: &serde_json::Value| {
+            let mut k: Vec<_> = v.as_object().unwrap().keys().cloned().collect();
+            k.sort();
+            k
+        };
+        assert_eq!(keys(&v), ["documents", "entities", "topics"]);
+        assert_eq!(keys(&v["entities"]), ["macro", "micro", "per_type"]);
+        assert_eq!(keys(&v["entities"]["micro"]), ["f1", "precision", "recall"]);
+        assert_eq!(
+            keys(&v["entities"]["per_type"]["PER"]),
+            ["f1", "precision", "recall", "support"]
+        );
+        assert_eq!(v["entities"]["per_type"]["PER"]["recall"], 0.5);
+        assert_eq!(
+            keys(&v["topics"]),
+            ["documents", "macro", "micro", "per_label"]
+        );
+        assert_eq!(v["topics"]["documents"], 1);
+        assert_eq!(v["topics"]["per_label"]["trade"]["support"], 0);
+
+        let empty = Report::new(Some(&EntityScorer::default()), None, 0);
+        let v = serde_json::to_value(empty).unwrap();
+        assert!(v["topics"].is_null());
+        assert_eq!(v["entities"]["macro"]["f1"], 0.0);
+    }
+
+    #[test]
+    fn table_lists_classes_and_averages() {
+        let table = example().table();
+        assert!(table.starts_with("documents: 2\n"), "{table}");
+        assert!(
+            table.contains("PER            1.0000     0.5000     0.6667          2"),
+            "{table}"
+        );
+        assert!(table.contains("trade          0.0000"), "{table}");
+        assert_eq!(table.matches("macro avg").count(), 2, "{table}");
+    }
+}

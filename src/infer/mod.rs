@@ -1,0 +1,174 @@
+//! Batched inference: articles in, scored entities and topic probabilities out.
+//!
+//! Articles are cut into windows, windows of similar length are batched together (little padding),
+//! each word is classified in the window that owns it, and topics are read from the mean hidden
+//! state over the whole article.
+
+pub mod decode;
+pub mod output;
+
+use crate::data::Article;
+use crate::model::batch::{Batch, Item};
+use crate::model::bert::Mode;
+use crate::model::windows::{encode_article, EncodedArticle};
+use crate::model::NewsTagger;
+use candle_core::Tensor;
+pub use decode::ScoredEntity;
+
+/// What the model says about one article.
+#[derive(Debug, Clone)]
+pub struct ArticlePrediction {
+    pub entities: Vec<ScoredEntity>,
+    /// Probability of each of the model's topics, in model order.
+    pub topic_probs: Vec<f32>,
+    /// Sub-tokens the article has (excluding special tokens and padding).
+    pub tokens: usize,
+}
+
+impl ArticlePrediction {
+    /// Topics at or above their thresholds, with probabilities.
+    pub fn topics_above<'a>(
+        &self,
+        topics: &'a [String],
+        thresholds: &[f32],
+    ) -> Vec<(&'a str, f32)> {
+        topics
+            .iter()
+            .zip(thresholds)
+            .zip(&self.topic_probs)
+            .filter(|((_, &th), &p)| p >= th)
+            .map(|((t, _), &p)| (t.as_str(), p))
+            .collect()
+    }
+}
+
+/// Runs a model over articles in batches of at most `batch_windows` windows.
+pub struct Predictor<'m> {
+    model: &'m NewsTagger,
+    batch_windows: usize,
+}
+
+impl<'m> Predictor<'m> {
+    pub fn new(model: &'m NewsTagger, batch_windows: usize) -> Self {
+        Predictor {
+            model,
+            batch_windows: batch_windows.max(1),
+        }
+    }
+
+    /// Encodes an article into sub-token windows.
+    pub fn encode(&self, article: &Article) -> anyhow::Result<EncodedArticle> {
+        encode_article(&self.model.tokenizer, article, self.model.window())
+    }
+
+    /// Predicts entities and topic probabilities for each article, in order.
+    pub fn predict(&self, articles: &[Article]) -> anyhow::Result<Vec<ArticlePrediction>> {
+        let encoded = articles
+            .iter()
+            .map(|a| self.encode(a))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        self.predict_encoded(articles, &encoded)
+    }
+
+    /// As [`Predictor::predict`], for articles already encoded.
+    pub fn predict_encoded(
+        &self,
+        articles: &[Article],
+        encoded: &[EncodedArticle],
+    ) -> anyhow::Result<Vec<ArticlePrediction>> {
+        let model = self.model;
+        let n_tags = model.tags.len();
+        let hidden = model.config.bert.hidden_size;
+        // Items: runs of at most `batch_windows` windows, so one huge article never makes a huge batch.
+        let mut items: Vec<(usize, Item)> = Vec::new();
+        for (a, enc) in encoded.iter().enumerate() {
+            let n = enc.windows.len();
+            for start in (0..n).step_by(self.batch_windows) {
+                items.push((
+                    a,
+                    Item {
+                        article: enc,
+                        windows: (start, (start + self.batch_windows).min(n)),
+                    },
+                ));
+            }
+        }
+        items.sort_by_key(|(_, it)| it.max_len());
+
+        let mut word_probs: Vec<Vec<Vec<f32>>> = articles
+            .iter()
+            .map(|a| {
+                // Words the tokenizer drops get no prediction: certainly outside any entity.
+                let mut outside = vec![0.0; n_tags];
+                if let Some(o) = model.tags.index(&crate::data::Tag::Outside) {
+                    outside[o] = 1.0;
+                }
+                vec![outside; a.words().len()]
+            })
+            .collect();
+        let mut pooled_sum = vec![vec![0f32; hidden]; articles.len()];
+        let mut pooled_weight = vec![0f32; articles.len()];
+
+        let mut start = 0;
+        while start < items.len() {
+            let mut end = start;
+            let mut windows = 0;
+            while end < items.len()
+                && (end == start || windows + items[end].1.window_count() <= self.batch_windows)
+            {
+                windows += items[end].1.window_count();
+                end += 1;
+            }
+            let group: Vec<Item> = items[start..end].iter().map(|(_, it)| *it).collect();
+            let batch = Batch::new(&group, model.special, model.device())?;
+            let out = model.forward(&batch, &mut Mode::Infer)?;
+            let probs = candle_nn::ops::softmax_last_dim(&out.entity_logits)?.to_vec2::<f32>()?;
+            for ((item, word), p) in batch.words.iter().zip(probs) {
+                word_probs[items[start + item].0][*word] = p;
+            }
+            let pooled = out.pooled.to_vec2::<f32>()?;
+            for (k, row) in pooled.iter().enumerate() {
+                let (a, it) = &items[start + k];
+                let w = &it.article.windows;
+                let owned = (w[it.windows.1 - 1].owned.end - w[it.windows.0].owned.start) as f32;
+                for (s, v) in pooled_sum[*a].iter_mut().zip(row) {
+                    *s += v * owned;
+                }
+                pooled_weight[*a] += owned;
+            }
+            start = end;
+        }
+
+        let topic_probs: Vec<Vec<f32>> = if model.topics().is_empty() || articles.is_empty() {
+            vec![Vec::new(); articles.len()]
+        } else {
+            let means: Vec<f32> = pooled_sum
+                .iter()
+                .zip(&pooled_weight)
+                .flat_map(|(s, &w)| s.iter().map(move |v| v / w.max(1.0)).collect::<Vec<_>>())
+                .collect();
+            let pooled = Tensor::from_vec(means, (articles.len(), hidden), model.device())?;
+            match model.topic_logits(&pooled, &mut Mode::Infer)? {
+                Some(logits) => candle_nn::ops::sigmoid(&logits)?.to_vec2::<f32>()?,
+                None => vec![Vec::new(); articles.len()],
+            }
+        };
+
+        Ok(articles
+            .iter()
+            .zip(word_probs)
+            .zip(topic_probs)
+            .zip(encoded)
+            .map(|(((a, probs), topic_probs), enc)| {
+                let path = decode::decode(&probs, &model.tags, a.sentence_starts());
+                let entities =
+                    decode::scored_entities(&path, &probs, &model.tags, a.sentence_starts());
+                ArticlePrediction {
+                    entities,
+                    topic_probs,
+                    tokens: enc.ids.len(),
+                }
+            })
+            .collect())
+    }
+}

@@ -1,0 +1,399 @@
+//! Fine-tuning: AdamW with warm-up and decay, gradient clipping, evaluation on dev after each
+//! epoch, the best model kept, early stopping, and checkpoints a killed run resumes from exactly.
+
+pub mod batches;
+pub mod checkpoint;
+pub mod optim;
+pub mod progress;
+
+use crate::data::{tags_from_entities, Article};
+use crate::eval::{evaluate, Evaluation};
+use crate::fsutil::write_atomic;
+use crate::model::batch::{Batch, Item};
+use crate::model::bert::{Dropout, Mode};
+use crate::model::windows::{encode_article, EncodedArticle};
+use crate::model::NewsTagger;
+use anyhow::Context;
+use batches::{epoch_batches, units, Unit};
+use candle_core::{DType, Tensor};
+use checkpoint::{Checkpoint, TrainState};
+use optim::{clip_grad_norm, learning_rate, AdamW, AdamWConfig};
+use progress::Progress;
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+use std::time::Instant;
+
+/// Training hyper-parameters (saved with the run as `training_args.json` along with the inputs).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TrainOptions {
+    pub epochs: usize,
+    /// Stop after this many optimiser steps (the schedule is planned for them).
+    pub max_steps: Option<usize>,
+    /// Windows per batch.
+    pub batch_windows: usize,
+    pub lr: f64,
+    /// Fraction of steps spent warming up.
+    pub warmup: f64,
+    pub weight_decay: f64,
+    pub max_grad_norm: f64,
+    /// Weight of the topic loss against the entity loss.
+    pub topic_weight: f64,
+    /// Epochs without improvement on dev before stopping.
+    pub patience: usize,
+    pub seed: u64,
+    /// Save a resumable checkpoint every this many steps (0: only at the end of each epoch).
+    pub checkpoint_every: usize,
+}
+
+impl Default for TrainOptions {
+    fn default() -> Self {
+        TrainOptions {
+            epochs: 3,
+            max_steps: None,
+            batch_windows: 8,
+            lr: 1e-4,
+            warmup: 0.1,
+            weight_decay: 0.01,
+            max_grad_norm: 1.0,
+            topic_weight: 1.0,
+            patience: 2,
+            seed: 42,
+            checkpoint_every: 200,
+        }
+    }
+}
+
+/// One line of `metrics.jsonl`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EpochRecord {
+    pub epoch: usize,
+    pub step: usize,
+    pub train_loss: f64,
+    pub lr: f64,
+    pub elapsed_s: f64,
+    /// Real (non-padding) sub-tokens per second over the training steps so far.
+    pub tokens_per_s: f64,
+    pub dev: Option<serde_json::Value>,
+    /// Selection score: mean of entity micro-F1 and topic micro-F1 on dev (those available).
+    pub score: Option<f64>,
+    pub thresholds: Vec<f32>,
+}
+
+/// What a finished run reports.
+#[derive(Debug, Clone)]
+pub struct TrainSummary {
+    pub steps: usize,
+    pub best_score: Option<f64>,
+    pub history: Vec<EpochRecord>,
+    pub elapsed_s: f64,
+    pub tokens_per_s: f64,
+}
+
+/// An article ready for training: its encoding, BIO targets per word, and topic targets.
+struct Example {
+    encoded: EncodedArticle,
+    tags: Option<Vec<u32>>,
+    topics: Option<Vec<f32>>,
+}
+
+fn prepare(model: &NewsTagger, articles: &[Article]) -> anyhow::Result<Vec<Example>> {
+    let topics = model.topics();
+    articles
+        .iter()
+        .map(|a| {
+            let encoded = encode_article(&model.tokenizer, a, model.window())?;
+            let tags = match &a.entities {
+                Some(e) => Some(
+                    tags_from_entities(a.words().len(), e)
+                        .iter()
+                        .map(|t| {
+                            model.tags.index(t).map(|i| i as u32).ok_or_else(|| {
+                                anyhow::anyhow!(
+                                    "article {:?}: tag {t} is not in the model's label set",
+                                    a.id
+                                )
+                            })
+                        })
+                        .collect::<anyhow::Result<Vec<u32>>>()?,
+                ),
+                None => None,
+            };
+            let topic_targets = a.topics.as_ref().filter(|_| !topics.is_empty()).map(|t| {
+                topics
+                    .iter()
+                    .map(|k| if t.contains(k) { 1.0 } else { 0.0 })
+                    .collect()
+            });
+            Ok(Example {
+                encoded,
+                tags,
+                topics: topic_targets,
+            })
+        })
+        .collect()
+}
+
+/// Numerically stable binary cross-entropy on logits, averaged.
+fn bce_with_logits(logits: &Tensor, targets: &Tensor) -> candle_core::Result<Tensor> {
+    let softplus = (logits.abs()?.neg()?.exp()? + 1.0)?.log()?;
+    (logits.relu()? - (logits * targets)? + softplus)?.mean_all()
+}
+
+/// The loss of one batch: entity cross-entropy on labelled words, plus weighted topic BCE.
+fn batch_loss(
+    model: &NewsTagger,
+    examples: &[Example],
+    units: &[Unit],
+    opts: &TrainOptions,
+    mode: &mut Mode,
+) -> anyhow::Result<(Tensor, usize)> {
+    let items: Vec<Item> = units
+        .iter()
+        .map(|u| Item {
+            article: &examples[u.article].encoded,
+            windows: u.windows,
+        })
+        .collect();
+    let batch = Batch::new(&items, model.special, model.device())?;
+    let out = model.forward(&batch, mode)?;
+    let dev = model.device();
+    let mut rows = Vec::new();
+    let mut targets = Vec::new();
+    for (r, (item, word)) in batch.words.iter().enumerate() {
+        if let Some(tags) = &examples[units[*item].article].tags {
+            rows.push(r as u32);
+            targets.push(tags[*word]);
+        }
+    }
+    let mut loss: Option<Tensor> = None;
+    if !rows.is_empty() {
+        let logits = if rows.len() == batch.words.len() {
+            out.entity_logits.clone()
+        } else {
+            out.entity_logits
+                .index_select(&Tensor::new(rows.as_slice(), dev)?, 0)?
+        };
+        let targets = Tensor::new(targets.as_slice(), dev)?;
+        loss = Some(candle_nn::loss::cross_entropy(&logits, &targets)?);
+    }
+    let topic_items: Vec<u32> = (0..units.len())
+        .filter(|&i| examples[units[i].article].topics.is_some())
+        .map(|i| i as u32)
+        .collect();
+    if !topic_items.is_empty() && opts.topic_weight > 0.0 {
+        let pooled = out
+            .pooled
+            .index_select(&Tensor::new(topic_items.as_slice(), dev)?, 0)?;
+        if let Some(logits) = model.topic_logits(&pooled, mode)? {
+            let t: Vec<f32> = topic_items
+                .iter()
+                .flat_map(|&i| examples[units[i as usize].article].topics.clone().unwrap())
+                .collect();
+            let t = Tensor::from_vec(t, logits.shape(), dev)?;
+            let topic_loss = (bce_with_logits(&logits, &t)? * opts.topic_weight)?;
+            loss = Some(match loss {
+                Some(l) => (l + topic_loss)?,
+                None => topic_loss,
+            });
+        }
+    }
+    let loss = match loss {
+        Some(l) => l,
+        None => Tensor::zeros((), DType::F32, dev)?,
+    };
+    Ok((loss, batch.real_tokens))
+}
+
+/// Fine-tunes `model` on `train`, evaluating on `dev` after each epoch, writing the best model,
+/// `metrics.jsonl` and resumable checkpoints into `out`. With `resume`, continues that checkpoint.
+pub fn train(
+    model: &mut NewsTagger,
+    train: &[Article],
+    dev: &[Article],
+    opts: &TrainOptions,
+    out: &Path,
+    resume: Option<TrainState>,
+) -> anyhow::Result<TrainSummary> {
+    let started = Instant::now();
+    let examples = prepare(model, train)?;
+    anyhow::ensure!(!examples.is_empty(), "no training articles");
+    let window_lens: Vec<Vec<usize>> = examples
+        .iter()
+        .map(|e| e.encoded.windows.iter().map(|w| w.len()).collect())
+        .collect();
+    let units = units(&window_lens, opts.batch_windows);
+    let steps_per_epoch = epoch_batches(&units, opts.batch_windows, opts.seed, 0).len();
+    let mut total_steps = steps_per_epoch * opts.epochs;
+    if let Some(m) = opts.max_steps {
+        total_steps = total_steps.min(m);
+    }
+    let warmup = ((total_steps as f64) * opts.warmup).round() as usize;
+
+    let vars = model.vars();
+    let adam = AdamWConfig {
+        lr: opts.lr,
+        weight_decay: opts.weight_decay,
+        ..Default::default()
+    };
+    let mut optimizer = AdamW::new(vars.clone(), adam)?;
+    let mut state = resume.unwrap_or_default();
+    if state.step > 0 {
+        let moments = Checkpoint::load_optimizer(out, &state)?;
+        optimizer.restore(&moments, state.step)?;
+    }
+    let ckpt = Checkpoint::new(out);
+    let mut progress = Progress::new(total_steps, state.step);
+    let mut tokens_done = state.tokens;
+    let mut train_time = state.train_seconds;
+    let mut loss_sum = 0.0;
+    let mut loss_count = 0usize;
+    let mut lr = 0.0;
+
+    'epochs: for epoch in state.epoch..opts.epochs {
+        let batches = epoch_batches(&units, opts.batch_windows, opts.seed, epoch);
+        let skip = if epoch == state.epoch { state.batch } else { 0 };
+        for (bi, batch_units) in batches.iter().enumerate().skip(skip) {
+            if state.step >= total_steps {
+                break;
+            }
+            let t0 = Instant::now();
+            lr = learning_rate(state.step, warmup, total_steps, opts.lr);
+            let step_seed = opts.seed.wrapping_mul(0x2545_F491_4F6C_DD1D) ^ state.step as u64;
+            let mut mode = Mode::Train(Dropout::new(&model.config.bert, step_seed));
+            let (loss, tokens) = batch_loss(model, &examples, batch_units, opts, &mut mode)?;
+            let loss_value = loss.to_scalar::<f32>()? as f64;
+            if !loss_value.is_finite() {
+                anyhow::bail!(
+                    "the loss became {loss_value} at step {} (epoch {}): stopping; the last good checkpoint is kept in {}. Try a lower --lr.",
+                    state.step + 1,
+                    epoch + 1,
+                    out.display()
+                );
+            }
+            let mut grads = loss.backward()?;
+            clip_grad_norm(&vars, &mut grads, opts.max_grad_norm)?;
+            optimizer.step(&grads, lr)?;
+            state.step += 1;
+            state.epoch = epoch;
+            state.batch = bi + 1;
+            tokens_done += tokens;
+            train_time += t0.elapsed().as_secs_f64();
+            loss_sum += loss_value;
+            loss_count += 1;
+            progress.step(loss_value, lr, tokens_done as f64 / train_time.max(1e-9));
+            if opts.checkpoint_every > 0 && state.step % opts.checkpoint_every == 0 {
+                state.tokens = tokens_done;
+                state.train_seconds = train_time;
+                ckpt.save(model, &optimizer, &state)?;
+            }
+        }
+        // End of the epoch (or of the step budget): evaluate, keep the best, checkpoint.
+        let finished_epoch = state.batch >= batches.len();
+        let step = state.step;
+        let record = evaluate_and_keep(
+            model,
+            dev,
+            out,
+            &mut state,
+            EpochRecord {
+                epoch: epoch + 1,
+                step,
+                train_loss: if loss_count > 0 {
+                    loss_sum / loss_count as f64
+                } else {
+                    f64::NAN
+                },
+                lr,
+                elapsed_s: started.elapsed().as_secs_f64(),
+                tokens_per_s: tokens_done as f64 / train_time.max(1e-9),
+                dev: None,
+                score: None,
+                thresholds: Vec::new(),
+            },
+        )?;
+        progress.println(&record_line(&record));
+        loss_sum = 0.0;
+        loss_count = 0;
+        if finished_epoch {
+            state.epoch = epoch + 1;
+            state.batch = 0;
+        }
+        state.tokens = tokens_done;
+        state.train_seconds = train_time;
+        ckpt.save(model, &optimizer, &state)?;
+        if state.step >= total_steps || (!dev.is_empty() && state.bad_epochs >= opts.patience) {
+            break 'epochs;
+        }
+    }
+    progress.finish();
+    Ok(TrainSummary {
+        steps: state.step,
+        best_score: state.best_score,
+        history: state.history.clone(),
+        elapsed_s: started.elapsed().as_secs_f64(),
+        tokens_per_s: tokens_done as f64 / train_time.max(1e-9),
+    })
+}
+
+fn record_line(r: &EpochRecord) -> String {
+    let score = r.score.map_or("-".to_string(), |s| format!("{s:.4}"));
+    format!(
+        "epoch {} step {}: train loss {:.4}, dev score {score}, {:.0} tokens/s, {:.0}s",
+        r.epoch, r.step, r.train_loss, r.tokens_per_s, r.elapsed_s
+    )
+}
+
+/// Scores dev (choosing topic thresholds there), records the epoch in `metrics.jsonl`, and saves the
+/// model to `out` when it is the best so far (or always, without dev).
+fn evaluate_and_keep(
+    model: &mut NewsTagger,
+    dev: &[Article],
+    out: &Path,
+    state: &mut TrainState,
+    mut record: EpochRecord,
+) -> anyhow::Result<EpochRecord> {
+    let improved = if dev.is_empty() {
+        true
+    } else {
+        let Evaluation {
+            report, thresholds, ..
+        } = evaluate(model, dev, 32, true)?;
+        let mut parts = Vec::new();
+        if let Some(e) = &report.entities {
+            parts.push(e.micro.f1);
+        }
+        if let Some(t) = &report.topics {
+            parts.push(t.micro.f1);
+        }
+        let score = if parts.is_empty() {
+            0.0
+        } else {
+            parts.iter().sum::<f64>() / parts.len() as f64
+        };
+        record.dev = Some(serde_json::to_value(&report)?);
+        record.score = Some(score);
+        record.thresholds = thresholds.clone();
+        let better = state.best_score.is_none_or(|b| score > b);
+        if better {
+            model.set_thresholds(thresholds);
+            state.best_score = Some(score);
+            state.bad_epochs = 0;
+        } else {
+            state.bad_epochs += 1;
+        }
+        better
+    };
+    if improved {
+        model
+            .save(out)
+            .with_context(|| format!("{}: cannot save the model", out.display()))?;
+    }
+    state.history.push(record.clone());
+    let mut lines = String::new();
+    for r in &state.history {
+        lines.push_str(&serde_json::to_string(r)?);
+        lines.push('\n');
+    }
+    write_atomic(&out.join("metrics.jsonl"), lines.as_bytes())?;
+    Ok(record)
+}

@@ -1,0 +1,74 @@
+//! Training progress: an indicatif bar with loss, learning rate, tokens/s and ETA on a terminal;
+//! plain lines (about 50 per run) when stderr is a file or a pipe.
+
+use indicatif::{ProgressBar, ProgressStyle};
+use std::io::IsTerminal;
+use std::time::Instant;
+
+pub struct Progress {
+    bar: Option<ProgressBar>,
+    total: usize,
+    done: usize,
+    every: usize,
+    started: Instant,
+    first: usize,
+    loss_ema: Option<f64>,
+}
+
+impl Progress {
+    pub fn new(total: usize, done: usize) -> Self {
+        let bar = std::io::stderr().is_terminal().then(|| {
+            let bar = ProgressBar::new(total as u64).with_position(done as u64);
+            bar.set_style(
+                ProgressStyle::with_template(
+                    "{bar:30} {pos}/{len} steps  {msg}  [{elapsed_precise} < {eta_precise}]",
+                )
+                .expect("valid template"),
+            );
+            bar
+        });
+        Progress {
+            bar,
+            total,
+            done,
+            every: (total / 50).max(1),
+            started: Instant::now(),
+            first: done,
+            loss_ema: None,
+        }
+    }
+
+    pub fn step(&mut self, loss: f64, lr: f64, tokens_per_s: f64) {
+        self.done += 1;
+        let ema = self.loss_ema.map_or(loss, |e| 0.95 * e + 0.05 * loss);
+        self.loss_ema = Some(ema);
+        let msg = format!("loss {ema:.4}  lr {lr:.2e}  {tokens_per_s:.0} tok/s");
+        match &self.bar {
+            Some(bar) => {
+                bar.set_position(self.done as u64);
+                bar.set_message(msg);
+            }
+            None if self.done % self.every == 0 || self.done == self.total => {
+                let per_step =
+                    self.started.elapsed().as_secs_f64() / (self.done - self.first) as f64;
+                let eta = per_step * (self.total - self.done) as f64;
+                eprintln!("step {}/{}  {msg}  eta {:.0}s", self.done, self.total, eta);
+            }
+            None => {}
+        }
+    }
+
+    /// Prints a line without disturbing the bar.
+    pub fn println(&self, line: &str) {
+        match &self.bar {
+            Some(bar) => bar.println(line),
+            None => eprintln!("{line}"),
+        }
+    }
+
+    pub fn finish(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+    }
+}

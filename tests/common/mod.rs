@@ -1,0 +1,104 @@
+//! Shared helpers: a tiny synthetic annotated corpus and a tiny random base model.
+
+#![allow(dead_code)]
+
+use newstag::data::jsonl::parse_jsonl;
+use newstag::data::jsonl::ReadOptions;
+use newstag::data::Article;
+use std::path::Path;
+
+pub const PEOPLE: [&str; 4] = ["Tokayev", "Mirziyoyev", "Japarov", "Rahmon"];
+pub const PLACES: [&str; 4] = ["Astana", "Tashkent", "Bishkek", "Dushanbe"];
+pub const ORGS: [&str; 3] = ["Gazprom", "Rosatom", "KazMunayGas"];
+
+pub fn vocabulary() -> Vec<&'static str> {
+    let mut v = vec![
+        "met", "in", "said", "the", "oil", "exports", "rose", "border", "talks", "a", "was", "on",
+        "monday", "and", "will", "visit",
+    ];
+    v.extend(PEOPLE);
+    v.extend(PLACES);
+    v.extend(ORGS);
+    v
+}
+
+/// Synthetic articles in JSONL: people meet in places, companies export oil.
+pub fn corpus_jsonl(n: usize) -> String {
+    let mut out = String::new();
+    for i in 0..n {
+        let (p, l, o) = (PEOPLE[i % 4], PLACES[(i / 2) % 4], ORGS[i % 3]);
+        let p2 = PEOPLE[(i + 1) % 4];
+        let mut text = String::new();
+        let mut ents = Vec::new();
+        let mut push = |text: &mut String, s: &str, label: Option<&str>| {
+            if !text.is_empty() {
+                text.push(' ');
+            }
+            let start = text.chars().count();
+            text.push_str(s);
+            if let Some(l) = label {
+                ents.push(format!(
+                    r#"{{"start": {start}, "end": {}, "label": "{l}"}}"#,
+                    start + s.chars().count()
+                ));
+            }
+        };
+        for (s, l) in [
+            (p, Some("PER")),
+            ("met", None),
+            (p2, Some("PER")),
+            ("in", None),
+            (l, Some("LOC")),
+            ("on", None),
+            ("Monday", None),
+            (".", None),
+        ] {
+            push(&mut text, s, l);
+        }
+        let topics = if i % 2 == 0 {
+            for (s, l) in [
+                (o, Some("ORG")),
+                ("said", None),
+                ("oil", None),
+                ("exports", None),
+                ("rose", None),
+                (".", None),
+            ] {
+                push(&mut text, s, l);
+            }
+            r#"["energy"]"#
+        } else {
+            for (s, l) in [
+                ("border", None),
+                ("talks", None),
+                ("in", None),
+                (l, Some("LOC")),
+                (".", None),
+            ] {
+                push(&mut text, s, l);
+            }
+            r#"["borders"]"#
+        };
+        out.push_str(&format!(
+            r#"{{"id": "doc{i}", "text": "{text}", "entities": [{}], "topics": {topics}}}"#,
+            ents.join(", ")
+        ));
+        out.push('\n');
+    }
+    out
+}
+
+pub fn corpus(n: usize) -> Vec<Article> {
+    let out = parse_jsonl(
+        Path::new("synthetic.jsonl"),
+        corpus_jsonl(n).as_bytes(),
+        ReadOptions::default(),
+    );
+    assert!(out.problems.is_empty(), "{:?}", out.problems);
+    out.articles
+}
+
+/// A tiny random base model directory.
+pub fn tiny_base(dir: &Path) {
+    newstag::model::tiny::write_tiny_base(dir, &vocabulary(), 7).unwrap();
+}
