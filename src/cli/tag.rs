@@ -1,5 +1,7 @@
 use crate::data::input::{InputItem, Inputs};
 use crate::device::parse_device;
+use crate::fsutil::write_atomic;
+use crate::infer::html::{render_page, PageArticle};
 use crate::infer::output::OutputRecord;
 use crate::infer::Predictor;
 use crate::model::source::resolve_model_dir;
@@ -22,6 +24,9 @@ pub struct TagArgs {
     /// Write JSONL here instead of stdout.
     #[arg(long)]
     out: Option<PathBuf>,
+    /// Also write a self-contained HTML page of the tagged articles here.
+    #[arg(long)]
+    html: Option<PathBuf>,
     /// Windows per batch.
     #[arg(long, default_value_t = 32)]
     batch_size: usize,
@@ -49,6 +54,8 @@ pub fn run(a: TagArgs) -> anyhow::Result<ExitCode> {
     };
     let started = Instant::now();
     let (mut tagged, mut failed, mut tokens) = (0usize, 0usize, 0usize);
+    // The page needs every article's text; only kept when a page is asked for.
+    let mut page: Vec<(String, OutputRecord)> = Vec::new();
     // Articles are read, tagged and written a chunk at a time: memory stays flat.
     let chunk_size = a.batch_size.max(1) * 4;
     loop {
@@ -88,10 +95,28 @@ pub fn run(a: TagArgs) -> anyhow::Result<ExitCode> {
             };
             lines.push_str(&record.to_line());
             lines.push('\n');
+            if a.html.is_some() {
+                let text = if let InputItem::Article(art) = item {
+                    art.text.clone()
+                } else {
+                    String::new()
+                };
+                page.push((text, record));
+            }
         }
         sink.write_all(lines.as_bytes())
             .and_then(|_| sink.flush())
             .context("cannot write output")?;
+    }
+    if let Some(path) = &a.html {
+        let articles: Vec<PageArticle> = page
+            .iter()
+            .map(|(text, record)| PageArticle { text, record })
+            .collect();
+        write_atomic(
+            path,
+            render_page("newstag: tagged articles", &articles).as_bytes(),
+        )?;
     }
     let secs = started.elapsed().as_secs_f64();
     eprintln!("tagged {tagged} article(s), {failed} failed, {tokens} sub-tokens in {secs:.1}s ({:.0} tokens/s)", tokens as f64 / secs.max(1e-9));

@@ -186,10 +186,10 @@ mod tests {
         let table = example().table();
         assert!(table.starts_with("documents: 2\n"), "{table}");
         assert!(
-            table.contains("PER            1.0000     0.5000     0.6667          2"),
+            table.contains("\nPER           1.0000     0.5000     0.6667          2\n"),
             "{table}"
         );
-        assert!(table.contains("trade          0.0000"), "{table}");
+        assert!(table.contains("\ntrade         0.0000"), "{table}");
         assert_eq!(table.matches("macro avg").count(), 2, "{table}");
     }
 }

@@ -50,7 +50,7 @@ pub fn decode(probs: &[Vec<f32>], tags: &TagSet, sentence_starts: &[usize]) -> V
         .collect();
     let mut back = vec![vec![0usize; k]; n];
     let mut breaks = sentence_starts.iter().peekable();
-    for w in 1..n {
+    for (w, back_w) in back.iter_mut().enumerate().skip(1) {
         while breaks.peek().is_some_and(|&&b| b < w) {
             breaks.next();
         }
@@ -68,7 +68,7 @@ pub fn decode(probs: &[Vec<f32>], tags: &TagSet, sentence_starts: &[usize]) -> V
                     |acc, x| if x.1 > acc.1 { x } else { acc },
                 );
             next[c] = best + logp(w, c);
-            back[w][c] = best_p;
+            back_w[c] = best_p;
         }
         score = next;
     }

@@ -5,6 +5,7 @@
 //! state over the whole article.
 
 pub mod decode;
+pub mod html;
 pub mod output;
 
 use crate::data::Article;

@@ -20,7 +20,7 @@ pub enum Mode {
     /// No dropout, fused kernels.
     Infer,
     /// Differentiable kernels and dropout masks drawn from this source.
-    Train(Dropout),
+    Train(Box<Dropout>),
 }
 
 /// Dropout with masks from a seeded generator, so a run is reproducible and resumable.
@@ -31,12 +31,12 @@ pub struct Dropout {
 }
 
 impl Dropout {
-    pub fn new(config: &BertConfig, seed: u64) -> Self {
-        Dropout {
+    pub fn new(config: &BertConfig, seed: u64) -> Box<Self> {
+        Box::new(Dropout {
             hidden: config.hidden_dropout_prob as f32,
             attention: config.attention_probs_dropout_prob as f32,
             rng: StdRng::seed_from_u64(seed),
-        }
+        })
     }
 
     fn apply(&mut self, x: &Tensor, p: f32) -> Result<Tensor> {

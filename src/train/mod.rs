@@ -281,7 +281,7 @@ pub fn train(
             loss_sum += loss_value;
             loss_count += 1;
             progress.step(loss_value, lr, tokens_done as f64 / train_time.max(1e-9));
-            if opts.checkpoint_every > 0 && state.step % opts.checkpoint_every == 0 {
+            if opts.checkpoint_every > 0 && state.step.is_multiple_of(opts.checkpoint_every) {
                 state.tokens = tokens_done;
                 state.train_seconds = train_time;
                 ckpt.save(model, &optimizer, &state)?;

@@ -48,7 +48,7 @@ impl Progress {
                 bar.set_position(self.done as u64);
                 bar.set_message(msg);
             }
-            None if self.done % self.every == 0 || self.done == self.total => {
+            None if self.done.is_multiple_of(self.every) || self.done == self.total => {
                 let per_step =
                     self.started.elapsed().as_secs_f64() / (self.done - self.first) as f64;
                 let eta = per_step * (self.total - self.done) as f64;
