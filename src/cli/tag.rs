@@ -1,4 +1,4 @@
-use crate::data::input::{InputItem, Inputs};
+use crate::data::input::{InputItem, Inputs, Shard};
 use crate::device::parse_device;
 use crate::fsutil::write_atomic;
 use crate::infer::html::{render_page, PageArticle};
@@ -8,8 +8,10 @@ use crate::model::source::resolve_model_dir;
 use crate::model::NewsTagger;
 use anyhow::Context;
 use clap::Args;
-use std::io::Write;
-use std::path::PathBuf;
+use std::collections::{HashMap, VecDeque};
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
@@ -21,9 +23,16 @@ pub struct TagArgs {
     /// .txt files (one article each), JSONL files with id and text, directories of those, or - for stdin.
     #[arg(default_value = "-")]
     inputs: Vec<PathBuf>,
-    /// Write JSONL here instead of stdout.
+    /// Write JSONL here instead of stdout (replacing the file, unless --resume).
     #[arg(long)]
     out: Option<PathBuf>,
+    /// Continue an interrupted run: keep the complete lines of --out (a torn last line is cut off),
+    /// skip their articles and append the rest. Without the file, starts it.
+    #[arg(long, requires = "out", conflicts_with = "html")]
+    resume: bool,
+    /// Tag only shard K of N (0-based: 0/4 .. 3/4), chosen by a stable hash of each article id.
+    #[arg(long, value_name = "K/N")]
+    shard: Option<Shard>,
     /// Also write a self-contained HTML page of the tagged articles here.
     #[arg(long)]
     html: Option<PathBuf>,
@@ -46,11 +55,25 @@ pub fn run(a: TagArgs) -> anyhow::Result<ExitCode> {
             s.display()
         );
     }
+    let mut done = Done::default();
     let mut sink: Box<dyn Write> = match &a.out {
-        Some(p) => Box::new(
-            std::fs::File::create(p).with_context(|| format!("{}: cannot create", p.display()))?,
-        ),
+        Some(p) if a.resume => {
+            let (file, kept) = open_for_resume(p)?;
+            done = kept;
+            Box::new(file)
+        }
+        Some(p) => {
+            Box::new(File::create(p).with_context(|| format!("{}: cannot create", p.display()))?)
+        }
         None => Box::new(std::io::stdout().lock()),
+    };
+    let mut select = Select {
+        shard: a.shard,
+        done,
+        seen: 0,
+        other_shards: 0,
+        resumed: 0,
+        resumed_failed: 0,
     };
     let started = Instant::now();
     let (mut tagged, mut failed, mut tokens) = (0usize, 0usize, 0usize);
@@ -59,7 +82,11 @@ pub fn run(a: TagArgs) -> anyhow::Result<ExitCode> {
     // Articles are read, tagged and written a chunk at a time: memory stays flat.
     let chunk_size = a.batch_size.max(1) * 4;
     loop {
-        let chunk: Vec<InputItem> = inputs.by_ref().take(chunk_size).collect();
+        let chunk: Vec<InputItem> = inputs
+            .by_ref()
+            .filter(|item| select.keep(item))
+            .take(chunk_size)
+            .collect();
         if chunk.is_empty() {
             break;
         }
@@ -118,11 +145,234 @@ pub fn run(a: TagArgs) -> anyhow::Result<ExitCode> {
             render_page("newstag: tagged articles", &articles).as_bytes(),
         )?;
     }
+    for p in &inputs.empty {
+        eprintln!("warning: {}: no articles (the file is empty)", p.display());
+    }
+    anyhow::ensure!(
+        select.seen > 0,
+        "no articles in the inputs ({})",
+        a.inputs
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let unmatched: usize = select.done.ids.values().map(VecDeque::len).sum();
+    if unmatched > 0 {
+        eprintln!(
+            "warning: {}: {unmatched} line(s) have ids that are not among the inputs (another input or --shard?)",
+            a.out.as_deref().unwrap_or(Path::new("-")).display()
+        );
+    }
     let secs = started.elapsed().as_secs_f64();
-    eprintln!("tagged {tagged} article(s), {failed} failed, {tokens} sub-tokens in {secs:.1}s ({:.0} tokens/s)", tokens as f64 / secs.max(1e-9));
+    let mut notes = String::new();
+    if let Some(shard) = a.shard {
+        notes.push_str(&format!(
+            "; shard {shard}: {} article(s) left to other shards",
+            select.other_shards
+        ));
+    }
+    if a.resume {
+        notes.push_str(&format!(
+            "; {} already in the output ({} of them failed)",
+            select.resumed, select.resumed_failed
+        ));
+    }
+    eprintln!("tagged {tagged} article(s), {failed} failed, {tokens} sub-tokens in {secs:.1}s ({:.0} tokens/s){notes}", tokens as f64 / secs.max(1e-9));
+    // The exit code speaks for the whole output file, including lines kept by --resume.
+    let failed = failed + select.resumed_failed;
     Ok(if failed > 0 {
         ExitCode::from(2)
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// Ids already in the output (kept by --resume), in order, with whether each line was an error.
+#[derive(Debug, Default)]
+struct Done {
+    ids: HashMap<String, VecDeque<bool>>,
+}
+
+/// Decides which input articles this run tags: those of its shard not already in the output.
+struct Select {
+    shard: Option<Shard>,
+    done: Done,
+    /// Input items read, before any selection.
+    seen: usize,
+    other_shards: usize,
+    resumed: usize,
+    resumed_failed: usize,
+}
+
+impl Select {
+    fn keep(&mut self, item: &InputItem) -> bool {
+        self.seen += 1;
+        let id = item.id();
+        if self.shard.is_some_and(|s| !s.contains(id)) {
+            self.other_shards += 1;
+            return false;
+        }
+        // A multiset: an id that occurs twice in the inputs is skipped only as often as it is done.
+        if let Some(queue) = self.done.ids.get_mut(id) {
+            if let Some(was_error) = queue.pop_front() {
+                if queue.is_empty() {
+                    self.done.ids.remove(id);
+                }
+                self.resumed += 1;
+                self.resumed_failed += usize::from(was_error);
+                return false;
+            }
+        }
+        true
+    }
+}
+
+/// The id of a complete output line, and whether it records an error.
+fn complete_record(line: &[u8]) -> Option<(String, bool)> {
+    let body = line.strip_suffix(b"\n")?;
+    let value: serde_json::Value = serde_json::from_slice(body).ok()?;
+    let id = value.get("id")?.as_str()?.to_string();
+    Some((id, value.get("error").is_some()))
+}
+
+/// Opens an output file to resume: keeps every complete line (newline-terminated JSON with an id),
+/// cuts off a torn tail, and positions for appending. A damaged line followed by good ones is an
+/// error: that is not what an interrupted run leaves.
+fn open_for_resume(path: &Path) -> anyhow::Result<(File, Done)> {
+    let mut done = Done::default();
+    let file = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let f =
+                File::create(path).with_context(|| format!("{}: cannot create", path.display()))?;
+            return Ok((f, done));
+        }
+        Err(e) => return Err(anyhow::anyhow!("{}: cannot read: {e}", path.display())),
+    };
+    let mut reader = BufReader::new(file);
+    let (mut good_end, mut offset, mut lineno) = (0u64, 0u64, 0usize);
+    let mut first_bad: Option<usize> = None;
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        let n = reader
+            .read_until(b'\n', &mut line)
+            .with_context(|| format!("{}: cannot read", path.display()))?;
+        if n == 0 {
+            break;
+        }
+        lineno += 1;
+        offset += n as u64;
+        match (complete_record(&line), first_bad) {
+            (Some((id, error)), None) => {
+                done.ids.entry(id).or_default().push_back(error);
+                good_end = offset;
+            }
+            (Some(_), Some(bad)) => anyhow::bail!(
+                "{}:{bad}: not a complete JSON line with an id, yet line {lineno} after it is: the file is damaged, not merely cut short; repair it or tag afresh without --resume",
+                path.display()
+            ),
+            (None, None) => first_bad = Some(lineno),
+            (None, Some(_)) => {}
+        }
+    }
+    if let Some(bad) = first_bad {
+        eprintln!(
+            "warning: {}:{bad}: cut off {} byte(s) of incomplete output; those articles are tagged again",
+            path.display(),
+            offset - good_end
+        );
+        OpenOptions::new()
+            .write(true)
+            .open(path)
+            .and_then(|f| f.set_len(good_end))
+            .with_context(|| format!("{}: cannot truncate", path.display()))?;
+    }
+    let file = OpenOptions::new()
+        .append(true)
+        .open(path)
+        .with_context(|| format!("{}: cannot open for appending", path.display()))?;
+    Ok((file, done))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn resume(content: &[u8]) -> (anyhow::Result<Done>, Vec<u8>) {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("out.jsonl");
+        std::fs::write(&p, content).unwrap();
+        let result = open_for_resume(&p).map(|(mut f, done)| {
+            f.write_all(b"NEXT\n").unwrap();
+            done
+        });
+        (result, std::fs::read(&p).unwrap())
+    }
+
+    #[test]
+    fn resume_keeps_complete_lines_and_cuts_a_torn_tail() {
+        let (done, after) =
+            resume(b"{\"id\": \"a\", \"entities\": []}\n{\"id\": \"b\", \"error\": \"x\"}\n{\"id\": \"c\", \"ent");
+        let done = done.unwrap();
+        assert_eq!(
+            after,
+            b"{\"id\": \"a\", \"entities\": []}\n{\"id\": \"b\", \"error\": \"x\"}\nNEXT\n"
+        );
+        assert_eq!(done.ids["a"], [false]);
+        assert_eq!(done.ids["b"], [true]);
+        assert!(!done.ids.contains_key("c"));
+        // A complete-looking record without its newline is cut too: it may be short of bytes.
+        let (_, after) = resume(b"{\"id\": \"a\"}\n{\"id\": \"b\"}");
+        assert_eq!(after, b"{\"id\": \"a\"}\nNEXT\n");
+        // Zeros left by a crash count as a torn tail.
+        let (_, after) = resume(b"{\"id\": \"a\"}\n\0\0\0\n\0\0");
+        assert_eq!(after, b"{\"id\": \"a\"}\nNEXT\n");
+        let (done, after) = resume(b"");
+        assert!(done.unwrap().ids.is_empty());
+        assert_eq!(after, b"NEXT\n");
+    }
+
+    #[test]
+    fn resume_refuses_a_damaged_middle() {
+        let (done, after) = resume(b"{\"id\": \"a\"}\ngarbage\n{\"id\": \"b\"}\n");
+        let err = done.unwrap_err().to_string();
+        assert!(
+            err.contains("out.jsonl:2: not a complete JSON line"),
+            "{err}"
+        );
+        assert_eq!(
+            after, b"{\"id\": \"a\"}\ngarbage\n{\"id\": \"b\"}\n",
+            "left untouched"
+        );
+    }
+
+    #[test]
+    fn selection_skips_done_ids_as_a_multiset_and_other_shards() {
+        let mut done = Done::default();
+        done.ids.entry("a".into()).or_default().push_back(false);
+        let mut select = Select {
+            shard: None,
+            done,
+            seen: 0,
+            other_shards: 0,
+            resumed: 0,
+            resumed_failed: 0,
+        };
+        let item = |id: &str| InputItem::Failed {
+            id: id.into(),
+            error: String::new(),
+        };
+        assert!(!select.keep(&item("a")));
+        assert!(select.keep(&item("a")), "the second \"a\" is not done yet");
+        assert!(select.keep(&item("b")));
+        assert_eq!((select.seen, select.resumed), (3, 1));
+        select.shard = Some("0/2".parse().unwrap());
+        let kept = (0..100)
+            .filter(|i| select.keep(&item(&format!("x{i}"))))
+            .count();
+        assert_eq!(kept + select.other_shards, 100);
+        assert!(kept > 30 && kept < 70, "{kept}");
+    }
 }

@@ -1,13 +1,81 @@
 //! Inputs for tagging: `.txt` files (one article each), JSONL files with `id` and `text`,
 //! directories of those, and `-` for standard input. Articles are streamed in input order, so
 //! memory stays flat however many there are.
+//!
+//! [`Shard`] picks a deterministic part of the articles by a stable hash of their ids, so that
+//! several processes can share one batch without coordinating.
 
 use super::jsonl::{parse_line, ReadOptions};
 use super::{Article, DataError};
 use std::collections::VecDeque;
+use std::fmt;
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+/// A stable 64-bit hash of an article id: FNV-1a over its UTF-8 bytes, then the splitmix64
+/// finaliser (FNV's low bits are weak). Fixed forever: shard assignments must not change between
+/// versions, machines or runs.
+pub fn id_hash(id: &str) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in id.as_bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h ^= h >> 30;
+    h = h.wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    h ^= h >> 27;
+    h = h.wrapping_mul(0x94d0_49bb_1331_11eb);
+    h ^ (h >> 31)
+}
+
+/// Shard `index` of `count` (0-based: `0/4`, `1/4`, `2/4`, `3/4`). An article belongs to shard
+/// `id_hash(id) % count`, whatever the order of the inputs or the files they are spread over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shard {
+    pub index: u64,
+    pub count: u64,
+}
+
+impl Shard {
+    /// Does the article with this id belong to this shard?
+    pub fn contains(&self, id: &str) -> bool {
+        id_hash(id) % self.count == self.index
+    }
+}
+
+impl fmt::Display for Shard {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.index, self.count)
+    }
+}
+
+impl FromStr for Shard {
+    type Err = String;
+
+    /// Parses `K/N` with `0 <= K < N`.
+    fn from_str(s: &str) -> Result<Shard, String> {
+        let usage = "expected K/N with shards numbered from 0 (0/4, 1/4, 2/4, 3/4 for four shards)";
+        let (k, n) = s.split_once('/').ok_or_else(|| format!("{s:?}: {usage}"))?;
+        let parse = |v: &str, what: &str| {
+            v.trim()
+                .parse::<u64>()
+                .map_err(|_| format!("{s:?}: {what} {v:?} is not a whole number; {usage}"))
+        };
+        let (index, count) = (parse(k, "K")?, parse(n, "N")?);
+        if count == 0 {
+            return Err(format!("{s:?}: N must be at least 1; {usage}"));
+        }
+        if index >= count {
+            return Err(format!(
+                "{s:?}: K must be below N (shards are numbered 0 to {}); {usage}",
+                count - 1
+            ));
+        }
+        Ok(Shard { index, count })
+    }
+}
 
 /// One input article, or the reason it could not be read (the batch goes on without it).
 #[derive(Debug)]
@@ -34,9 +102,12 @@ enum Source {
 /// Streams articles from a list of input paths.
 pub struct Inputs {
     pending: VecDeque<Source>,
-    current: Option<(PathBuf, Box<dyn BufRead>, usize)>,
+    /// The JSONL source being read: path, reader, lines read, records yielded.
+    current: Option<(PathBuf, Box<dyn BufRead>, usize, usize)>,
     /// Files passed over inside directories (neither `.txt` nor `.jsonl`).
     pub skipped: Vec<PathBuf>,
+    /// JSONL inputs read to the end without a single record (known once iteration reached them).
+    pub empty: Vec<PathBuf>,
 }
 
 impl Inputs {
@@ -70,6 +141,7 @@ impl Inputs {
             pending,
             current: None,
             skipped,
+            empty: Vec::new(),
         })
     }
 }
@@ -110,10 +182,15 @@ impl Iterator for Inputs {
 
     fn next(&mut self) -> Option<InputItem> {
         loop {
-            if let Some((path, reader, lineno)) = &mut self.current {
+            if let Some((path, reader, lineno, records)) = &mut self.current {
                 let mut line = Vec::new();
                 match reader.read_until(b'\n', &mut line) {
-                    Ok(0) => self.current = None,
+                    Ok(0) => {
+                        if *records == 0 {
+                            self.empty.push(path.clone());
+                        }
+                        self.current = None;
+                    }
                     Ok(_) => {
                         *lineno += 1;
                         let raw = line.strip_suffix(b"\n").unwrap_or(&line);
@@ -132,6 +209,7 @@ impl Iterator for Inputs {
                         };
                         let (id, parsed) = parse_line(path, *lineno, raw, opts);
                         let id = id.unwrap_or_else(|| format!("{}:{lineno}", path.display()));
+                        *records += 1;
                         return Some(match parsed {
                             Ok(a) if a.text.trim().is_empty() => InputItem::Failed {
                                 id,
@@ -167,7 +245,7 @@ impl Iterator for Inputs {
                     });
                 }
                 Source::Jsonl(p) => match File::open(&p) {
-                    Ok(f) => self.current = Some((p, Box::new(BufReader::new(f)), 0)),
+                    Ok(f) => self.current = Some((p, Box::new(BufReader::new(f)), 0, 0)),
                     Err(e) => {
                         return Some(InputItem::Failed {
                             id: p.display().to_string(),
@@ -182,7 +260,7 @@ impl Iterator for Inputs {
                         Err(_) => false,
                     };
                     if starts_json {
-                        self.current = Some((PathBuf::from("-"), Box::new(reader), 0));
+                        self.current = Some((PathBuf::from("-"), Box::new(reader), 0, 0));
                     } else {
                         let mut bytes = Vec::new();
                         return Some(match reader.read_to_end(&mut bytes) {
@@ -249,5 +327,51 @@ mod tests {
         if let InputItem::Article(a) = &items[0] {
             assert_eq!(a.text, "Tokayev met Mirziyoyev.");
         }
+    }
+
+    #[test]
+    fn empty_jsonl_files_are_noted() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (dir.path().join("a.jsonl"), dir.path().join("b.jsonl"));
+        std::fs::write(&a, "\n  \n").unwrap();
+        std::fs::write(&b, "{\"id\": \"x\", \"text\": \"Oil\"}\n").unwrap();
+        let mut inputs = Inputs::open(&[a.clone(), b]).unwrap();
+        assert_eq!(inputs.by_ref().count(), 1);
+        assert_eq!(inputs.empty, [a]);
+    }
+
+    #[test]
+    fn id_hash_is_pinned() {
+        // These values must never change: they decide which shard an article goes to.
+        assert_eq!(id_hash(""), 0xf52a_15e9_a9b5_e89b);
+        assert_eq!(id_hash("b1-001"), 0x2879_9ea5_3f40_bb6f);
+        assert_eq!(id_hash("doc0"), 0x4c8c_0a1d_88a1_661b);
+        assert_eq!(id_hash("Zürich 🚀"), 0xd2d9_0984_dd6b_f4fa);
+    }
+
+    #[test]
+    fn shards_parse_partition_and_balance() {
+        assert_eq!(
+            "2/4".parse::<Shard>().unwrap(),
+            Shard { index: 2, count: 4 }
+        );
+        assert_eq!("0/1".parse::<Shard>().unwrap().to_string(), "0/1");
+        for bad in ["4/4", "5/4", "1/0", "x/4", "1", "-1/4", "1/4/2"] {
+            let err = bad.parse::<Shard>().unwrap_err();
+            assert!(err.contains("K/N"), "{bad}: {err}");
+        }
+        assert!("4/4"
+            .parse::<Shard>()
+            .unwrap_err()
+            .contains("K must be below N"));
+        let shards: Vec<Shard> = (0..4).map(|k| Shard { index: k, count: 4 }).collect();
+        let mut sizes = [0usize; 4];
+        for i in 0..4000 {
+            let id = format!("article-{i}");
+            let owners: Vec<usize> = (0..4).filter(|&k| shards[k].contains(&id)).collect();
+            assert_eq!(owners.len(), 1, "{id} belongs to exactly one shard");
+            sizes[owners[0]] += 1;
+        }
+        assert!(sizes.iter().all(|&n| (850..1150).contains(&n)), "{sizes:?}");
     }
 }

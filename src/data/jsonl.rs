@@ -145,6 +145,9 @@ fn parse_annotations(
     let Some(text) = raw.text else {
         return Err(vec![err("missing \"text\"".into()).in_article(&id)]);
     };
+    if text.trim().is_empty() {
+        return Err(vec![err("empty \"text\"".into()).in_article(&id)]);
+    }
     let mut article = Article::from_text(id.clone(), text);
     let mut problems = Vec::new();
     if let Some(topics) = raw.topics {

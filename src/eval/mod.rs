@@ -5,5 +5,6 @@ pub mod report;
 
 pub use metrics::{best_thresholds, chunks, ChunkMode, Counts, EntityScorer, Scores, TopicScorer};
 pub use report::{EntityReport, Prf, Report, TopicReport};
+pub mod html;
 pub mod run;
 pub use run::{evaluate, score, Evaluation};

@@ -57,14 +57,19 @@ fn type_colour(label: &str) -> Colour {
     PALETTE[(hash % PALETTE.len() as u64) as usize]
 }
 
+/// The dark accent colour of an entity type (as on the pages), for charts.
+pub fn type_accent(label: &str) -> &'static str {
+    type_colour(label).accent
+}
+
 /// Sort key putting the standard types first, in legend order, then the others alphabetically.
-fn type_order(label: &str) -> (usize, &str) {
+pub fn type_order(label: &str) -> (usize, &str) {
     let rank = KNOWN_TYPES.iter().position(|(l, _, _)| *l == label);
     (rank.unwrap_or(KNOWN_TYPES.len()), label)
 }
 
 /// Displays a string HTML-escaped, safe both in text and in quoted attribute values.
-struct Esc<'a>(&'a str);
+pub struct Esc<'a>(pub &'a str);
 
 impl fmt::Display for Esc<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -146,7 +151,8 @@ pub fn render_page(title: &str, articles: &[PageArticle]) -> String {
     out
 }
 
-const CSS: &str = "\
+/// The page style, shared by newstag's other pages (`eval --html`, a run's `index.html`).
+pub const CSS: &str = "\
 body{font:16px/1.6 system-ui,-apple-system,'Segoe UI',Roboto,sans-serif;color:#1f2328;\
 background:#f6f8fa;max-width:60rem;margin:0 auto;padding:1rem 1.5rem}
 section,article{background:#fff;border:1px solid #d0d7de;border-radius:8px;\
@@ -185,11 +191,18 @@ fn write_page(out: &mut String, title: &str, articles: &[PageArticle]) -> fmt::R
 }
 
 /// A `<mark>` opening tag for an entity of type `label`; `title` is shown on hover.
-fn open_mark(out: &mut String, label: &str, title: &str) -> fmt::Result {
+pub fn open_mark(out: &mut String, label: &str, title: &str) -> fmt::Result {
+    open_mark_with(out, label, title, "")
+}
+
+/// As [`open_mark`], with extra CSS classes (space-separated; empty for none).
+fn open_mark_with(out: &mut String, label: &str, title: &str, class: &str) -> fmt::Result {
     let c = type_colour(label);
+    let space = if class.is_empty() { "" } else { " " };
     write!(
         out,
-        "<mark class=\"e\" data-label=\"{}\" title=\"{}\" style=\"--b:{};--a:{}\">",
+        "<mark class=\"e{space}{}\" data-label=\"{}\" title=\"{}\" style=\"--b:{};--a:{}\">",
+        Esc(class),
         Esc(label),
         Esc(title),
         c.background,
@@ -301,9 +314,34 @@ fn write_article(out: &mut String, article: &PageArticle) -> fmt::Result {
     Ok(())
 }
 
+/// A span of text to highlight: character offsets, entity type, hover title, and extra CSS
+/// classes of its `<mark>` (empty for none).
+pub struct Highlight<'a> {
+    pub start: usize,
+    pub end: usize,
+    pub label: &'a str,
+    pub title: String,
+    pub class: &'a str,
+}
+
 /// Writes `text` escaped, with each entity in a `<mark>`. Offsets are in characters; entities
 /// that are empty, out of range, or overlap one starting earlier are skipped.
-fn write_highlighted(out: &mut String, text: &str, entities: &[OutputEntity]) -> fmt::Result {
+pub fn write_highlighted(out: &mut String, text: &str, entities: &[OutputEntity]) -> fmt::Result {
+    let spans: Vec<Highlight> = entities
+        .iter()
+        .map(|e| Highlight {
+            start: e.start,
+            end: e.end,
+            label: &e.label,
+            title: format!("{} {:.2}", e.label, e.score),
+            class: "",
+        })
+        .collect();
+    write_highlights(out, text, &spans)
+}
+
+/// As [`write_highlighted`], for any spans.
+pub fn write_highlights(out: &mut String, text: &str, entities: &[Highlight]) -> fmt::Result {
     // Byte offset of every character boundary, so `bounds[c]` is where character `c` starts.
     let bounds: Vec<usize> = text
         .char_indices()
@@ -311,7 +349,7 @@ fn write_highlighted(out: &mut String, text: &str, entities: &[OutputEntity]) ->
         .chain([text.len()])
         .collect();
     let chars = bounds.len() - 1;
-    let mut shown: Vec<&OutputEntity> = entities
+    let mut shown: Vec<&Highlight> = entities
         .iter()
         .filter(|e| e.start < e.end && e.end <= chars)
         .collect();
@@ -322,7 +360,7 @@ fn write_highlighted(out: &mut String, text: &str, entities: &[OutputEntity]) ->
             continue;
         }
         write!(out, "{}", Esc(&text[bounds[at]..bounds[e.start]]))?;
-        open_mark(out, &e.label, &format!("{} {:.2}", e.label, e.score))?;
+        open_mark_with(out, e.label, &e.title, e.class)?;
         write!(out, "{}</mark>", Esc(&text[bounds[e.start]..bounds[e.end]]))?;
         at = e.end;
     }

@@ -22,6 +22,8 @@ pub struct ArticlePrediction {
     pub entities: Vec<ScoredEntity>,
     /// Probability of each of the model's topics, in model order.
     pub topic_probs: Vec<f32>,
+    /// The article's embedding: the mean hidden state over all its sub-tokens (the topic head's input).
+    pub embedding: Vec<f32>,
     /// Sub-tokens the article has (excluding special tokens and padding).
     pub tokens: usize,
 }
@@ -140,15 +142,19 @@ impl<'m> Predictor<'m> {
             start = end;
         }
 
+        let embeddings: Vec<Vec<f32>> = pooled_sum
+            .into_iter()
+            .zip(&pooled_weight)
+            .map(|(s, &w)| s.into_iter().map(|v| v / w.max(1.0)).collect())
+            .collect();
         let topic_probs: Vec<Vec<f32>> = if model.topics().is_empty() || articles.is_empty() {
             vec![Vec::new(); articles.len()]
         } else {
-            let means: Vec<f32> = pooled_sum
-                .iter()
-                .zip(&pooled_weight)
-                .flat_map(|(s, &w)| s.iter().map(move |v| v / w.max(1.0)).collect::<Vec<_>>())
-                .collect();
-            let pooled = Tensor::from_vec(means, (articles.len(), hidden), model.device())?;
+            let pooled = Tensor::from_vec(
+                embeddings.concat(),
+                (articles.len(), hidden),
+                model.device(),
+            )?;
             match model.topic_logits(&pooled, &mut Mode::Infer)? {
                 Some(logits) => candle_nn::ops::sigmoid(&logits)?.to_vec2::<f32>()?,
                 None => vec![Vec::new(); articles.len()],
@@ -160,13 +166,15 @@ impl<'m> Predictor<'m> {
             .zip(word_probs)
             .zip(topic_probs)
             .zip(encoded)
-            .map(|(((a, probs), topic_probs), enc)| {
+            .zip(embeddings)
+            .map(|((((a, probs), topic_probs), enc), embedding)| {
                 let path = decode::decode(&probs, &model.tags, a.sentence_starts());
                 let entities =
                     decode::scored_entities(&path, &probs, &model.tags, a.sentence_starts());
                 ArticlePrediction {
                     entities,
                     topic_probs,
+                    embedding,
                     tokens: enc.ids.len(),
                 }
             })

@@ -2,11 +2,14 @@
 //!
 //! Training needs gradients through every op, and candle's fused LayerNorm and last-dim softmax
 //! kernels have none (huggingface/candle#3011, #3569): training through them would leave the encoder
-//! frozen. So [`Mode::Train`] builds both from differentiable ops, with real dropout, while
-//! [`Mode::Infer`] uses the fused kernels and no dropout.
+//! frozen. So [`Mode::Train`] uses newstag's own fused kernels with backward passes
+//! ([`super::ops`]: LayerNorm, masked softmax, GELU, dropout; on CPU, falling back to compositions of
+//! differentiable candle ops elsewhere), with real dropout, while [`Mode::Infer`] uses candle's
+//! forward-only kernels and no dropout.
 
 use super::config::{Activation, BertConfig};
-use candle_core::{DType, Module, Result, Tensor, D};
+use super::ops;
+use candle_core::{DType, Module, Result, Tensor};
 use candle_nn::{Embedding, Init, Linear, VarBuilder};
 use rand::{rngs::StdRng, Rng, SeedableRng};
 
@@ -28,6 +31,7 @@ pub struct Dropout {
     hidden: f32,
     attention: f32,
     rng: StdRng,
+    reference: bool,
 }
 
 impl Dropout {
@@ -36,32 +40,43 @@ impl Dropout {
             hidden: config.hidden_dropout_prob as f32,
             attention: config.attention_probs_dropout_prob as f32,
             rng: StdRng::seed_from_u64(seed),
+            reference: false,
         })
     }
 
+    /// Trains through compositions of differentiable candle ops instead of the fused kernels
+    /// (same dropout masks), to check and benchmark the fused kernels against.
+    pub fn with_reference_kernels(mut self: Box<Self>) -> Box<Self> {
+        self.reference = true;
+        self
+    }
+
+    /// Each call draws a fresh mask stream from the seeded generator (see [`ops::dropout`]).
     fn apply(&mut self, x: &Tensor, p: f32) -> Result<Tensor> {
         if p <= 0.0 {
             return Ok(x.clone());
         }
-        let scale = 1.0 / (1.0 - p);
-        let threshold = (p as f64 * u32::MAX as f64) as u32;
-        let mask: Vec<f32> = (0..x.elem_count())
-            .map(|_| {
-                if self.rng.random::<u32>() < threshold {
-                    0.0
-                } else {
-                    scale
-                }
-            })
-            .collect();
-        let mask = Tensor::from_vec(mask, x.shape(), x.device())?;
-        x.mul(&mask)
+        let seed = self.rng.random::<u64>();
+        if self.reference {
+            ops::dropout_reference(x, p, seed)
+        } else {
+            ops::dropout(x, p, seed)
+        }
     }
 }
 
 impl Mode {
     pub fn is_train(&self) -> bool {
         matches!(self, Mode::Train(_))
+    }
+
+    /// Which kernels a forward pass uses.
+    fn kernels(&self) -> Kernels {
+        match self {
+            Mode::Infer => Kernels::Infer,
+            Mode::Train(d) if d.reference => Kernels::Reference,
+            Mode::Train(_) => Kernels::Fused,
+        }
     }
 
     /// Hidden-state dropout (identity at inference).
@@ -86,6 +101,16 @@ impl Mode {
     }
 }
 
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kernels {
+    /// candle's forward-only kernels.
+    Infer,
+    /// newstag's fused kernels with backward passes.
+    Fused,
+    /// Compositions of differentiable candle ops.
+    Reference,
+}
+
 /// LayerNorm over the last dimension.
 pub struct LayerNorm {
     weight: Tensor,
@@ -103,16 +128,13 @@ impl LayerNorm {
     }
 
     fn forward(&self, x: &Tensor, mode: &Mode) -> Result<Tensor> {
-        if !mode.is_train() && x.is_contiguous() {
-            return candle_nn::ops::layer_norm(x, &self.weight, &self.bias, self.eps as f32);
+        match mode.kernels() {
+            Kernels::Infer if x.is_contiguous() => {
+                candle_nn::ops::layer_norm(x, &self.weight, &self.bias, self.eps as f32)
+            }
+            Kernels::Fused => ops::layer_norm(x, &self.weight, &self.bias, self.eps),
+            _ => ops::layer_norm_reference(x, &self.weight, &self.bias, self.eps),
         }
-        let mean = x.mean_keepdim(D::Minus1)?;
-        let centred = x.broadcast_sub(&mean)?;
-        let var = centred.sqr()?.mean_keepdim(D::Minus1)?;
-        let normed = centred.broadcast_div(&(var + self.eps)?.sqrt()?)?;
-        normed
-            .broadcast_mul(&self.weight)?
-            .broadcast_add(&self.bias)
     }
 }
 
@@ -211,12 +233,15 @@ impl Layer {
         let q = split(self.query.forward(x)?)?;
         let k = split(self.key.forward(x)?)?;
         let v = split(self.value.forward(x)?)?;
-        let scores =
-            (q.matmul(&k.t()?)? / (self.head_size as f64).sqrt())?.broadcast_add(mask_bias)?;
-        let probs = if mode.is_train() {
-            candle_nn::ops::softmax(&scores, D::Minus1)?
-        } else {
-            candle_nn::ops::softmax_last_dim(&scores)?
+        let scores = q.matmul(&k.t()?)?;
+        let scale = 1.0 / (self.head_size as f64).sqrt();
+        let kernels = mode.kernels();
+        let probs = match kernels {
+            Kernels::Infer => {
+                candle_nn::ops::softmax_last_dim(&(scores * scale)?.broadcast_add(mask_bias)?)?
+            }
+            Kernels::Fused => ops::masked_softmax(&scores, mask_bias, scale)?,
+            Kernels::Reference => ops::masked_softmax_reference(&scores, mask_bias, scale)?,
         };
         let probs = mode.attention_dropout(&probs)?;
         let context = probs.matmul(&v)?.transpose(1, 2)?.reshape((b, len, h))?;
@@ -224,6 +249,7 @@ impl Layer {
         let x = self.attention_norm.forward(&(attended + x)?, mode)?;
         let inner = self.intermediate.forward(&x)?;
         let inner = match self.activation {
+            Activation::Gelu if kernels == Kernels::Fused => ops::gelu_erf(&inner)?,
             Activation::Gelu => inner.gelu_erf()?,
             Activation::GeluNew => inner.gelu()?,
             Activation::Relu => inner.relu()?,

@@ -5,6 +5,7 @@
 pub mod batch;
 pub mod bert;
 pub mod config;
+pub mod ops;
 pub mod params;
 pub mod source;
 pub mod tiny;

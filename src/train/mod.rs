@@ -3,6 +3,7 @@
 
 pub mod batches;
 pub mod checkpoint;
+pub mod curves;
 pub mod optim;
 pub mod progress;
 
@@ -245,11 +246,16 @@ pub fn train(
     let mut progress = Progress::new(total_steps, state.step);
     let mut tokens_done = state.tokens;
     let mut train_time = state.train_seconds;
-    let mut loss_sum = 0.0;
-    let mut loss_count = 0usize;
-    let mut lr = 0.0;
+    let mut loss_sum = state.epoch_loss_sum;
+    let mut loss_count = state.epoch_loss_count;
+    let mut lr = state.lr;
+    // A run checkpointed after its final evaluation (step budget spent, or stopped early) is
+    // complete: resuming it must neither train nor evaluate (and record) again.
+    let complete = state.history.last().is_some_and(|r| r.step == state.step)
+        && (state.step >= total_steps || (!dev.is_empty() && state.bad_epochs >= opts.patience));
+    let first_epoch = if complete { opts.epochs } else { state.epoch };
 
-    'epochs: for epoch in state.epoch..opts.epochs {
+    'epochs: for epoch in first_epoch..opts.epochs {
         let batches = epoch_batches(&units, opts.batch_windows, opts.seed, epoch);
         let skip = if epoch == state.epoch { state.batch } else { 0 };
         for (bi, batch_units) in batches.iter().enumerate().skip(skip) {
@@ -264,14 +270,22 @@ pub fn train(
             let loss_value = loss.to_scalar::<f32>()? as f64;
             if !loss_value.is_finite() {
                 anyhow::bail!(
-                    "the loss became {loss_value} at step {} (epoch {}): stopping; the last good checkpoint is kept in {}. Try a lower --lr.",
+                    "the loss became {loss_value} at step {} (epoch {}): stopping; {}. Try a lower --lr.",
                     state.step + 1,
                     epoch + 1,
-                    out.display()
+                    Checkpoint::last_good(out)
                 );
             }
             let mut grads = loss.backward()?;
-            clip_grad_norm(&vars, &mut grads, opts.max_grad_norm)?;
+            let grad_norm = clip_grad_norm(&vars, &mut grads, opts.max_grad_norm)?;
+            if !grad_norm.is_finite() {
+                anyhow::bail!(
+                    "the gradient norm became {grad_norm} at step {} (epoch {}): stopping; {}. Try a lower --lr.",
+                    state.step + 1,
+                    epoch + 1,
+                    Checkpoint::last_good(out)
+                );
+            }
             optimizer.step(&grads, lr)?;
             state.step += 1;
             state.epoch = epoch;
@@ -284,6 +298,8 @@ pub fn train(
             if opts.checkpoint_every > 0 && state.step.is_multiple_of(opts.checkpoint_every) {
                 state.tokens = tokens_done;
                 state.train_seconds = train_time;
+                (state.epoch_loss_sum, state.epoch_loss_count, state.lr) =
+                    (loss_sum, loss_count, lr);
                 ckpt.save(model, &optimizer, &state)?;
             }
         }
@@ -320,6 +336,7 @@ pub fn train(
         }
         state.tokens = tokens_done;
         state.train_seconds = train_time;
+        (state.epoch_loss_sum, state.epoch_loss_count, state.lr) = (0.0, 0, lr);
         ckpt.save(model, &optimizer, &state)?;
         if state.step >= total_steps || (!dev.is_empty() && state.bad_epochs >= opts.patience) {
             break 'epochs;
@@ -395,5 +412,6 @@ fn evaluate_and_keep(
         lines.push('\n');
     }
     write_atomic(&out.join("metrics.jsonl"), lines.as_bytes())?;
+    curves::update(out, &state.history);
     Ok(record)
 }

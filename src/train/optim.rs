@@ -1,9 +1,19 @@
 //! AdamW with decoupled weight decay (none on biases and LayerNorm weights), a linear warm-up and
-//! decay schedule, and gradient-norm clipping. The moments are kept as named tensors so a killed
+//! decay schedule, and gradient-norm clipping. The moments are saved as named tensors so a killed
 //! run resumes with the exact optimiser state.
+//!
+//! On CPU (f32 variables) each parameter is updated in one fused parallel pass over its value,
+//! gradient and moments, in place; elsewhere the update is composed from tensor ops.
 
-use candle_core::{backprop::GradStore, Tensor, Var};
+use crate::model::ops::par_chunks_mut;
+use candle_core::{
+    backprop::GradStore, CpuStorage, DType, InplaceOp1, Layout, Storage, Tensor, Var,
+};
+use std::cell::RefCell;
 use std::collections::BTreeMap;
+
+/// Elements per parallel chunk of the fused optimiser passes.
+const CHUNK: usize = 1 << 14;
 
 /// AdamW hyper-parameters.
 #[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
@@ -27,10 +37,17 @@ impl Default for AdamWConfig {
     }
 }
 
+/// First and second moments of one variable.
+enum Moments {
+    /// Host vectors, updated in place by the fused CPU step.
+    Host { m: Vec<f32>, v: Vec<f32> },
+    /// Tensors on the variable's device, replaced by the tensor-op step.
+    Tensors { m: Tensor, v: Tensor },
+}
+
 struct Slot {
     var: Var,
-    m: Tensor,
-    v: Tensor,
+    moments: Moments,
     decay: bool,
 }
 
@@ -39,6 +56,95 @@ pub struct AdamW {
     slots: BTreeMap<String, Slot>,
     config: AdamWConfig,
     step: usize,
+}
+
+/// Can the fused step update this variable (a CPU f32 tensor)?
+fn host_f32(t: &Tensor) -> bool {
+    t.device().is_cpu() && t.dtype() == DType::F32
+}
+
+fn host_moments(var: &Var, m: &Tensor, v: &Tensor) -> candle_core::Result<Moments> {
+    let host = |t: &Tensor| {
+        t.to_device(&candle_core::Device::Cpu)?
+            .to_dtype(DType::F32)?
+            .flatten_all()?
+            .to_vec1::<f32>()
+    };
+    let (m, v) = (host(m)?, host(v)?);
+    if m.len() != var.elem_count() || v.len() != var.elem_count() {
+        candle_core::bail!("optimiser moments do not match their variable")
+    }
+    Ok(Moments::Host { m, v })
+}
+
+/// Reads a contiguous CPU f32 tensor's data and passes it to `f`.
+fn with_host_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> candle_core::Result<R> {
+    let t = t.contiguous()?;
+    let (storage, layout) = t.storage_and_layout();
+    let (Storage::Cpu(CpuStorage::F32(data)), Some((a, b))) =
+        (&*storage, layout.contiguous_offsets())
+    else {
+        candle_core::bail!("expected a contiguous f32 CPU tensor")
+    };
+    Ok(f(&data[a..b]))
+}
+
+/// The per-step constants of the AdamW update, as `f32` (as candle's affine ops use them).
+#[derive(Clone, Copy)]
+struct Coefficients {
+    beta1: f32,
+    one_minus_beta1: f32,
+    beta2: f32,
+    one_minus_beta2: f32,
+    inv_bc1: f32,
+    inv_bc2: f32,
+    eps: f32,
+    lr: f32,
+    /// `1 - lr * weight_decay`, or 1 for a variable without decay.
+    decay: f32,
+}
+
+/// The fused update of one variable, in place: moments, then the decayed parameter.
+struct FusedUpdate<'a> {
+    grad: &'a [f32],
+    m: RefCell<&'a mut [f32]>,
+    v: RefCell<&'a mut [f32]>,
+    k: Coefficients,
+}
+
+impl InplaceOp1 for FusedUpdate<'_> {
+    fn name(&self) -> &'static str {
+        "newstag-adamw"
+    }
+
+    fn cpu_fwd(&self, storage: &mut CpuStorage, layout: &Layout) -> candle_core::Result<()> {
+        let (CpuStorage::F32(data), Some((a, b))) = (storage, layout.contiguous_offsets()) else {
+            candle_core::bail!("adamw: expected a contiguous f32 variable")
+        };
+        let theta = &mut data[a..b];
+        let (mut m, mut v) = (self.m.borrow_mut(), self.v.borrow_mut());
+        let (m, v): (&mut [f32], &mut [f32]) = (&mut m, &mut v);
+        if theta.len() != self.grad.len() || m.len() != theta.len() || v.len() != theta.len() {
+            candle_core::bail!("adamw: gradient or moments do not match the variable")
+        }
+        let (g, k) = (self.grad, self.k);
+        par_chunks_mut(
+            [(theta, CHUNK), (m, CHUNK), (v, CHUNK)],
+            |c, [theta, m, v]| {
+                let g = &g[c * CHUNK..][..theta.len()];
+                for i in 0..theta.len() {
+                    let gi = g[i];
+                    let mi = m[i] * k.beta1 + gi * k.one_minus_beta1;
+                    let vi = v[i] * k.beta2 + gi * gi * k.one_minus_beta2;
+                    m[i] = mi;
+                    v[i] = vi;
+                    let update = (mi * k.inv_bc1) / ((vi * k.inv_bc2).sqrt() + k.eps);
+                    theta[i] = theta[i] * k.decay - update * k.lr;
+                }
+            },
+        );
+        Ok(())
+    }
 }
 
 /// Biases and LayerNorm parameters take no weight decay (as in BERT's recipe).
@@ -51,10 +157,27 @@ impl AdamW {
         let slots = vars
             .into_iter()
             .map(|(name, var)| {
-                let m = var.zeros_like()?;
-                let v = var.zeros_like()?;
+                let moments = if host_f32(&var) {
+                    let n = var.elem_count();
+                    Moments::Host {
+                        m: vec![0.0; n],
+                        v: vec![0.0; n],
+                    }
+                } else {
+                    Moments::Tensors {
+                        m: var.zeros_like()?,
+                        v: var.zeros_like()?,
+                    }
+                };
                 let decay = takes_decay(&name);
-                Ok((name, Slot { var, m, v, decay }))
+                Ok((
+                    name,
+                    Slot {
+                        var,
+                        moments,
+                        decay,
+                    },
+                ))
             })
             .collect::<candle_core::Result<_>>()?;
         Ok(AdamW {
@@ -69,6 +192,21 @@ impl AdamW {
         self.step
     }
 
+    /// Updates with the tensor-op formula instead of the fused CPU pass (for tests and
+    /// benchmarks; both give the same result up to float rounding).
+    pub fn use_tensor_ops(&mut self) -> candle_core::Result<()> {
+        for slot in self.slots.values_mut() {
+            if let Moments::Host { m, v } = &slot.moments {
+                let (shape, dev) = (slot.var.shape(), slot.var.device());
+                slot.moments = Moments::Tensors {
+                    m: Tensor::from_slice(m, shape, dev)?,
+                    v: Tensor::from_slice(v, shape, dev)?,
+                };
+            }
+        }
+        Ok(())
+    }
+
     /// Applies one update with learning rate `lr` (gradients already clipped).
     pub fn step(&mut self, grads: &GradStore, lr: f64) -> candle_core::Result<()> {
         self.step += 1;
@@ -79,16 +217,48 @@ impl AdamW {
             let Some(g) = grads.get(slot.var.as_tensor()) else {
                 continue;
             };
-            slot.m = ((&slot.m * c.beta1)? + (g * (1.0 - c.beta1))?)?;
-            slot.v = ((&slot.v * c.beta2)? + (g.sqr()? * (1.0 - c.beta2))?)?;
-            let update = ((&slot.m / bc1)? / ((&slot.v / bc2)?.sqrt()? + c.eps)?)?;
-            let theta = slot.var.as_tensor();
-            let decayed = if slot.decay {
-                (theta * (1.0 - lr * c.weight_decay))?
-            } else {
-                theta.clone()
-            };
-            slot.var.set(&(decayed - (update * lr)?)?)?;
+            match &mut slot.moments {
+                Moments::Host { m, v } if host_f32(g) => {
+                    let k = Coefficients {
+                        beta1: c.beta1 as f32,
+                        one_minus_beta1: (1.0 - c.beta1) as f32,
+                        beta2: c.beta2 as f32,
+                        one_minus_beta2: (1.0 - c.beta2) as f32,
+                        inv_bc1: (1.0 / bc1) as f32,
+                        inv_bc2: (1.0 / bc2) as f32,
+                        eps: c.eps as f32,
+                        lr: lr as f32,
+                        decay: if slot.decay {
+                            (1.0 - lr * c.weight_decay) as f32
+                        } else {
+                            1.0
+                        },
+                    };
+                    with_host_f32(g, |grad| {
+                        slot.var.as_tensor().inplace_op1(&FusedUpdate {
+                            grad,
+                            m: RefCell::new(m),
+                            v: RefCell::new(v),
+                            k,
+                        })
+                    })??;
+                }
+                Moments::Host { .. } => {
+                    candle_core::bail!("a gradient on another device than its CPU variable")
+                }
+                Moments::Tensors { m, v } => {
+                    *m = ((&*m * c.beta1)? + (g * (1.0 - c.beta1))?)?;
+                    *v = ((&*v * c.beta2)? + (g.sqr()? * (1.0 - c.beta2))?)?;
+                    let update = ((&*m / bc1)? / ((&*v / bc2)?.sqrt()? + c.eps)?)?;
+                    let theta = slot.var.as_tensor();
+                    let decayed = if slot.decay {
+                        (theta * (1.0 - lr * c.weight_decay))?
+                    } else {
+                        theta.clone()
+                    };
+                    slot.var.set(&(decayed - (update * lr)?)?)?;
+                }
+            }
         }
         Ok(())
     }
@@ -97,8 +267,18 @@ impl AdamW {
     pub fn state(&self) -> BTreeMap<String, Tensor> {
         let mut out = BTreeMap::new();
         for (name, s) in &self.slots {
-            out.insert(format!("m.{name}"), s.m.clone());
-            out.insert(format!("v.{name}"), s.v.clone());
+            let (m, v) = match &s.moments {
+                Moments::Host { m, v } => {
+                    let (shape, dev) = (s.var.shape(), s.var.device());
+                    let t = |x: &[f32]| {
+                        Tensor::from_slice(x, shape, dev).expect("moments match their variable")
+                    };
+                    (t(m), t(v))
+                }
+                Moments::Tensors { m, v } => (m.clone(), v.clone()),
+            };
+            out.insert(format!("m.{name}"), m);
+            out.insert(format!("v.{name}"), v);
         }
         out
     }
@@ -110,25 +290,60 @@ impl AdamW {
         steps: usize,
     ) -> anyhow::Result<()> {
         for (name, s) in self.slots.iter_mut() {
-            for (key, dst) in [
-                (format!("m.{name}"), &mut s.m),
-                (format!("v.{name}"), &mut s.v),
-            ] {
+            let mut loaded = Vec::with_capacity(2);
+            for key in [format!("m.{name}"), format!("v.{name}")] {
                 let t = state
                     .get(&key)
                     .ok_or_else(|| anyhow::anyhow!("optimiser state lacks {key}"))?;
                 anyhow::ensure!(
-                    t.shape() == dst.shape(),
+                    t.shape() == s.var.shape(),
                     "optimiser state {key} has shape {:?}, expected {:?}",
                     t.dims(),
-                    dst.dims()
+                    s.var.dims()
                 );
-                *dst = t.to_device(dst.device())?;
+                loaded.push(t.to_device(s.var.device())?);
             }
+            let (m, v) = (&loaded[0], &loaded[1]);
+            s.moments = match s.moments {
+                Moments::Host { .. } => host_moments(&s.var, m, v)?,
+                Moments::Tensors { .. } => Moments::Tensors {
+                    m: m.clone(),
+                    v: v.clone(),
+                },
+            };
         }
         self.step = steps;
         Ok(())
     }
+}
+
+/// Sum of squares of a CPU f32 slice: f32 within fixed chunks, f64 across them (deterministic).
+fn sum_squares(x: &[f32]) -> f64 {
+    let mut partial = vec![0f32; x.len().div_ceil(CHUNK)];
+    par_chunks_mut([(&mut partial[..], 1)], |c, [p]| {
+        let x = &x[c * CHUNK..x.len().min((c + 1) * CHUNK)];
+        let mut acc = [0f32; 8];
+        let chunks = x.chunks_exact(8);
+        let tail: f32 = chunks.remainder().iter().map(|v| v * v).sum();
+        for c8 in chunks {
+            for k in 0..8 {
+                acc[k] += c8[k] * c8[k];
+            }
+        }
+        p[0] = acc.iter().sum::<f32>() + tail;
+    });
+    partial.iter().map(|&p| p as f64).sum()
+}
+
+/// `x * scale` into a new CPU tensor of `shape`, in parallel.
+fn scaled(x: &[f32], scale: f32, shape: &candle_core::Shape) -> candle_core::Result<Tensor> {
+    let mut out = vec![0f32; x.len()];
+    par_chunks_mut([(&mut out[..], CHUNK)], |c, [o]| {
+        for (o, &v) in o.iter_mut().zip(&x[c * CHUNK..]) {
+            *o = v * scale;
+        }
+    });
+    Tensor::from_vec(out, shape, &candle_core::Device::Cpu)
 }
 
 /// Scales gradients so their global L2 norm is at most `max_norm`; returns the norm before clipping.
@@ -140,7 +355,11 @@ pub fn clip_grad_norm(
     let mut total = 0f64;
     for var in vars.values() {
         if let Some(g) = grads.get(var.as_tensor()) {
-            total += g.sqr()?.sum_all()?.to_scalar::<f32>()? as f64;
+            total += if host_f32(g) {
+                with_host_f32(g, sum_squares)?
+            } else {
+                g.sqr()?.sum_all()?.to_scalar::<f32>()? as f64
+            };
         }
     }
     let norm = total.sqrt();
@@ -148,7 +367,11 @@ pub fn clip_grad_norm(
         let scale = max_norm / (norm + 1e-6);
         for var in vars.values() {
             if let Some(g) = grads.get(var.as_tensor()) {
-                let scaled = (g * scale)?;
+                let scaled = if host_f32(g) {
+                    with_host_f32(g, |x| scaled(x, scale as f32, g.shape()))??
+                } else {
+                    (g * scale)?
+                };
                 grads.insert(var.as_tensor(), scaled);
             }
         }

@@ -1,0 +1,332 @@
+//! The fused training kernels (`newstag::model::ops`) and the fused AdamW step match the
+//! compositions of differentiable candle ops they replace, forward and backward.
+
+use candle_core::{Device, Tensor, Var, D};
+use newstag::model::bert::{Bert, Dropout, Mode};
+use newstag::model::config::BertConfig;
+use newstag::model::ops;
+use newstag::model::params::ParamStore;
+use newstag::train::optim::{clip_grad_norm, AdamW, AdamWConfig};
+use rand::{rngs::StdRng, Rng, SeedableRng};
+use std::collections::BTreeMap;
+
+fn random(rng: &mut StdRng, dims: &[usize], lo: f32, hi: f32) -> Tensor {
+    let n = dims.iter().product();
+    let v: Vec<f32> = (0..n).map(|_| rng.random_range(lo..hi)).collect();
+    Tensor::from_vec(v, dims, &Device::Cpu).unwrap()
+}
+
+fn values(t: &Tensor) -> Vec<f32> {
+    t.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+}
+
+fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
+    assert_eq!(a.dims(), b.dims());
+    let (a, b) = (values(a), values(b));
+    a.iter()
+        .zip(&b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
+
+/// Largest difference relative to the largest magnitude of the reference.
+fn rel_diff(got: &Tensor, want: &Tensor) -> f32 {
+    let scale = values(want).iter().fold(0f32, |m, v| m.max(v.abs()));
+    max_abs_diff(got, want) / scale.max(1e-12)
+}
+
+/// Runs `f` on fresh variables made from `inputs` and back-propagates a random weighted sum of
+/// its output; returns the output and the gradient of every input.
+fn forward_backward(
+    inputs: &[Tensor],
+    weights_seed: u64,
+    f: impl Fn(&[Tensor]) -> Tensor,
+) -> (Tensor, Vec<Tensor>) {
+    let vars: Vec<Var> = inputs
+        .iter()
+        .map(|t| Var::from_tensor(t).unwrap())
+        .collect();
+    let ts: Vec<Tensor> = vars.iter().map(|v| v.as_tensor().clone()).collect();
+    let y = f(&ts);
+    let mut rng = StdRng::seed_from_u64(weights_seed);
+    let r = random(&mut rng, y.dims(), -1.0, 1.0);
+    let loss = y.mul(&r).unwrap().sum_all().unwrap();
+    let grads = loss.backward().unwrap();
+    let g = ts
+        .iter()
+        .map(|t| grads.get(t).expect("a gradient for every input").clone())
+        .collect();
+    (y, g)
+}
+
+fn check(
+    name: &str,
+    inputs: &[Tensor],
+    grads_for: usize,
+    fused: impl Fn(&[Tensor]) -> Tensor,
+    reference: impl Fn(&[Tensor]) -> Tensor,
+) {
+    let (y1, g1) = forward_backward(inputs, 99, fused);
+    let (y2, g2) = forward_backward(inputs, 99, reference);
+    let d = max_abs_diff(&y1, &y2);
+    assert!(d < 1e-5, "{name}: forward differs by {d}");
+    for i in 0..grads_for {
+        let r = rel_diff(&g1[i], &g2[i]);
+        assert!(r < 1e-4, "{name}: gradient {i} differs by {r} (relative)");
+    }
+}
+
+const SHAPES: [&[usize]; 5] = [&[3, 5, 32], &[2, 4, 7, 7], &[6, 384], &[2, 3, 1], &[1, 65]];
+
+#[test]
+fn layer_norm_matches_the_differentiable_ops() {
+    let mut rng = StdRng::seed_from_u64(1);
+    for dims in SHAPES {
+        let d = *dims.last().unwrap();
+        let x = random(&mut rng, dims, -2.0, 2.0).affine(3.0, 0.5).unwrap();
+        let w = random(&mut rng, &[d], 0.5, 1.5);
+        let b = random(&mut rng, &[d], -0.5, 0.5);
+        check(
+            &format!("layer_norm {dims:?}"),
+            &[x, w, b],
+            3,
+            |t| ops::layer_norm(&t[0], &t[1], &t[2], 1e-12).unwrap(),
+            |t| ops::layer_norm_reference(&t[0], &t[1], &t[2], 1e-12).unwrap(),
+        );
+    }
+}
+
+#[test]
+fn layer_norm_takes_non_contiguous_input() {
+    let mut rng = StdRng::seed_from_u64(2);
+    let x = random(&mut rng, &[16, 3, 8], -1.0, 1.0);
+    let w = random(&mut rng, &[3], 0.5, 1.5);
+    let b = random(&mut rng, &[3], -0.5, 0.5);
+    check(
+        "layer_norm transposed",
+        &[x, w, b],
+        3,
+        |t| ops::layer_norm(&t[0].transpose(1, 2).unwrap(), &t[1], &t[2], 1e-5).unwrap(),
+        |t| ops::layer_norm_reference(&t[0].transpose(1, 2).unwrap(), &t[1], &t[2], 1e-5).unwrap(),
+    );
+}
+
+#[test]
+fn softmax_matches_the_differentiable_ops() {
+    let mut rng = StdRng::seed_from_u64(3);
+    for dims in SHAPES {
+        let x = random(&mut rng, dims, -4.0, 4.0);
+        check(
+            &format!("softmax {dims:?}"),
+            &[x],
+            1,
+            |t| ops::softmax_last_dim(&t[0]).unwrap(),
+            |t| ops::softmax_reference(&t[0]).unwrap(),
+        );
+    }
+}
+
+#[test]
+fn masked_softmax_matches_the_differentiable_ops() {
+    let mut rng = StdRng::seed_from_u64(4);
+    for dims in [[2, 4, 7, 7], [3, 2, 5, 32], [1, 1, 1, 1]] {
+        let [b, _, _, k] = dims;
+        let x = random(&mut rng, &dims, -10.0, 10.0);
+        // Padding at the end of every item but the first, as the encoder's mask bias.
+        let mask: Vec<f32> = (0..b)
+            .flat_map(|i| (0..k).map(move |j| if j + i < k { 0.0 } else { -1e9 }))
+            .collect();
+        let mask = Tensor::from_vec(mask, (b, 1, 1, k), &Device::Cpu).unwrap();
+        let scale = 1.0 / 8f64.sqrt();
+        check(
+            &format!("masked softmax {dims:?}"),
+            std::slice::from_ref(&x),
+            1,
+            |t| ops::masked_softmax(&t[0], &mask, scale).unwrap(),
+            |t| ops::masked_softmax_reference(&t[0], &mask, scale).unwrap(),
+        );
+        let y = ops::masked_softmax(&x, &mask, scale).unwrap();
+        let masked = values(
+            &y.broadcast_mul(&mask.ne(0f32).unwrap().to_dtype(y.dtype()).unwrap())
+                .unwrap(),
+        );
+        assert!(masked.iter().all(|&v| v == 0.0), "padding gets exactly 0");
+    }
+}
+
+#[test]
+fn gelu_matches_candle() {
+    let mut rng = StdRng::seed_from_u64(5);
+    for dims in SHAPES {
+        let x = random(&mut rng, dims, -6.0, 6.0);
+        check(
+            &format!("gelu {dims:?}"),
+            &[x],
+            1,
+            |t| ops::gelu_erf(&t[0]).unwrap(),
+            |t| t[0].gelu_erf().unwrap(),
+        );
+    }
+}
+
+#[test]
+fn dropout_matches_an_explicit_mask() {
+    let mut rng = StdRng::seed_from_u64(6);
+    for dims in SHAPES {
+        let x = random(&mut rng, dims, -1.0, 1.0);
+        check(
+            &format!("dropout {dims:?}"),
+            &[x],
+            1,
+            |t| ops::dropout(&t[0], 0.1, 17).unwrap(),
+            |t| ops::dropout_reference(&t[0], 0.1, 17).unwrap(),
+        );
+    }
+    let x = Tensor::ones((64, 1000), candle_core::DType::F32, &Device::Cpu).unwrap();
+    let y = values(&ops::dropout(&x, 0.25, 3).unwrap());
+    let dropped = y.iter().filter(|&&v| v == 0.0).count() as f64 / y.len() as f64;
+    assert!((dropped - 0.25).abs() < 0.01, "dropped {dropped}");
+    assert!(y.iter().all(|&v| v == 0.0 || (v - 1.0 / 0.75).abs() < 1e-6));
+    let again = values(&ops::dropout(&x, 0.25, 3).unwrap());
+    assert_eq!(y, again, "the mask is a function of the seed");
+    let other = values(&ops::dropout(&x, 0.25, 4).unwrap());
+    assert_ne!(y, other);
+}
+
+/// The whole encoder, forward and backward, with dropout: fused kernels against the
+/// differentiable-op compositions (the same dropout masks).
+#[test]
+fn encoder_gradients_match_the_reference_kernels() {
+    let config = BertConfig::tiny(50);
+    let store = ParamStore::fresh(11);
+    let bert = Bert::new(&config, store.var_builder(&Device::Cpu).pp("bert")).unwrap();
+    let vars = store.vars();
+    let mut rng = StdRng::seed_from_u64(12);
+    let (b, len) = (3, 9);
+    let ids: Vec<u32> = (0..b * len).map(|_| rng.random_range(0..50)).collect();
+    let ids = Tensor::from_vec(ids, (b, len), &Device::Cpu).unwrap();
+    let type_ids = ids.zeros_like().unwrap();
+    let mask: Vec<u32> = (0..b)
+        .flat_map(|i| (0..len).map(move |j| u32::from(j + 2 * i < len)))
+        .collect();
+    let mask = Tensor::from_vec(mask, (b, len), &Device::Cpu).unwrap();
+    let r = random(&mut rng, &[b, len, config.hidden_size], -1.0, 1.0);
+    let run = |reference: bool| {
+        let dropout = Dropout::new(&config, 5);
+        let dropout = if reference {
+            dropout.with_reference_kernels()
+        } else {
+            dropout
+        };
+        let out = bert
+            .forward(&ids, &type_ids, &mask, &mut Mode::Train(dropout))
+            .unwrap();
+        let grads = out.mul(&r).unwrap().sum_all().unwrap().backward().unwrap();
+        (out, grads)
+    };
+    let (y1, g1) = run(false);
+    let (y2, g2) = run(true);
+    let d = max_abs_diff(&y1, &y2);
+    assert!(d < 1e-5, "encoder output differs by {d}");
+    for (name, var) in &vars {
+        let (a, b) = (g1.get(var.as_tensor()), g2.get(var.as_tensor()));
+        let (a, b) = (a.expect(name), b.expect(name));
+        if name.ends_with("key.bias") {
+            // Softmax ignores a shift common to a row: this gradient is 0 up to rounding.
+            assert!(max_abs_diff(a, b) < 1e-6, "{name}");
+            continue;
+        }
+        let r = rel_diff(a, b);
+        assert!(r < 1e-4, "gradient of {name} differs by {r} (relative)");
+    }
+}
+
+fn adamw_vars(seed: u64) -> BTreeMap<String, Var> {
+    let mut rng = StdRng::seed_from_u64(seed);
+    [
+        ("a.weight", vec![7, 5]),
+        ("a.bias", vec![5]),
+        ("a.LayerNorm.weight", vec![5]),
+        ("b.weight", vec![40_000]),
+    ]
+    .into_iter()
+    .map(|(n, d)| {
+        let t = random(&mut rng, &d, -1.0, 1.0);
+        (n.to_string(), Var::from_tensor(&t).unwrap())
+    })
+    .collect()
+}
+
+/// One step of `opt` on the gradient of `sum(var * r)` (that is, `r`) for random `r`.
+fn adamw_step(opt: &mut AdamW, vars: &BTreeMap<String, Var>, step: u64, lr: f64) {
+    let mut rng = StdRng::seed_from_u64(1000 + step);
+    let mut loss = Tensor::new(0f32, &Device::Cpu).unwrap();
+    for var in vars.values() {
+        let r = (random(&mut rng, var.dims(), -1.0, 1.0) * (step as f64 + 1.0)).unwrap();
+        loss = (loss + var.as_tensor().mul(&r).unwrap().sum_all().unwrap()).unwrap();
+    }
+    let mut grads = loss.backward().unwrap();
+    clip_grad_norm(vars, &mut grads, 50.0).unwrap();
+    opt.step(&grads, lr).unwrap();
+}
+
+#[test]
+fn fused_adamw_matches_the_tensor_op_formula() {
+    let config = AdamWConfig {
+        lr: 1e-2,
+        weight_decay: 0.1,
+        ..Default::default()
+    };
+    let (fused_vars, ref_vars) = (adamw_vars(1), adamw_vars(1));
+    let mut fused = AdamW::new(fused_vars.clone(), config).unwrap();
+    let mut reference = AdamW::new(ref_vars.clone(), config).unwrap();
+    reference.use_tensor_ops().unwrap();
+    for step in 0..5 {
+        let lr = 1e-2 * (step + 1) as f64;
+        adamw_step(&mut fused, &fused_vars, step, lr);
+        adamw_step(&mut reference, &ref_vars, step, lr);
+    }
+    for (name, var) in &fused_vars {
+        let d = max_abs_diff(var.as_tensor(), ref_vars[name].as_tensor());
+        assert!(d < 1e-6, "{name} differs by {d}");
+    }
+    let (s1, s2) = (fused.state(), reference.state());
+    assert_eq!(s1.len(), 8);
+    for (key, t) in &s1 {
+        let d = max_abs_diff(t, &s2[key]);
+        assert!(d < 1e-6, "state {key} differs by {d}");
+    }
+}
+
+#[test]
+fn fused_adamw_resumes_from_its_state_exactly() {
+    let config = AdamWConfig::default();
+    let (vars, resumed_vars) = (adamw_vars(2), adamw_vars(2));
+    let mut opt = AdamW::new(vars.clone(), config).unwrap();
+    let mut other = AdamW::new(resumed_vars.clone(), config).unwrap();
+    for step in 0..3 {
+        adamw_step(&mut opt, &vars, step, 1e-3);
+        adamw_step(&mut other, &resumed_vars, step, 1e-3);
+    }
+    let mut resumed = AdamW::new(resumed_vars.clone(), config).unwrap();
+    resumed.restore(&other.state(), other.steps()).unwrap();
+    for step in 3..5 {
+        adamw_step(&mut opt, &vars, step, 1e-3);
+        adamw_step(&mut resumed, &resumed_vars, step, 1e-3);
+    }
+    for (name, var) in &vars {
+        assert_eq!(
+            values(var.as_tensor()),
+            values(resumed_vars[name].as_tensor()),
+            "{name}"
+        );
+    }
+}
+
+#[test]
+fn softmax_rows_sum_to_one() {
+    let mut rng = StdRng::seed_from_u64(7);
+    let x = random(&mut rng, &[4, 33], -30.0, 30.0);
+    let sums = values(&ops::softmax_last_dim(&x).unwrap().sum(D::Minus1).unwrap());
+    assert!(sums.iter().all(|s| (s - 1.0).abs() < 1e-6), "{sums:?}");
+}
