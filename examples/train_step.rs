@@ -6,7 +6,9 @@
 //! ```
 //!
 //! `--reference` trains through compositions of differentiable candle ops instead of newstag's
-//! fused kernels (and updates with the tensor-op AdamW), for comparison.
+//! fused kernels (the same dropout masks) and updates with the tensor-op AdamW, for comparison;
+//! the losses printed should agree to float rounding. Both runs get the allocator tuning of
+//! `newstag::model::ops::tune_allocator` (set `RAYON_NUM_THREADS` to fix the thread count).
 
 use candle_core::{Device, Tensor};
 use newstag::model::bert::{Bert, Dropout, Mode};
@@ -29,7 +31,7 @@ fn main() -> anyhow::Result<()> {
         .filter(|a| !a.starts_with("--"))
         .map(|a| a.parse())
         .collect::<Result<_, _>>()?;
-    let steps = args.first().copied().unwrap_or(5);
+    let steps = args.first().copied().unwrap_or(5).max(1);
     let batch = args.get(1).copied().unwrap_or(8);
     let len = args.get(2).copied().unwrap_or(256);
     let config = BertConfig {

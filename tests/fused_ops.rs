@@ -193,6 +193,94 @@ fn dropout_matches_an_explicit_mask() {
     assert_ne!(y, other);
 }
 
+fn padding_mask(b: usize, k: usize) -> Tensor {
+    let mask: Vec<f32> = (0..b)
+        .flat_map(|i| (0..k).map(move |j| if j + i < k { 0.0 } else { -1e9 }))
+        .collect();
+    Tensor::from_vec(mask, (b, 1, 1, k), &Device::Cpu).unwrap()
+}
+
+#[test]
+fn attention_probs_match_softmax_then_dropout() {
+    let mut rng = StdRng::seed_from_u64(8);
+    for dims in [[2, 4, 7, 7], [3, 2, 5, 32], [1, 3, 3, 3]] {
+        let x = random(&mut rng, &dims, -10.0, 10.0);
+        let mask = padding_mask(dims[0], dims[3]);
+        for p in [0.0, 0.1, 0.5] {
+            check(
+                &format!("attention probs {dims:?} p={p}"),
+                std::slice::from_ref(&x),
+                1,
+                |t| ops::attention_probs(&t[0], &mask, 0.35, p, 21).unwrap(),
+                |t| ops::attention_probs_reference(&t[0], &mask, 0.35, p, 21).unwrap(),
+            );
+        }
+    }
+}
+
+#[test]
+fn head_splitting_and_merging_match_the_differentiable_ops() {
+    let mut rng = StdRng::seed_from_u64(9);
+    for (batch, len, heads, size) in [(2, 7, 4, 8), (3, 5, 2, 3), (1, 1, 1, 1)] {
+        let h = random(&mut rng, &[batch * len, heads * size], -1.0, 1.0);
+        let bias = random(&mut rng, &[heads * size], -1.0, 1.0);
+        for transposed in [false, true] {
+            check(
+                &format!("split heads {batch}x{len}x{heads}x{size} {transposed}"),
+                &[h.clone(), bias.clone()],
+                2,
+                |t| ops::bias_split_heads(&t[0], &t[1], batch, heads, transposed).unwrap(),
+                |t| {
+                    ops::bias_split_heads_reference(&t[0], &t[1], batch, heads, transposed).unwrap()
+                },
+            );
+        }
+        let x = random(&mut rng, &[batch, heads, len, size], -1.0, 1.0);
+        check(
+            &format!("merge heads {batch}x{len}x{heads}x{size}"),
+            &[x],
+            1,
+            |t| ops::merge_heads(&t[0]).unwrap(),
+            |t| ops::merge_heads_reference(&t[0]).unwrap(),
+        );
+    }
+}
+
+#[test]
+fn bias_gelu_matches_the_differentiable_ops() {
+    let mut rng = StdRng::seed_from_u64(10);
+    for dims in SHAPES {
+        let h = random(&mut rng, dims, -5.0, 5.0);
+        let bias = random(&mut rng, &[*dims.last().unwrap()], -1.0, 1.0);
+        check(
+            &format!("bias gelu {dims:?}"),
+            &[h, bias],
+            2,
+            |t| ops::bias_gelu(&t[0], &t[1]).unwrap(),
+            |t| ops::bias_gelu_reference(&t[0], &t[1]).unwrap(),
+        );
+    }
+}
+
+#[test]
+fn bias_dropout_add_matches_the_differentiable_ops() {
+    let mut rng = StdRng::seed_from_u64(11);
+    for dims in SHAPES {
+        let h = random(&mut rng, dims, -1.0, 1.0);
+        let bias = random(&mut rng, &[*dims.last().unwrap()], -1.0, 1.0);
+        let r = random(&mut rng, dims, -1.0, 1.0);
+        for p in [0.0, 0.1] {
+            check(
+                &format!("bias dropout add {dims:?} p={p}"),
+                &[h.clone(), bias.clone(), r.clone()],
+                3,
+                |t| ops::bias_dropout_add(&t[0], &t[1], &t[2], p, 5).unwrap(),
+                |t| ops::bias_dropout_add_reference(&t[0], &t[1], &t[2], p, 5).unwrap(),
+            );
+        }
+    }
+}
+
 /// The whole encoder, forward and backward, with dropout: fused kernels against the
 /// differentiable-op compositions (the same dropout masks).
 #[test]

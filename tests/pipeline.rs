@@ -47,6 +47,14 @@ fn loss_goes_down_and_the_model_learns_the_data() {
         losses.last().unwrap() < &(losses[0] * 0.5),
         "losses {losses:?}"
     );
+    let refit = summary.history.last().unwrap();
+    assert!(
+        refit
+            .note
+            .as_deref()
+            .is_some_and(|n| n.contains("topic head refitted")),
+        "{refit:?}"
+    );
     let best = summary.best_score.unwrap();
     assert!(best > 0.8, "dev score {best} on the training data");
     assert!(

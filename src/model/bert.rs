@@ -51,12 +51,21 @@ impl Dropout {
         self
     }
 
-    /// Each call draws a fresh mask stream from the seeded generator (see [`ops::dropout`]).
+    /// The seed of a fresh mask stream (see [`ops::dropout`]) for drop probability `p`; nothing
+    /// is drawn when `p` is 0.
+    fn draw(&mut self, p: f32) -> u64 {
+        if p > 0.0 {
+            self.rng.random::<u64>()
+        } else {
+            0
+        }
+    }
+
     fn apply(&mut self, x: &Tensor, p: f32) -> Result<Tensor> {
         if p <= 0.0 {
             return Ok(x.clone());
         }
-        let seed = self.rng.random::<u64>();
+        let seed = self.draw(p);
         if self.reference {
             ops::dropout_reference(x, p, seed)
         } else {
@@ -96,6 +105,18 @@ impl Mode {
             Mode::Train(d) => {
                 let p = d.attention;
                 d.apply(x, p)
+            }
+        }
+    }
+
+    /// Drop probability and mask seed for a fused kernel's dropout (the draw [`Mode::dropout`]
+    /// would make); `(0, 0)` at inference.
+    fn draw(&mut self, attention: bool) -> (f32, u64) {
+        match self {
+            Mode::Infer => (0.0, 0),
+            Mode::Train(d) => {
+                let p = if attention { d.attention } else { d.hidden };
+                (p, d.draw(p))
             }
         }
     }
@@ -222,6 +243,86 @@ impl Layer {
         })
     }
 
+    /// Training with the fused kernels. `x`: `[batch * len, hidden]` (rows stay 2-D through the
+    /// encoder: every reshape would be one more node for backpropagation to pass through);
+    /// `mask_bias` as for [`Layer::forward`]. The same computation and dropout masks as
+    /// [`Layer::forward`] with the reference kernels.
+    fn forward_fused(
+        &self,
+        x: &Tensor,
+        batch: usize,
+        mask_bias: &Tensor,
+        mode: &mut Mode,
+    ) -> Result<Tensor> {
+        let project = |l: &Linear, x: &Tensor| x.matmul(&l.weight().t()?);
+        let bias = |l: &Linear| {
+            l.bias()
+                .cloned()
+                .ok_or_else(|| candle_core::Error::Msg("a linear layer without bias".into()))
+        };
+        let q = ops::bias_split_heads(
+            &project(&self.query, x)?,
+            &bias(&self.query)?,
+            batch,
+            self.heads,
+            false,
+        )?;
+        // Keys come transposed, `[batch, heads, head_size, len]`, ready for `q k^T`.
+        let kt = ops::bias_split_heads(
+            &project(&self.key, x)?,
+            &bias(&self.key)?,
+            batch,
+            self.heads,
+            true,
+        )?;
+        let v = ops::bias_split_heads(
+            &project(&self.value, x)?,
+            &bias(&self.value)?,
+            batch,
+            self.heads,
+            false,
+        )?;
+        let scale = 1.0 / (self.head_size as f64).sqrt();
+        let (p, seed) = mode.draw(true);
+        let probs = ops::attention_probs(&q.matmul(&kt)?, mask_bias, scale, p, seed)?;
+        let context = ops::merge_heads(&probs.matmul(&v)?)?;
+        let (p, seed) = mode.draw(false);
+        let attended = ops::bias_dropout_add(
+            &project(&self.attention_out, &context)?,
+            &bias(&self.attention_out)?,
+            x,
+            p,
+            seed,
+        )?;
+        let x = ops::layer_norm(
+            &attended,
+            &self.attention_norm.weight,
+            &self.attention_norm.bias,
+            self.attention_norm.eps,
+        )?;
+        let inner = project(&self.intermediate, &x)?;
+        let inner = match self.activation {
+            Activation::Gelu => ops::bias_gelu(&inner, &bias(&self.intermediate)?)?,
+            Activation::GeluNew => inner.broadcast_add(&bias(&self.intermediate)?)?.gelu()?,
+            Activation::Relu => inner.broadcast_add(&bias(&self.intermediate)?)?.relu()?,
+        };
+        let (p, seed) = mode.draw(false);
+        let out = ops::bias_dropout_add(
+            &project(&self.output, &inner)?,
+            &bias(&self.output)?,
+            &x,
+            p,
+            seed,
+        )?;
+        ops::layer_norm(
+            &out,
+            &self.output_norm.weight,
+            &self.output_norm.bias,
+            self.output_norm.eps,
+        )
+    }
+
+    /// Inference, or training with the reference kernels. `x`: `[batch, len, hidden]`;
     /// `mask_bias`: `[batch, 1, 1, len]`, 0 on tokens and a large negative number on padding.
     fn forward(&self, x: &Tensor, mask_bias: &Tensor, mode: &mut Mode) -> Result<Tensor> {
         let (b, len, h) = x.dims3()?;
@@ -235,13 +336,11 @@ impl Layer {
         let v = split(self.value.forward(x)?)?;
         let scores = q.matmul(&k.t()?)?;
         let scale = 1.0 / (self.head_size as f64).sqrt();
-        let kernels = mode.kernels();
-        let probs = match kernels {
+        let probs = match mode.kernels() {
             Kernels::Infer => {
                 candle_nn::ops::softmax_last_dim(&(scores * scale)?.broadcast_add(mask_bias)?)?
             }
-            Kernels::Fused => ops::masked_softmax(&scores, mask_bias, scale)?,
-            Kernels::Reference => ops::masked_softmax_reference(&scores, mask_bias, scale)?,
+            _ => ops::masked_softmax_reference(&scores, mask_bias, scale)?,
         };
         let probs = mode.attention_dropout(&probs)?;
         let context = probs.matmul(&v)?.transpose(1, 2)?.reshape((b, len, h))?;
@@ -249,7 +348,6 @@ impl Layer {
         let x = self.attention_norm.forward(&(attended + x)?, mode)?;
         let inner = self.intermediate.forward(&x)?;
         let inner = match self.activation {
-            Activation::Gelu if kernels == Kernels::Fused => ops::gelu_erf(&inner)?,
             Activation::Gelu => inner.gelu_erf()?,
             Activation::GeluNew => inner.gelu()?,
             Activation::Relu => inner.relu()?,
@@ -289,6 +387,14 @@ impl Bert {
         let mask_bias =
             ((attention_mask.to_dtype(DType::F32)? - 1.0)? * 1e9)?.reshape((b, 1, 1, len))?;
         let mut x = self.embeddings.forward(ids, type_ids, mode)?;
+        if mode.kernels() == Kernels::Fused {
+            let h = x.dim(2)?;
+            x = x.reshape((b * len, h))?;
+            for layer in &self.layers {
+                x = layer.forward_fused(&x, b, &mask_bias, mode)?;
+            }
+            return x.reshape((b, len, h));
+        }
         for layer in &self.layers {
             x = layer.forward(&x, &mask_bias, mode)?;
         }

@@ -230,6 +230,22 @@ impl NewsTagger {
         }
     }
 
+    /// Replaces the topic head: `weight` is `[hidden, topics]` row-major, `bias` `[topics]`.
+    pub fn set_topic_head(&mut self, weight: &[f32], bias: &[f32]) -> anyhow::Result<()> {
+        let prefix = match &self.config.newstag {
+            Some(n) if !n.topics.is_empty() => n.topic_head.clone(),
+            _ => anyhow::bail!("the model has no topic head"),
+        };
+        let (h, k) = (self.config.bert.hidden_size, bias.len());
+        let vars = self.vars();
+        let w = Tensor::from_slice(weight, (h, k), &self.device)?
+            .t()?
+            .contiguous()?;
+        vars[&format!("{prefix}.weight")].set(&w)?;
+        vars[&format!("{prefix}.bias")].set(&Tensor::from_slice(bias, k, &self.device)?)?;
+        Ok(())
+    }
+
     pub fn window(&self) -> WindowConfig {
         self.config
             .newstag

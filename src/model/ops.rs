@@ -1,13 +1,16 @@
 //! Fused training kernels with real backward passes: LayerNorm, softmax (plain, and scaled with an
-//! additive key mask), exact (erf) GELU and dropout.
+//! additive key mask, optionally followed by dropout), exact (erf) GELU, dropout, and the bias
+//! additions of the encoder's linear layers fused with what follows them (splitting heads, GELU,
+//! dropout and the residual sum).
 //!
 //! candle builds these from many small broadcast ops when they must be differentiable: a LayerNorm
 //! is eight tensor ops forward and about twenty backward, each a pass over memory and a fresh
-//! allocation. Here each is one pass forward and one backward, as candle custom ops whose `bwd` is
-//! itself a fused kernel. They run on contiguous `f32` CPU tensors, in parallel over rows on
-//! candle's CPU thread pool; every reduction is summed in a fixed order, so results do not depend
-//! on the thread count. On other devices or dtypes each function falls back to the differentiable
-//! composition of candle ops it replaces (the `*_reference` functions, kept public for tests).
+//! allocation, and its backward pass adds two more passes per op (a zero gradient, then a sum). Here
+//! each is one pass forward and one backward, as candle custom ops whose `bwd` is itself a fused
+//! kernel. They run on contiguous `f32` CPU tensors, in parallel over rows on candle's CPU thread
+//! pool; every reduction is summed in a fixed order, so results do not depend on the thread count.
+//! On other devices or dtypes each function falls back to the differentiable composition of candle
+//! ops it replaces (the `*_reference` functions, kept public for tests).
 
 use candle_core::{
     bail, utils::barrier_pool, CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Result,
@@ -18,12 +21,38 @@ use std::marker::PhantomData;
 /// Below this many elements touched, a kernel runs on the calling thread.
 const PAR_MIN: usize = 1 << 15;
 
-/// Rows per block of the LayerNorm backward's weight/bias partial sums (fixed, so the summation
-/// order does not depend on the number of threads).
-const LN_BLOCK_ROWS: usize = 16;
+/// Rows per block of the partial column sums of the backward passes (bias and LayerNorm
+/// gradients; fixed, so the summation order does not depend on the number of threads).
+const BLOCK_ROWS: usize = 16;
 
 /// Elements per parallel chunk of the elementwise kernels (a multiple of 4, see [`dropout`]).
 const ELEMWISE_CHUNK: usize = 1 << 14;
+
+/// Makes glibc's allocator keep freed buffers of up to 32 MiB for reuse instead of returning
+/// them to the system (once per process; a no-op elsewhere). A training step allocates and frees
+/// the same large activation and gradient buffers over and over: by default each is a fresh
+/// `mmap` whose every page faults in and is zeroed by the kernel, about a sixth of a step's time
+/// on CPU. The cost is a few percent more resident memory.
+pub fn tune_allocator() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        static ONCE: std::sync::Once = std::sync::Once::new();
+        ONCE.call_once(|| {
+            use std::os::raw::c_int;
+            extern "C" {
+                fn mallopt(param: c_int, value: c_int) -> c_int;
+            }
+            const M_TRIM_THRESHOLD: c_int = -1;
+            const M_MMAP_THRESHOLD: c_int = -3;
+            // SAFETY: mallopt only adjusts allocator parameters; both values are in range (the
+            // mmap threshold's maximum on 64-bit glibc is 32 MiB).
+            unsafe {
+                mallopt(M_MMAP_THRESHOLD, 32 << 20);
+                mallopt(M_TRIM_THRESHOLD, 256 << 20);
+            }
+        });
+    }
+}
 
 fn fused(x: &Tensor) -> bool {
     x.device().is_cpu() && x.dtype() == DType::F32
@@ -122,21 +151,69 @@ pub(crate) fn par_chunks_mut<const N: usize>(
 // Small vectorisable reductions (eight accumulators, so LLVM may use SIMD lanes).
 
 #[inline(always)]
-fn reduce8(n: usize, f: impl Fn(usize) -> f32) -> f32 {
+fn combine8(acc: [f32; 8]) -> f32 {
+    ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]))
+}
+
+/// `sum(f(a[i]))`.
+#[inline(always)]
+fn sum1(a: &[f32], f: impl Fn(f32) -> f32) -> f32 {
     let mut acc = [0f32; 8];
-    let full = n / 8 * 8;
-    let mut i = 0;
-    while i < full {
-        for (k, a) in acc.iter_mut().enumerate() {
-            *a += f(i + k);
+    let chunks = a.chunks_exact(8);
+    let tail: f32 = chunks.remainder().iter().map(|&v| f(v)).sum();
+    for c in chunks {
+        let c: &[f32; 8] = c.try_into().expect("chunks of 8");
+        for k in 0..8 {
+            acc[k] += f(c[k]);
         }
-        i += 8;
     }
-    let mut tail = 0f32;
-    for j in full..n {
-        tail += f(j);
+    combine8(acc) + tail
+}
+
+/// `sum(f(a[i], b[i]))` over `a.len()` elements.
+#[inline(always)]
+fn sum2(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32) -> f32 {
+    let b = &b[..a.len()];
+    let mut acc = [0f32; 8];
+    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    let tail: f32 = ca
+        .remainder()
+        .iter()
+        .zip(cb.remainder())
+        .map(|(&a, &b)| f(a, b))
+        .sum();
+    for (a, b) in ca.zip(cb) {
+        let a: &[f32; 8] = a.try_into().expect("chunks of 8");
+        let b: &[f32; 8] = b.try_into().expect("chunks of 8");
+        for k in 0..8 {
+            acc[k] += f(a[k], b[k]);
+        }
     }
-    ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7])) + tail
+    combine8(acc) + tail
+}
+
+/// `sum(f(a[i], b[i], c[i]))` over `a.len()` elements.
+#[inline(always)]
+fn sum3(a: &[f32], b: &[f32], c: &[f32], f: impl Fn(f32, f32, f32) -> f32) -> f32 {
+    let (b, c) = (&b[..a.len()], &c[..a.len()]);
+    let mut acc = [0f32; 8];
+    let (ca, cb, cc) = (a.chunks_exact(8), b.chunks_exact(8), c.chunks_exact(8));
+    let tail: f32 = ca
+        .remainder()
+        .iter()
+        .zip(cb.remainder())
+        .zip(cc.remainder())
+        .map(|((&a, &b), &c)| f(a, b, c))
+        .sum();
+    for ((a, b), c) in ca.zip(cb).zip(cc) {
+        let a: &[f32; 8] = a.try_into().expect("chunks of 8");
+        let b: &[f32; 8] = b.try_into().expect("chunks of 8");
+        let c: &[f32; 8] = c.try_into().expect("chunks of 8");
+        for k in 0..8 {
+            acc[k] += f(a[k], b[k], c[k]);
+        }
+    }
+    combine8(acc) + tail
 }
 
 #[inline(always)]
@@ -154,6 +231,79 @@ fn max8(x: &[f32]) -> f32 {
         m = m.max(v);
     }
     m
+}
+
+/// `e^x` for `f32` (Cephes' `expf`: a degree-7 polynomial after reduction by ln 2), within 2 units
+/// in the last place, in a form LLVM vectorises; exactly 0 below -87 (so a -1e9 mask bias gives
+/// exactly 0, as `expf` does).
+#[inline(always)]
+pub fn exp_f32(x: f32) -> f32 {
+    const LOG2E: f32 = std::f32::consts::LOG2_E;
+    // ln 2 split in two so that n * LN2_HI is exact.
+    const LN2_HI: f32 = 0.693_359_4;
+    const LN2_LO: f32 = -2.121_944_4e-4;
+    // 1.5 * 2^23: adding it rounds to an integer, which its low mantissa bits then hold.
+    const MAGIC: f32 = 12_582_912.0;
+    let xc = x.clamp(-87.0, 88.0);
+    let t = xc * LOG2E + MAGIC;
+    let n = t - MAGIC;
+    let r = (xc - n * LN2_HI) - n * LN2_LO;
+    let mut p = 1.987_569_1e-4f32;
+    p = p * r + 1.398_199_9e-3;
+    p = p * r + 8.333_452e-3;
+    p = p * r + 4.166_579_6e-2;
+    p = p * r + 1.666_666_5e-1;
+    p = p * r + 0.5;
+    let e = p * r * r + r + 1.0;
+    let two_n = f32::from_bits(((t.to_bits() as i32 - MAGIC.to_bits() as i32 + 127) << 23) as u32);
+    if x < -87.0 {
+        0.0
+    } else {
+        e * two_n
+    }
+}
+
+/// Runs `f(first_row, rows, sums)` over blocks of `block` rows of an `[rows, n]` result, where
+/// `sums` holds `k` column-sum vectors of length `n` for the block; returns `[rows + k, n]`: the
+/// rows, then the `k` column sums over all rows (summed block by block, in order).
+fn rows_and_column_sums(
+    rows: usize,
+    n: usize,
+    k: usize,
+    block: usize,
+    f: impl Fn(usize, &mut [f32], &mut [f32]) + Sync,
+) -> Vec<f32> {
+    let blocks = rows.div_ceil(block);
+    let mut out = vec![0f32; (rows + k) * n];
+    let (body, total) = out.split_at_mut(rows * n);
+    let mut partial = vec![0f32; blocks * k * n];
+    if blocks > 0 {
+        par_chunks_mut(
+            [(body, block * n), (&mut partial[..], k * n)],
+            |b, [rows, sums]| f(b * block, rows, sums),
+        );
+    }
+    for p in partial.chunks_exact(k * n) {
+        for (acc, v) in total.iter_mut().zip(p) {
+            *acc += v;
+        }
+    }
+    out
+}
+
+/// Splits `[rows + k, n]` from [`rows_and_column_sums`] into the rows (reshaped to `shape`) and
+/// the `k` sums.
+fn split_rows_and_sums(
+    t: &Tensor,
+    rows: usize,
+    k: usize,
+    shape: &Shape,
+) -> Result<(Tensor, Vec<Tensor>)> {
+    let body = t.narrow(0, 0, rows)?.reshape(shape)?;
+    let sums = (0..k)
+        .map(|i| t.narrow(0, rows + i, 1)?.squeeze(0))
+        .collect::<Result<_>>()?;
+    Ok((body, sums))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -189,13 +339,9 @@ pub fn layer_norm_reference(
 /// Mean and 1/std of one row (two passes, as the reference computes them).
 #[inline(always)]
 fn row_stats(x: &[f32], eps: f32) -> (f32, f32) {
-    let d = x.len();
-    let inv_d = 1.0 / d as f32;
-    let mean = reduce8(d, |i| x[i]) * inv_d;
-    let var = reduce8(d, |i| {
-        let c = x[i] - mean;
-        c * c
-    }) * inv_d;
+    let inv_d = 1.0 / x.len() as f32;
+    let mean = sum1(x, |v| v) * inv_d;
+    let var = sum1(x, |v| (v - mean) * (v - mean)) * inv_d;
     (mean, 1.0 / (var + eps).sqrt())
 }
 
@@ -237,8 +383,8 @@ impl CustomOp3 for LayerNormOp {
             let x = &x[c * rows_per_chunk * d..][..y.len()];
             for (x, y) in x.chunks_exact(d).zip(y.chunks_exact_mut(d)) {
                 let (mean, rstd) = row_stats(x, self.eps);
-                for i in 0..d {
-                    y[i] = (x[i] - mean) * rstd * w[i] + b[i];
+                for (((y, &x), &w), &b) in y.iter_mut().zip(x).zip(w).zip(b) {
+                    *y = (x - mean) * rstd * w + b;
                 }
             }
         });
@@ -260,9 +406,9 @@ impl CustomOp3 for LayerNormOp {
             &grad.contiguous()?,
             &LayerNormBwdOp { eps: self.eps },
         )?;
-        let gx = grads.narrow(0, 0, rows)?.reshape(x.shape())?;
-        let gw = grads.narrow(0, rows, 1)?.reshape(weight.shape())?;
-        let gb = grads.narrow(0, rows + 1, 1)?.reshape(weight.shape())?;
+        let (gx, sums) = split_rows_and_sums(&grads, rows, 2, x.shape())?;
+        let gw = sums[0].reshape(weight.shape())?;
+        let gb = sums[1].reshape(weight.shape())?;
         Ok((Some(gx), Some(gw), Some(gb)))
     }
 }
@@ -298,41 +444,35 @@ impl CustomOp3 for LayerNormBwdOp {
             bail!("{name}: mismatched shapes")
         }
         let rows = x.len() / d;
-        let blocks = rows.div_ceil(LN_BLOCK_ROWS);
         let inv_d = 1.0 / d as f32;
-        let mut out = vec![0f32; (rows + 2) * d];
-        let (gx, gwb) = out.split_at_mut(rows * d);
-        // Per block of rows: partial sums of grad_weight and grad_bias.
-        let mut partial = vec![0f32; blocks * 2 * d];
-        par_chunks_mut(
-            [(gx, LN_BLOCK_ROWS * d), (&mut partial[..], 2 * d)],
-            |blk, [gx, part]| {
-                let start = blk * LN_BLOCK_ROWS * d;
-                let x = &x[start..start + gx.len()];
-                let g = &g[start..start + gx.len()];
-                let (pw, pb) = part.split_at_mut(d);
-                for ((x, g), gx) in x
-                    .chunks_exact(d)
-                    .zip(g.chunks_exact(d))
-                    .zip(gx.chunks_exact_mut(d))
+        let out = rows_and_column_sums(rows, d, 2, BLOCK_ROWS, |first, gx, part| {
+            let start = first * d;
+            let x = &x[start..start + gx.len()];
+            let g = &g[start..start + gx.len()];
+            let (pw, pb) = part.split_at_mut(d);
+            for ((x, g), gx) in x
+                .chunks_exact(d)
+                .zip(g.chunks_exact(d))
+                .zip(gx.chunks_exact_mut(d))
+            {
+                let (mean, rstd) = row_stats(x, self.eps);
+                let a = sum2(g, w, |g, w| g * w) * inv_d;
+                let c = sum3(g, w, x, |g, w, x| g * w * ((x - mean) * rstd)) * inv_d;
+                let (pw, pb) = (&mut pw[..d], &mut pb[..d]);
+                for ((((gx, &x), &g), &w), (pw, pb)) in gx
+                    .iter_mut()
+                    .zip(x)
+                    .zip(g)
+                    .zip(w)
+                    .zip(pw.iter_mut().zip(pb.iter_mut()))
                 {
-                    let (mean, rstd) = row_stats(x, self.eps);
-                    let a = reduce8(d, |i| g[i] * w[i]) * inv_d;
-                    let c = reduce8(d, |i| g[i] * w[i] * ((x[i] - mean) * rstd)) * inv_d;
-                    for i in 0..d {
-                        let xhat = (x[i] - mean) * rstd;
-                        gx[i] = rstd * (g[i] * w[i] - a - xhat * c);
-                        pw[i] += g[i] * xhat;
-                        pb[i] += g[i];
-                    }
+                    let xhat = (x - mean) * rstd;
+                    *gx = rstd * (g * w - a - xhat * c);
+                    *pw += g * xhat;
+                    *pb += g;
                 }
-            },
-        );
-        for p in partial.chunks_exact(2 * d) {
-            for (acc, v) in gwb.iter_mut().zip(p) {
-                *acc += v;
             }
-        }
+        });
         Ok((CpuStorage::F32(out), Shape::from((rows + 2, d))))
     }
 }
@@ -381,27 +521,40 @@ pub fn masked_softmax_reference(scores: &Tensor, mask: &Tensor, scale: f64) -> R
 fn softmax_row_in_place(y: &mut [f32]) {
     let max = max8(y);
     for v in y.iter_mut() {
-        *v = (*v - max).exp();
+        *v = exp_f32(*v - max);
     }
-    let sum = reduce8(y.len(), |i| y[i]);
+    let sum = sum1(y, |v| v);
     for v in y.iter_mut() {
         *v /= sum;
     }
 }
 
-fn softmax_fwd(
-    x: &[f32],
-    d: usize,
-    prepare: impl Fn(usize, &[f32], &mut [f32]) + Sync,
-) -> Vec<f32> {
+/// `y = x * scale + m`.
+#[inline(always)]
+fn scale_add(x: &[f32], scale: f32, m: &[f32], y: &mut [f32]) {
+    for ((y, &x), &m) in y.iter_mut().zip(x).zip(m) {
+        *y = x * scale + m;
+    }
+}
+
+/// One row of the softmax backward pass: `gx = scale * y * (g - sum(g * y))`.
+#[inline(always)]
+fn softmax_row_bwd(y: &[f32], g: &[f32], scale: f32, gx: &mut [f32]) {
+    let s = sum2(g, y, |g, y| g * y);
+    for ((gx, &y), &g) in gx.iter_mut().zip(y).zip(g) {
+        *gx = scale * (y * (g - s));
+    }
+}
+
+/// Fills each output row from the input row with `row(index, x, y)`, in parallel.
+fn map_rows(x: &[f32], d: usize, row: impl Fn(usize, &[f32], &mut [f32]) + Sync) -> Vec<f32> {
     let mut y = vec![0f32; x.len()];
     let rows_per_chunk = (ELEMWISE_CHUNK / d).max(1);
     par_chunks_mut([(&mut y[..], rows_per_chunk * d)], |c, [y]| {
         let first = c * rows_per_chunk;
         let x = &x[first * d..][..y.len()];
         for (r, (x, y)) in x.chunks_exact(d).zip(y.chunks_exact_mut(d)).enumerate() {
-            prepare(first + r, x, y);
-            softmax_row_in_place(y);
+            row(first + r, x, y);
         }
     });
     y
@@ -422,7 +575,10 @@ impl CustomOp1 for SoftmaxOp {
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let x = as_f32(s, l, self.name())?;
         let d = last_dim(l, self.name())?;
-        let y = softmax_fwd(x, d, |_, x, y| y.copy_from_slice(x));
+        let y = map_rows(x, d, |_, x, y| {
+            y.copy_from_slice(x);
+            softmax_row_in_place(y);
+        });
         Ok((CpuStorage::F32(y), l.shape().clone()))
     }
 
@@ -449,19 +605,11 @@ impl CustomOp2 for MaskedSoftmaxOp {
     ) -> Result<(CpuStorage, Shape)> {
         let name = self.name();
         let (x, mask) = (as_f32(s1, l1, name)?, as_f32(s2, l2, name)?);
-        let &[b, h, q, k] = l1.dims() else {
-            bail!("{name}: expected scores [batch, heads, queries, keys]")
-        };
-        if mask.len() != b * k || k == 0 {
-            bail!("{name}: expected a mask [batch, 1, 1, keys]")
-        }
-        let rows_per_item = h * q;
+        let (rows_per_item, k) = attention_dims(l1, mask, name)?;
         let scale = self.scale;
-        let y = softmax_fwd(x, k, |row, x, y| {
-            let m = &mask[row / rows_per_item * k..][..k];
-            for i in 0..k {
-                y[i] = x[i] * scale + m[i];
-            }
+        let y = map_rows(x, k, |row, x, y| {
+            scale_add(x, scale, mask_row(mask, row, rows_per_item, k), y);
+            softmax_row_in_place(y);
         });
         Ok((CpuStorage::F32(y), l1.shape().clone()))
     }
@@ -510,10 +658,7 @@ impl CustomOp2 for SoftmaxBwdOp {
                 .zip(g.chunks_exact(d))
                 .zip(gx.chunks_exact_mut(d))
             {
-                let s = reduce8(d, |i| g[i] * y[i]);
-                for i in 0..d {
-                    gx[i] = scale * (y[i] * (g[i] - s));
-                }
+                softmax_row_bwd(y, g, scale, gx);
             }
         });
         Ok((CpuStorage::F32(gx), l1.shape().clone()))
@@ -524,24 +669,25 @@ impl CustomOp2 for SoftmaxBwdOp {
 // GELU (erf).
 
 /// erf for `f32`: the rational approximation of Eigen and XLA (`x * P(x^2) / Q(x^2)` on [-4, 4],
-/// ±1 beyond), within a few units in the last place of `f32`.
+/// ±1 beyond), evaluated in `f64` so that only the approximation's own error remains: within
+/// 1.5e-7 of erf. Branch-free, so LLVM vectorises it.
 #[inline(always)]
 pub fn erf_f32(x: f32) -> f32 {
-    let x = x.clamp(-4.0, 4.0);
+    let x = (x as f64).clamp(-4.0, 4.0);
     let x2 = x * x;
-    let mut p = -2.726_142_3e-10f32;
-    p = p * x2 + 2.770_681_4e-8;
-    p = p * x2 - 2.101_024e-6;
-    p = p * x2 - 5.692_506_4e-5;
-    p = p * x2 - 7.349_906_3e-4;
-    p = p * x2 - 2.954_600_1e-3;
-    p = p * x2 - 1.609_603_3e-2;
-    let mut q = -1.456_607_2e-5f32;
-    q = q * x2 - 2.133_740_6e-4;
-    q = q * x2 - 1.682_827e-3;
-    q = q * x2 - 7.373_329e-3;
-    q = q * x2 - 1.426_474e-2;
-    x * p / q
+    let mut p = -2.726_142_258_013_06e-10;
+    p = p * x2 + 2.770_681_424_959_02e-8;
+    p = p * x2 - 2.101_024_020_825_08e-6;
+    p = p * x2 - 5.692_506_394_623_46e-5;
+    p = p * x2 - 7.349_906_303_268_55e-4;
+    p = p * x2 - 2.954_599_808_540_25e-3;
+    p = p * x2 - 1.609_603_332_624_15e-2;
+    let mut q = -1.456_607_184_649_96e-5;
+    q = q * x2 - 2.133_740_552_789_05e-4;
+    q = q * x2 - 1.682_826_974_382_03e-3;
+    q = q * x2 - 7.373_329_167_204_68e-3;
+    q = q * x2 - 1.426_473_905_141_89e-2;
+    (x * p / q) as f32
 }
 
 /// Exact GELU, `x * (1 + erf(x / sqrt 2)) / 2`, differentiable.
@@ -615,7 +761,7 @@ impl CustomOp2 for GeluErfBwdOp {
             let (x, g) = (&x[start..][..gx.len()], &g[start..][..gx.len()]);
             for ((gx, &x), &g) in gx.iter_mut().zip(x).zip(g) {
                 let cdf = (erf_f32(x * std::f32::consts::FRAC_1_SQRT_2) + 1.0) * 0.5;
-                let pdf = (-0.5 * x * x).exp() * INV_SQRT_2PI;
+                let pdf = exp_f32(-0.5 * x * x) * INV_SQRT_2PI;
                 *gx = g * (cdf + x * pdf);
             }
         });
@@ -626,14 +772,13 @@ impl CustomOp2 for GeluErfBwdOp {
 // ---------------------------------------------------------------------------------------------
 // Dropout.
 
-/// SplitMix64's output function on counter `j` of stream `seed`: 64 well-mixed bits, four 16-bit
-/// keep/drop draws.
+/// wyrand's output function on counter `j` of stream `seed`: 64 well-mixed bits (four 16-bit
+/// keep/drop draws) from one 64 x 64 -> 128-bit multiply.
 #[inline(always)]
 fn mix(seed: u64, j: u64) -> u64 {
-    let mut z = seed.wrapping_add(j.wrapping_add(1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
+    let s = seed.wrapping_add(j.wrapping_add(1).wrapping_mul(0xA076_1D64_78BD_642F));
+    let t = (s as u128).wrapping_mul((s ^ 0xE703_7ED1_A0B4_28DB) as u128);
+    ((t >> 64) ^ t) as u64
 }
 
 /// Inverted dropout with drop probability `p` (quantised to 1/65536): element `i` is kept (and
@@ -675,7 +820,9 @@ struct DropoutOp {
 }
 
 impl DropoutOp {
+    /// Drop probability `p` in `[0, 1)` (0: the identity).
     fn new(p: f32, seed: u64) -> Self {
+        let p = p.max(0.0);
         DropoutOp {
             seed,
             threshold: ((p as f64 * 65536.0).round() as u64).min(65535),
@@ -683,20 +830,82 @@ impl DropoutOp {
         }
     }
 
-    /// Applies the mask to `x`, whose first element is element `start` of the tensor (a
-    /// multiple of 4).
+    /// The mask values (0 or `1 / (1 - p)`) of the four elements of mask word `word` (elements
+    /// `4 * word..4 * word + 4` of the tensor).
+    #[inline(always)]
+    fn factors(&self, word: usize) -> [f32; 4] {
+        let bits = mix(self.seed, word as u64);
+        let f = |lane: u32| {
+            if (bits >> (16 * lane)) & 0xFFFF >= self.threshold {
+                self.scale
+            } else {
+                0.0
+            }
+        };
+        [f(0), f(1), f(2), f(3)]
+    }
+
+    /// `y = mask * x` for elements `start..start + x.len()` of the tensor.
     #[inline(always)]
     fn apply(&self, start: usize, x: &[f32], y: &mut [f32]) {
-        debug_assert_eq!(start % 4, 0);
-        for (k, (x4, y4)) in x.chunks(4).zip(y.chunks_mut(4)).enumerate() {
-            let bits = mix(self.seed, (start / 4 + k) as u64);
-            for (lane, (&x, y)) in x4.iter().zip(y4.iter_mut()).enumerate() {
-                let draw = (bits >> (16 * lane)) & 0xFFFF;
-                *y = if draw >= self.threshold {
-                    x * self.scale
-                } else {
-                    0.0
-                };
+        let n = x.len();
+        let y = &mut y[..n];
+        // Up to the next multiple of 4, then four at a time.
+        let lane = start % 4;
+        let head = if lane == 0 { 0 } else { (4 - lane).min(n) };
+        if head > 0 {
+            let m = self.factors(start / 4);
+            for l in 0..head {
+                y[l] = x[l] * m[lane + l];
+            }
+        }
+        let (x, y) = (&x[head..], &mut y[head..]);
+        let first = (start + head) / 4;
+        let mut ys = y.chunks_exact_mut(4);
+        let mut xs = x.chunks_exact(4);
+        for (w, (y, x)) in (&mut ys).zip(&mut xs).enumerate() {
+            let m = self.factors(first + w);
+            y[0] = x[0] * m[0];
+            y[1] = x[1] * m[1];
+            y[2] = x[2] * m[2];
+            y[3] = x[3] * m[3];
+        }
+        let (y, x) = (ys.into_remainder(), xs.remainder());
+        if !y.is_empty() {
+            let m = self.factors(first + (n - head) / 4);
+            for l in 0..y.len() {
+                y[l] = x[l] * m[l];
+            }
+        }
+    }
+
+    /// `y = mask * y` in place, for elements `start..start + y.len()` of the tensor.
+    #[inline(always)]
+    fn apply_in_place(&self, start: usize, y: &mut [f32]) {
+        let n = y.len();
+        let lane = start % 4;
+        let head = if lane == 0 { 0 } else { (4 - lane).min(n) };
+        if head > 0 {
+            let m = self.factors(start / 4);
+            for l in 0..head {
+                y[l] *= m[lane + l];
+            }
+        }
+        let y = &mut y[head..];
+        let first = (start + head) / 4;
+        let mut ys = y.chunks_exact_mut(4);
+        for (w, y) in (&mut ys).enumerate() {
+            let m = self.factors(first + w);
+            y[0] *= m[0];
+            y[1] *= m[1];
+            y[2] *= m[2];
+            y[3] *= m[3];
+        }
+        let y = ys.into_remainder();
+        if !y.is_empty() {
+            let m = self.factors(first + (n - head) / 4);
+            for l in 0..y.len() {
+                y[l] *= m[l];
             }
         }
     }
@@ -731,12 +940,714 @@ impl CustomOp1 for DropoutOp {
     }
 }
 
+// ---------------------------------------------------------------------------------------------
+// Attention probabilities: masked softmax then dropout, in one op.
+
+/// `dropout(softmax(scores * scale + mask), p, seed)`: the attention probabilities of
+/// [`masked_softmax`] with the dropout of [`dropout`] (the same mask), in one op whose backward
+/// pass recomputes the softmax instead of keeping it.
+pub fn attention_probs(
+    scores: &Tensor,
+    mask: &Tensor,
+    scale: f64,
+    p: f32,
+    seed: u64,
+) -> Result<Tensor> {
+    if p <= 0.0 {
+        return masked_softmax(scores, mask, scale);
+    }
+    let (b, _, _, k) = scores.dims4()?;
+    if fused(scores) && fused(mask) && mask.dims() == [b, 1, 1, k] && p < 1.0 {
+        scores.contiguous()?.apply_op2(
+            &mask.contiguous()?,
+            AttentionProbsOp {
+                scale: scale as f32,
+                drop: DropoutOp::new(p, seed),
+            },
+        )
+    } else {
+        attention_probs_reference(scores, mask, scale, p, seed)
+    }
+}
+
+/// [`attention_probs`] from differentiable candle ops (any device).
+pub fn attention_probs_reference(
+    scores: &Tensor,
+    mask: &Tensor,
+    scale: f64,
+    p: f32,
+    seed: u64,
+) -> Result<Tensor> {
+    dropout_reference(&masked_softmax_reference(scores, mask, scale)?, p, seed)
+}
+
+/// The mask row of softmax row `row` of scores `[b, h, q, k]`.
+fn mask_row(mask: &[f32], row: usize, rows_per_item: usize, k: usize) -> &[f32] {
+    &mask[row / rows_per_item * k..][..k]
+}
+
+fn attention_dims(l1: &Layout, mask: &[f32], op: &str) -> Result<(usize, usize)> {
+    let &[b, h, q, k] = l1.dims() else {
+        bail!("{op}: expected scores [batch, heads, queries, keys]")
+    };
+    if mask.len() != b * k || k == 0 {
+        bail!("{op}: expected a mask [batch, 1, 1, keys]")
+    }
+    Ok((h * q, k))
+}
+
+struct AttentionProbsOp {
+    scale: f32,
+    drop: DropoutOp,
+}
+
+impl CustomOp2 for AttentionProbsOp {
+    fn name(&self) -> &'static str {
+        "newstag-attention-probs"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let name = self.name();
+        let (x, mask) = (as_f32(s1, l1, name)?, as_f32(s2, l2, name)?);
+        let (rows_per_item, k) = attention_dims(l1, mask, name)?;
+        let scale = self.scale;
+        let y = map_rows(x, k, |row, x, y| {
+            scale_add(x, scale, mask_row(mask, row, rows_per_item, k), y);
+            softmax_row_in_place(y);
+            self.drop.apply_in_place(row * k, y);
+        });
+        Ok((CpuStorage::F32(y), l1.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        scores: &Tensor,
+        mask: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let g = scores.apply_op3_no_bwd(
+            mask,
+            &grad.contiguous()?,
+            &AttentionProbsBwdOp {
+                scale: self.scale,
+                drop: self.drop,
+            },
+        )?;
+        Ok((Some(g), None))
+    }
+}
+
+/// Backward of [`AttentionProbsOp`] from `(scores, mask, grad)`: recomputes each softmax row `y`,
+/// takes the gradient through the dropout mask (`g'`), then `scale * y * (g' - sum(g' * y))`.
+struct AttentionProbsBwdOp {
+    scale: f32,
+    drop: DropoutOp,
+}
+
+impl CustomOp3 for AttentionProbsBwdOp {
+    fn name(&self) -> &'static str {
+        "newstag-attention-probs-bwd"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let name = self.name();
+        let (x, mask, g) = (
+            as_f32(s1, l1, name)?,
+            as_f32(s2, l2, name)?,
+            as_f32(s3, l3, name)?,
+        );
+        let (rows_per_item, k) = attention_dims(l1, mask, name)?;
+        if g.len() != x.len() {
+            bail!("{name}: mismatched shapes")
+        }
+        let scale = self.scale;
+        let mut gx = vec![0f32; x.len()];
+        let rows_per_chunk = (ELEMWISE_CHUNK / k).max(1);
+        par_chunks_mut([(&mut gx[..], rows_per_chunk * k)], |c, [gx]| {
+            let first = c * rows_per_chunk;
+            let start = first * k;
+            let (x, g) = (&x[start..][..gx.len()], &g[start..][..gx.len()]);
+            let mut gd = vec![0f32; k];
+            for (r, ((x, g), y)) in x
+                .chunks_exact(k)
+                .zip(g.chunks_exact(k))
+                .zip(gx.chunks_exact_mut(k))
+                .enumerate()
+            {
+                let row = first + r;
+                scale_add(x, scale, mask_row(mask, row, rows_per_item, k), y);
+                softmax_row_in_place(y);
+                self.drop.apply(row * k, g, &mut gd);
+                let s = sum2(&gd, y, |g, y| g * y);
+                for (y, &g) in y.iter_mut().zip(&gd) {
+                    *y = scale * (*y * (g - s));
+                }
+            }
+        });
+        Ok((CpuStorage::F32(gx), l1.shape().clone()))
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Bias additions fused with what follows them.
+
+fn check_bias(h: &Tensor, bias: &Tensor) -> Result<usize> {
+    let n = h.dim(candle_core::D::Minus1)?;
+    if bias.dims() != [n] {
+        bail!("bias of shape {:?} for rows of {n}", bias.dims())
+    }
+    Ok(n)
+}
+
+/// Per-head layout of attention inputs.
+#[derive(Clone, Copy)]
+struct Heads {
+    batch: usize,
+    len: usize,
+    heads: usize,
+    size: usize,
+    /// `[batch, heads, size, len]` instead of `[batch, heads, len, size]`.
+    transposed: bool,
+}
+
+impl Heads {
+    fn hidden(&self) -> usize {
+        self.heads * self.size
+    }
+
+    fn shape(&self) -> Shape {
+        if self.transposed {
+            Shape::from((self.batch, self.heads, self.size, self.len))
+        } else {
+            Shape::from((self.batch, self.heads, self.len, self.size))
+        }
+    }
+
+    /// Index in the per-head layout of element `(b, t, head, e)`.
+    #[inline(always)]
+    fn index(&self, b: usize, head: usize, t: usize, e: usize) -> usize {
+        let base = (b * self.heads + head) * self.len * self.size;
+        if self.transposed {
+            base + e * self.len + t
+        } else {
+            base + t * self.size + e
+        }
+    }
+
+    /// Rows `[batch * len, hidden]` (plus `bias`) to the per-head layout.
+    fn rows_to_heads(&self, h: &[f32], bias: Option<&[f32]>) -> Vec<f32> {
+        let (hidden, block) = (self.hidden(), self.len * self.size);
+        let mut out = vec![0f32; h.len()];
+        par_chunks_mut([(&mut out[..], block)], |c, [out]| {
+            let (b, head) = (c / self.heads, c % self.heads);
+            let first = self.index(b, head, 0, 0);
+            for t in 0..self.len {
+                let row = &h[(b * self.len + t) * hidden + head * self.size..][..self.size];
+                for (e, &v) in row.iter().enumerate() {
+                    let v = match bias {
+                        Some(bias) => v + bias[head * self.size + e],
+                        None => v,
+                    };
+                    out[self.index(b, head, t, e) - first] = v;
+                }
+            }
+        });
+        out
+    }
+
+    /// The per-head layout back to rows `[batch * len, hidden]`, followed by their column sums
+    /// when `sums` (as [`rows_and_column_sums`]).
+    fn heads_to_rows(&self, g: &[f32], sums: bool) -> Vec<f32> {
+        let hidden = self.hidden();
+        let rows = self.batch * self.len;
+        let fill = |first: usize, out: &mut [f32], part: Option<&mut [f32]>| {
+            for (r, out) in out.chunks_exact_mut(hidden).enumerate() {
+                let (b, t) = ((first + r) / self.len, (first + r) % self.len);
+                for head in 0..self.heads {
+                    for e in 0..self.size {
+                        out[head * self.size + e] = g[self.index(b, head, t, e)];
+                    }
+                }
+            }
+            if let Some(part) = part {
+                for out in out.chunks_exact(hidden) {
+                    for (p, v) in part.iter_mut().zip(out) {
+                        *p += v;
+                    }
+                }
+            }
+        };
+        if sums {
+            rows_and_column_sums(rows, hidden, 1, BLOCK_ROWS, |first, out, part| {
+                fill(first, out, Some(part))
+            })
+        } else {
+            let mut out = vec![0f32; rows * hidden];
+            par_chunks_mut([(&mut out[..], BLOCK_ROWS * hidden)], |c, [out]| {
+                fill(c * BLOCK_ROWS, out, None)
+            });
+            out
+        }
+    }
+}
+
+/// `h + bias` (`h`: `[batch * len, heads * size]`) split into attention heads: `[batch, heads,
+/// len, size]`, or `[batch, heads, size, len]` when `transposed` (keys, ready for `q k^T`).
+pub fn bias_split_heads(
+    h: &Tensor,
+    bias: &Tensor,
+    batch: usize,
+    heads: usize,
+    transposed: bool,
+) -> Result<Tensor> {
+    let (rows, hidden) = h.dims2()?;
+    check_bias(h, bias)?;
+    if heads == 0 || hidden % heads != 0 || batch == 0 || rows % batch != 0 {
+        bail!(
+            "bias_split_heads: cannot split [{rows}, {hidden}] into {batch} items of {heads} heads"
+        )
+    }
+    let dims = Heads {
+        batch,
+        len: rows / batch,
+        heads,
+        size: hidden / heads,
+        transposed,
+    };
+    if fused(h) && fused(bias) {
+        h.contiguous()?
+            .apply_op2(&bias.contiguous()?, SplitHeadsOp(dims))
+    } else {
+        bias_split_heads_reference(h, bias, batch, heads, transposed)
+    }
+}
+
+/// [`bias_split_heads`] from differentiable candle ops (any device).
+pub fn bias_split_heads_reference(
+    h: &Tensor,
+    bias: &Tensor,
+    batch: usize,
+    heads: usize,
+    transposed: bool,
+) -> Result<Tensor> {
+    let (rows, hidden) = h.dims2()?;
+    let t = h
+        .broadcast_add(bias)?
+        .reshape((batch, rows / batch, heads, hidden / heads))?
+        .transpose(1, 2)?;
+    if transposed {
+        t.transpose(2, 3)?.contiguous()
+    } else {
+        t.contiguous()
+    }
+}
+
+/// Attention heads `[batch, heads, len, size]` merged back into rows `[batch * len, heads * size]`.
+pub fn merge_heads(x: &Tensor) -> Result<Tensor> {
+    let (batch, heads, len, size) = x.dims4()?;
+    let dims = Heads {
+        batch,
+        len,
+        heads,
+        size,
+        transposed: false,
+    };
+    if fused(x) {
+        x.contiguous()?.apply_op1(MergeHeadsOp(dims))
+    } else {
+        merge_heads_reference(x)
+    }
+}
+
+/// [`merge_heads`] from differentiable candle ops (any device).
+pub fn merge_heads_reference(x: &Tensor) -> Result<Tensor> {
+    let (batch, heads, len, size) = x.dims4()?;
+    x.transpose(1, 2)?.reshape((batch * len, heads * size))
+}
+
+struct SplitHeadsOp(Heads);
+
+impl CustomOp2 for SplitHeadsOp {
+    fn name(&self) -> &'static str {
+        "newstag-bias-split-heads"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let name = self.name();
+        let (h, bias) = (as_f32(s1, l1, name)?, as_f32(s2, l2, name)?);
+        let d = self.0;
+        if h.len() != d.batch * d.len * d.hidden() || bias.len() != d.hidden() {
+            bail!("{name}: mismatched shapes")
+        }
+        Ok((CpuStorage::F32(d.rows_to_heads(h, Some(bias))), d.shape()))
+    }
+
+    fn bwd(
+        &self,
+        h: &Tensor,
+        bias: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let rows = h.dim(0)?;
+        let g = grad.contiguous()?.apply_op1_no_bwd(&HeadsToRowsOp {
+            dims: self.0,
+            sums: true,
+        })?;
+        let (gh, sums) = split_rows_and_sums(&g, rows, 1, h.shape())?;
+        Ok((Some(gh), Some(sums[0].reshape(bias.shape())?)))
+    }
+}
+
+struct MergeHeadsOp(Heads);
+
+impl CustomOp1 for MergeHeadsOp {
+    fn name(&self) -> &'static str {
+        "newstag-merge-heads"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let x = as_f32(s, l, self.name())?;
+        let d = self.0;
+        let out = d.heads_to_rows(x, false);
+        Ok((
+            CpuStorage::F32(out),
+            Shape::from((d.batch * d.len, d.hidden())),
+        ))
+    }
+
+    fn bwd(&self, _x: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        let g = grad
+            .contiguous()?
+            .apply_op1_no_bwd(&RowsToHeadsOp(self.0))?;
+        Ok(Some(g))
+    }
+}
+
+/// Per-head layout to rows, with their column sums when `sums` (a backward pass).
+struct HeadsToRowsOp {
+    dims: Heads,
+    sums: bool,
+}
+
+impl CustomOp1 for HeadsToRowsOp {
+    fn name(&self) -> &'static str {
+        "newstag-heads-to-rows"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let g = as_f32(s, l, self.name())?;
+        let d = self.dims;
+        if g.len() != d.batch * d.len * d.hidden() {
+            bail!("{}: mismatched shapes", self.name())
+        }
+        let rows = d.batch * d.len + usize::from(self.sums);
+        Ok((
+            CpuStorage::F32(d.heads_to_rows(g, self.sums)),
+            Shape::from((rows, d.hidden())),
+        ))
+    }
+}
+
+/// Rows to the per-head layout, without bias (a backward pass).
+struct RowsToHeadsOp(Heads);
+
+impl CustomOp1 for RowsToHeadsOp {
+    fn name(&self) -> &'static str {
+        "newstag-rows-to-heads"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let g = as_f32(s, l, self.name())?;
+        let d = self.0;
+        if g.len() != d.batch * d.len * d.hidden() {
+            bail!("{}: mismatched shapes", self.name())
+        }
+        Ok((CpuStorage::F32(d.rows_to_heads(g, None)), d.shape()))
+    }
+}
+
+/// `gelu_erf(h + bias)` over the last dimension, differentiable in `h` and `bias`.
+pub fn bias_gelu(h: &Tensor, bias: &Tensor) -> Result<Tensor> {
+    check_bias(h, bias)?;
+    if fused(h) && fused(bias) {
+        h.contiguous()?.apply_op2(&bias.contiguous()?, BiasGeluOp)
+    } else {
+        bias_gelu_reference(h, bias)
+    }
+}
+
+/// [`bias_gelu`] from differentiable candle ops (any device).
+pub fn bias_gelu_reference(h: &Tensor, bias: &Tensor) -> Result<Tensor> {
+    h.broadcast_add(bias)?.gelu_erf()
+}
+
+#[inline(always)]
+fn gelu(x: f32) -> f32 {
+    (erf_f32(x * std::f32::consts::FRAC_1_SQRT_2) + 1.0) * 0.5 * x
+}
+
+#[inline(always)]
+fn gelu_grad(x: f32) -> f32 {
+    // 1 / sqrt(2 pi)
+    const INV_SQRT_2PI: f32 = 0.398_942_3;
+    let cdf = (erf_f32(x * std::f32::consts::FRAC_1_SQRT_2) + 1.0) * 0.5;
+    cdf + x * exp_f32(-0.5 * x * x) * INV_SQRT_2PI
+}
+
+struct BiasGeluOp;
+
+impl CustomOp2 for BiasGeluOp {
+    fn name(&self) -> &'static str {
+        "newstag-bias-gelu"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let name = self.name();
+        let (h, bias) = (as_f32(s1, l1, name)?, as_f32(s2, l2, name)?);
+        let n = bias.len();
+        let mut y = vec![0f32; h.len()];
+        let rows_per_chunk = (ELEMWISE_CHUNK / n).max(1);
+        par_chunks_mut([(&mut y[..], rows_per_chunk * n)], |c, [y]| {
+            let h = &h[c * rows_per_chunk * n..][..y.len()];
+            for (h, y) in h.chunks_exact(n).zip(y.chunks_exact_mut(n)) {
+                for ((y, &h), &b) in y.iter_mut().zip(h).zip(bias) {
+                    *y = gelu(h + b);
+                }
+            }
+        });
+        Ok((CpuStorage::F32(y), l1.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        h: &Tensor,
+        bias: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let n = bias.elem_count();
+        let rows = h.elem_count() / n;
+        let g = h.apply_op3_no_bwd(bias, &grad.contiguous()?, &BiasGeluBwdOp)?;
+        let (gh, sums) = split_rows_and_sums(&g, rows, 1, h.shape())?;
+        Ok((Some(gh), Some(sums[0].reshape(bias.shape())?)))
+    }
+}
+
+/// Backward of [`BiasGeluOp`] from `(h, bias, grad)`: `[rows + 1, n]`, the gradient of `h` then
+/// that of `bias`.
+struct BiasGeluBwdOp;
+
+impl CustomOp3 for BiasGeluBwdOp {
+    fn name(&self) -> &'static str {
+        "newstag-bias-gelu-bwd"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let name = self.name();
+        let (h, bias, g) = (
+            as_f32(s1, l1, name)?,
+            as_f32(s2, l2, name)?,
+            as_f32(s3, l3, name)?,
+        );
+        let n = bias.len();
+        if g.len() != h.len() || n == 0 || h.len() % n != 0 {
+            bail!("{name}: mismatched shapes")
+        }
+        let rows = h.len() / n;
+        let out = rows_and_column_sums(rows, n, 1, BLOCK_ROWS, |first, gh, part| {
+            let start = first * n;
+            let (h, g) = (&h[start..][..gh.len()], &g[start..][..gh.len()]);
+            for ((h, g), gh) in h
+                .chunks_exact(n)
+                .zip(g.chunks_exact(n))
+                .zip(gh.chunks_exact_mut(n))
+            {
+                for ((((gh, &h), &g), &b), p) in
+                    gh.iter_mut().zip(h).zip(g).zip(bias).zip(part.iter_mut())
+                {
+                    *gh = g * gelu_grad(h + b);
+                    *p += *gh;
+                }
+            }
+        });
+        Ok((CpuStorage::F32(out), Shape::from((rows + 1, n))))
+    }
+}
+
+/// `dropout(h + bias, p, seed) + residual` (the mask of [`dropout`] on `h + bias`),
+/// differentiable in all three.
+pub fn bias_dropout_add(
+    h: &Tensor,
+    bias: &Tensor,
+    residual: &Tensor,
+    p: f32,
+    seed: u64,
+) -> Result<Tensor> {
+    check_bias(h, bias)?;
+    if h.dims() != residual.dims() {
+        bail!(
+            "bias_dropout_add: shapes {:?} and {:?}",
+            h.dims(),
+            residual.dims()
+        )
+    }
+    if fused(h) && fused(bias) && fused(residual) && p < 1.0 {
+        h.contiguous()?.apply_op3(
+            &bias.contiguous()?,
+            &residual.contiguous()?,
+            BiasDropoutAddOp(DropoutOp::new(p, seed)),
+        )
+    } else {
+        bias_dropout_add_reference(h, bias, residual, p, seed)
+    }
+}
+
+/// [`bias_dropout_add`] from differentiable candle ops (any device).
+pub fn bias_dropout_add_reference(
+    h: &Tensor,
+    bias: &Tensor,
+    residual: &Tensor,
+    p: f32,
+    seed: u64,
+) -> Result<Tensor> {
+    dropout_reference(&h.broadcast_add(bias)?, p, seed)? + residual
+}
+
+struct BiasDropoutAddOp(DropoutOp);
+
+impl CustomOp3 for BiasDropoutAddOp {
+    fn name(&self) -> &'static str {
+        "newstag-bias-dropout-add"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let name = self.name();
+        let (h, bias, r) = (
+            as_f32(s1, l1, name)?,
+            as_f32(s2, l2, name)?,
+            as_f32(s3, l3, name)?,
+        );
+        let n = bias.len();
+        if r.len() != h.len() || n == 0 || h.len() % n != 0 {
+            bail!("{name}: mismatched shapes")
+        }
+        let mut y = vec![0f32; h.len()];
+        let rows_per_chunk = (ELEMWISE_CHUNK / n).max(1);
+        par_chunks_mut([(&mut y[..], rows_per_chunk * n)], |c, [y]| {
+            let start = c * rows_per_chunk * n;
+            let (h, r) = (&h[start..][..y.len()], &r[start..][..y.len()]);
+            for (h, y) in h.chunks_exact(n).zip(y.chunks_exact_mut(n)) {
+                for ((y, &h), &b) in y.iter_mut().zip(h).zip(bias) {
+                    *y = h + b;
+                }
+            }
+            self.0.apply_in_place(start, y);
+            for (y, r) in y.iter_mut().zip(r) {
+                *y += r;
+            }
+        });
+        Ok((CpuStorage::F32(y), l1.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        h: &Tensor,
+        bias: &Tensor,
+        _residual: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let n = bias.elem_count();
+        let rows = h.elem_count() / n;
+        let grad = grad.contiguous()?;
+        let g = grad.apply_op1_no_bwd(&DropoutBwdSumsOp { drop: self.0, n })?;
+        let (gh, sums) = split_rows_and_sums(&g, rows, 1, h.shape())?;
+        Ok((Some(gh), Some(sums[0].reshape(bias.shape())?), Some(grad)))
+    }
+}
+
+/// The gradient through a dropout mask, `[rows, n]`, followed by its column sums (a bias
+/// gradient).
+struct DropoutBwdSumsOp {
+    drop: DropoutOp,
+    n: usize,
+}
+
+impl CustomOp1 for DropoutBwdSumsOp {
+    fn name(&self) -> &'static str {
+        "newstag-dropout-bwd-sums"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let g = as_f32(s, l, self.name())?;
+        let n = self.n;
+        if n == 0 || g.len() % n != 0 {
+            bail!("{}: mismatched shapes", self.name())
+        }
+        let rows = g.len() / n;
+        let out = rows_and_column_sums(rows, n, 1, BLOCK_ROWS, |first, gh, part| {
+            let start = first * n;
+            self.drop.apply(start, &g[start..][..gh.len()], gh);
+            for gh in gh.chunks_exact(n) {
+                for (p, v) in part.iter_mut().zip(gh) {
+                    *p += v;
+                }
+            }
+        });
+        Ok((CpuStorage::F32(out), Shape::from((rows + 1, n))))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn erf_is_accurate_to_a_few_ulp() {
+    fn erf_is_accurate_to_1e7() {
         let mut worst = 0f64;
         for i in -60_000..=60_000 {
             let x = i as f64 / 10_000.0;
@@ -744,7 +1655,7 @@ mod tests {
             let got = erf_f32(x as f32) as f64;
             worst = worst.max((got - want).abs());
         }
-        assert!(worst < 5e-7, "max abs error {worst}");
+        assert!(worst < 1.5e-7, "max abs error {worst}");
     }
 
     /// erf in f64 by its Taylor series (|x| < 3) or continued fraction for erfc (beyond).
@@ -766,6 +1677,21 @@ mod tests {
             let erfc = (-a * a).exp() / std::f64::consts::PI.sqrt() / (a + f);
             (1.0 - erfc).copysign(x)
         }
+    }
+
+    #[test]
+    fn exp_is_accurate_to_a_few_ulp() {
+        let mut worst = 0f64;
+        for i in -870_000..=880_000 {
+            let x = i as f32 / 10_000.0;
+            let want = (x as f64).exp();
+            let got = exp_f32(x) as f64;
+            worst = worst.max(((got - want) / want).abs());
+        }
+        assert!(worst < 3e-7, "max relative error {worst}");
+        assert_eq!(exp_f32(-1e9), 0.0);
+        assert_eq!(exp_f32(0.0), 1.0);
+        assert!(exp_f32(f32::NAN).is_nan());
     }
 
     #[test]

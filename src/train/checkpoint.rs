@@ -35,6 +35,9 @@ pub struct TrainState {
     pub epoch_loss_count: usize,
     #[serde(default)]
     pub lr: f64,
+    /// Whether the topic head of the kept model has been refitted (the run's last stage).
+    #[serde(default)]
+    pub topic_head_refitted: bool,
     /// The checkpoint directory (under `checkpoints/`) holding this state's weights.
     pub dir: String,
 }

@@ -481,6 +481,7 @@ mod tests {
             step: epoch * 10,
             train_loss: loss,
             lr: 1e-4,
+            note: None,
             elapsed_s: epoch as f64,
             tokens_per_s: 1000.0,
             dev: Some(json!({

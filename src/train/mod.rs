@@ -6,6 +6,7 @@ pub mod checkpoint;
 pub mod curves;
 pub mod optim;
 pub mod progress;
+pub mod topic_head;
 
 use crate::data::{tags_from_entities, Article};
 use crate::eval::{evaluate, Evaluation};
@@ -78,6 +79,9 @@ pub struct EpochRecord {
     /// Selection score: mean of entity micro-F1 and topic micro-F1 on dev (those available).
     pub score: Option<f64>,
     pub thresholds: Vec<f32>,
+    /// What this record is when it is not an ordinary end-of-epoch evaluation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 /// What a finished run reports.
@@ -134,10 +138,34 @@ fn prepare(model: &NewsTagger, articles: &[Article]) -> anyhow::Result<Vec<Examp
         .collect()
 }
 
-/// Numerically stable binary cross-entropy on logits, averaged.
-fn bce_with_logits(logits: &Tensor, targets: &Tensor) -> candle_core::Result<Tensor> {
-    let softplus = (logits.abs()?.neg()?.exp()? + 1.0)?.log()?;
-    (logits.relu()? - (logits * targets)? + softplus)?.mean_all()
+/// Numerically stable binary cross-entropy on logits, averaged, with positives weighted by
+/// `pos_weight` (one weight per topic).
+fn bce_with_logits(
+    logits: &Tensor,
+    targets: &Tensor,
+    pos_weight: &Tensor,
+) -> candle_core::Result<Tensor> {
+    // softplus(x) = -log(1 - sigmoid(x)); softplus(x) - x = -log(sigmoid(x)).
+    let softplus = (logits.relu()? + (logits.abs()?.neg()?.exp()? + 1.0)?.log()?)?;
+    let positive = (targets * (&softplus - logits)?)?.broadcast_mul(pos_weight)?;
+    let negative = ((1.0 - targets)? * softplus)?;
+    (positive + negative)?.mean_all()
+}
+
+/// Per-topic weights for positive examples: the negative-to-positive ratio in the training data,
+/// capped at 10, so a topic that few articles carry still pulls on the encoder.
+fn topic_pos_weights(examples: &[Example], topics: usize) -> Vec<f32> {
+    (0..topics)
+        .map(|k| {
+            let labelled = examples.iter().filter_map(|e| e.topics.as_ref());
+            let (pos, n) = labelled.fold((0f32, 0f32), |(p, n), t| (p + t[k], n + 1.0));
+            if pos == 0.0 {
+                1.0
+            } else {
+                ((n - pos) / pos).clamp(1.0, 10.0)
+            }
+        })
+        .collect()
 }
 
 /// The loss of one batch: entity cross-entropy on labelled words, plus weighted topic BCE.
@@ -146,6 +174,7 @@ fn batch_loss(
     examples: &[Example],
     units: &[Unit],
     opts: &TrainOptions,
+    topic_pos_weight: &Tensor,
     mode: &mut Mode,
 ) -> anyhow::Result<(Tensor, usize)> {
     let items: Vec<Item> = units
@@ -191,7 +220,7 @@ fn batch_loss(
                 .flat_map(|&i| examples[units[i as usize].article].topics.clone().unwrap())
                 .collect();
             let t = Tensor::from_vec(t, logits.shape(), dev)?;
-            let topic_loss = (bce_with_logits(&logits, &t)? * opts.topic_weight)?;
+            let topic_loss = (bce_with_logits(&logits, &t, topic_pos_weight)? * opts.topic_weight)?;
             loss = Some(match loss {
                 Some(l) => (l + topic_loss)?,
                 None => topic_loss,
@@ -218,6 +247,10 @@ pub fn train(
     let started = Instant::now();
     let examples = prepare(model, train)?;
     anyhow::ensure!(!examples.is_empty(), "no training articles");
+    let pos_weight = Tensor::new(
+        topic_pos_weights(&examples, model.topics().len()),
+        model.device(),
+    )?;
     let window_lens: Vec<Vec<usize>> = examples
         .iter()
         .map(|e| e.encoded.windows.iter().map(|w| w.len()).collect())
@@ -266,7 +299,8 @@ pub fn train(
             lr = learning_rate(state.step, warmup, total_steps, opts.lr);
             let step_seed = opts.seed.wrapping_mul(0x2545_F491_4F6C_DD1D) ^ state.step as u64;
             let mut mode = Mode::Train(Dropout::new(&model.config.bert, step_seed));
-            let (loss, tokens) = batch_loss(model, &examples, batch_units, opts, &mut mode)?;
+            let (loss, tokens) =
+                batch_loss(model, &examples, batch_units, opts, &pos_weight, &mut mode)?;
             let loss_value = loss.to_scalar::<f32>()? as f64;
             if !loss_value.is_finite() {
                 anyhow::bail!(
@@ -325,6 +359,7 @@ pub fn train(
                 dev: None,
                 score: None,
                 thresholds: Vec::new(),
+                note: None,
             },
         )?;
         progress.println(&record_line(&record));
@@ -341,6 +376,14 @@ pub fn train(
         if state.step >= total_steps || (!dev.is_empty() && state.bad_epochs >= opts.patience) {
             break 'epochs;
         }
+    }
+    if !state.topic_head_refitted && !model.topics().is_empty() {
+        progress.println("refitting the topic head on the kept model's article embeddings");
+        let kept = refit_topic_head(model, train, dev, out, &mut state)?;
+        state.topic_head_refitted = true;
+        ckpt.save(model, &optimizer, &state)?;
+        // The caller gets the model the run kept, as saved.
+        *model = kept;
     }
     progress.finish();
     Ok(TrainSummary {
@@ -375,18 +418,7 @@ fn evaluate_and_keep(
         let Evaluation {
             report, thresholds, ..
         } = evaluate(model, dev, 32, true)?;
-        let mut parts = Vec::new();
-        if let Some(e) = &report.entities {
-            parts.push(e.micro.f1);
-        }
-        if let Some(t) = &report.topics {
-            parts.push(t.micro.f1);
-        }
-        let score = if parts.is_empty() {
-            0.0
-        } else {
-            parts.iter().sum::<f64>() / parts.len() as f64
-        };
+        let score = selection_score(&report);
         record.dev = Some(serde_json::to_value(&report)?);
         record.score = Some(score);
         record.thresholds = thresholds.clone();
@@ -406,12 +438,89 @@ fn evaluate_and_keep(
             .with_context(|| format!("{}: cannot save the model", out.display()))?;
     }
     state.history.push(record.clone());
+    write_history(out, &state.history)?;
+    Ok(record)
+}
+
+/// Writes `metrics.jsonl` and the curves from the run's history.
+fn write_history(out: &Path, history: &[EpochRecord]) -> anyhow::Result<()> {
     let mut lines = String::new();
-    for r in &state.history {
+    for r in history {
         lines.push_str(&serde_json::to_string(r)?);
         lines.push('\n');
     }
     write_atomic(&out.join("metrics.jsonl"), lines.as_bytes())?;
-    curves::update(out, &state.history);
-    Ok(record)
+    curves::update(out, history);
+    Ok(())
+}
+
+/// Refits the topic head of the kept model (the one in `out`), saves and returns it; with dev,
+/// records the refitted model's dev scores as a last history entry.
+fn refit_topic_head(
+    model: &NewsTagger,
+    train: &[Article],
+    dev: &[Article],
+    out: &Path,
+    state: &mut TrainState,
+) -> anyhow::Result<NewsTagger> {
+    let mut kept = NewsTagger::load(out, model.device())?;
+    topic_head::refit(&mut kept, train, dev, 32)?;
+    kept.save(out)
+        .with_context(|| format!("{}: cannot save the model", out.display()))?;
+    if dev.is_empty() {
+        return Ok(kept);
+    }
+    let Evaluation {
+        report, thresholds, ..
+    } = evaluate(&kept, dev, 32, false)?;
+    let mut record = state
+        .history
+        .last()
+        .cloned()
+        .expect("an evaluated run has history");
+    record.score = Some(selection_score(&report));
+    record.dev = Some(serde_json::to_value(&report)?);
+    record.thresholds = thresholds;
+    record.note = Some("topic head refitted on frozen article embeddings".into());
+    state.best_score = record.score;
+    state.history.push(record);
+    write_history(out, &state.history)?;
+    Ok(kept)
+}
+
+/// Mean of entity micro-F1 and topic micro-F1 (those the report has).
+fn selection_score(report: &crate::eval::Report) -> f64 {
+    let parts: Vec<f64> = report
+        .entities
+        .iter()
+        .map(|e| e.micro.f1)
+        .chain(report.topics.iter().map(|t| t.micro.f1))
+        .collect();
+    if parts.is_empty() {
+        0.0
+    } else {
+        parts.iter().sum::<f64>() / parts.len() as f64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    #[test]
+    fn weighted_bce_matches_the_formula_and_stays_finite() {
+        let dev = Device::Cpu;
+        let logits = Tensor::new(&[[0f32, 100.0], [-100.0, 2.0]], &dev).unwrap();
+        let targets = Tensor::new(&[[1f32, 0.0], [1.0, 1.0]], &dev).unwrap();
+        let pw = Tensor::new(&[2f32, 1.0], &dev).unwrap();
+        let got = bce_with_logits(&logits, &targets, &pw)
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        let sp = |x: f32| (1.0 + x.exp()).ln();
+        // -log sigmoid(x) = softplus(-x); -log(1 - sigmoid(x)) = softplus(x).
+        let want = (2.0 * sp(0.0) + 100.0 + 2.0 * 100.0 + sp(-2.0)) / 4.0;
+        assert!((got - want).abs() < 1e-3, "{got} vs {want}");
+    }
 }

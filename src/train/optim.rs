@@ -132,14 +132,11 @@ impl InplaceOp1 for FusedUpdate<'_> {
             [(theta, CHUNK), (m, CHUNK), (v, CHUNK)],
             |c, [theta, m, v]| {
                 let g = &g[c * CHUNK..][..theta.len()];
-                for i in 0..theta.len() {
-                    let gi = g[i];
-                    let mi = m[i] * k.beta1 + gi * k.one_minus_beta1;
-                    let vi = v[i] * k.beta2 + gi * gi * k.one_minus_beta2;
-                    m[i] = mi;
-                    v[i] = vi;
-                    let update = (mi * k.inv_bc1) / ((vi * k.inv_bc2).sqrt() + k.eps);
-                    theta[i] = theta[i] * k.decay - update * k.lr;
+                for (((theta, m), v), &g) in theta.iter_mut().zip(m).zip(v).zip(g) {
+                    *m = *m * k.beta1 + g * k.one_minus_beta1;
+                    *v = *v * k.beta2 + g * g * k.one_minus_beta2;
+                    let update = (*m * k.inv_bc1) / ((*v * k.inv_bc2).sqrt() + k.eps);
+                    *theta = *theta * k.decay - update * k.lr;
                 }
             },
         );
@@ -154,6 +151,8 @@ pub fn takes_decay(name: &str) -> bool {
 
 impl AdamW {
     pub fn new(vars: BTreeMap<String, Var>, config: AdamWConfig) -> candle_core::Result<Self> {
+        // Training starts: keep the large buffers every step allocates for reuse.
+        crate::model::ops::tune_allocator();
         let slots = vars
             .into_iter()
             .map(|(name, var)| {
