@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 start=$(date +%s)
 run=runs/quickstart
-epochs=${EPOCHS:-6}
+epochs=${EPOCHS:-4}
 
 scripts/fetch-model.sh
 cargo build --release --locked
@@ -16,7 +16,7 @@ if [ -f "$run/checkpoints/latest.json" ] && [ ! -f "$run/DONE" ]; then
   "$bin" train --resume "$run"
 elif [ ! -f "$run/DONE" ]; then
   "$bin" train --base models/all-MiniLM-L6-v2 --train data/train.jsonl --dev data/dev.jsonl \
-    --epochs "$epochs" --patience 3 --out "$run"
+    --epochs "$epochs" --batch-size 4 --out "$run"
 fi
 touch "$run/DONE"
 mkdir -p out

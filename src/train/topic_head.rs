@@ -22,12 +22,11 @@ struct Head {
     bias: Vec<f32>,
 }
 
-/// Article embeddings `[n, hidden]` and topic targets `[n, topics]` of the articles with topics.
-fn features(
-    model: &NewsTagger,
-    articles: &[Article],
-    batch: usize,
-) -> anyhow::Result<(Vec<Vec<f32>>, Vec<Vec<bool>>)> {
+/// Article embeddings `[n][hidden]` and topic targets `[n][topics]`.
+type Features = (Vec<Vec<f32>>, Vec<Vec<bool>>);
+
+/// The features of the articles that carry topics.
+fn features(model: &NewsTagger, articles: &[Article], batch: usize) -> anyhow::Result<Features> {
     let labelled: Vec<Article> = articles
         .iter()
         .filter(|a| a.topics.is_some())
