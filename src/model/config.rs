@@ -168,6 +168,32 @@ pub struct ModelConfig {
     pub newstag: Option<NewstagSection>,
 }
 
+impl ModelConfig {
+    /// The config of a newstag tagger on `bert`: a `BertForTokenClassification` over `tags` with a
+    /// topic head over `topics` (thresholds 0.5 until chosen on dev).
+    pub fn for_tagger(
+        bert: BertConfig,
+        tags: &TagSet,
+        topics: &[String],
+        window: WindowConfig,
+    ) -> Self {
+        ModelConfig {
+            bert,
+            architectures: vec!["BertForTokenClassification".into()],
+            model_type: "bert".into(),
+            id2label: tags.id2label(),
+            label2id: tags.label2id(),
+            newstag: Some(NewstagSection {
+                version: env!("CARGO_PKG_VERSION").into(),
+                topics: topics.to_vec(),
+                thresholds: vec![0.5; topics.len()],
+                window,
+                topic_head: super::TOPIC_HEAD.into(),
+            }),
+        }
+    }
+}
+
 fn default_model_type() -> String {
     "bert".into()
 }

@@ -17,7 +17,7 @@ use batch::Batch;
 use bert::{Bert, Mode};
 use candle_core::{Device, Module, Tensor, Var};
 use candle_nn::{Init, Linear, VarBuilder};
-use config::{BertConfig, ModelConfig, NewstagSection, TagSet, WindowConfig};
+use config::{BertConfig, ModelConfig, TagSet, WindowConfig};
 use params::{Missing, ParamStore};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -84,19 +84,8 @@ impl NewsTagger {
         seed: u64,
         device: &Device,
     ) -> anyhow::Result<Self> {
-        let mut config = read_config(base)?;
         let tags = TagSet::from_types(entity_types);
-        config.architectures = vec!["BertForTokenClassification".into()];
-        config.model_type = "bert".into();
-        config.id2label = tags.id2label();
-        config.label2id = tags.label2id();
-        config.newstag = Some(NewstagSection {
-            version: env!("CARGO_PKG_VERSION").into(),
-            topics: topics.to_vec(),
-            thresholds: vec![0.5; topics.len()],
-            window,
-            topic_head: TOPIC_HEAD.into(),
-        });
+        let config = ModelConfig::for_tagger(read_config(base)?.bert, &tags, topics, window);
         let weights = base.join("model.safetensors");
         let mut store = ParamStore::load(&weights, Missing::InitHeads, seed)?;
         // A base model's own heads (a pooler, another task's classifier) are never reused.
@@ -116,20 +105,7 @@ impl NewsTagger {
         device: &Device,
     ) -> anyhow::Result<Self> {
         let tags = TagSet::from_types(entity_types);
-        let config = ModelConfig {
-            bert,
-            architectures: vec!["BertForTokenClassification".into()],
-            model_type: "bert".into(),
-            id2label: tags.id2label(),
-            label2id: tags.label2id(),
-            newstag: Some(NewstagSection {
-                version: env!("CARGO_PKG_VERSION").into(),
-                topics: topics.to_vec(),
-                thresholds: vec![0.5; topics.len()],
-                window,
-                topic_head: TOPIC_HEAD.into(),
-            }),
-        };
+        let config = ModelConfig::for_tagger(bert, &tags, topics, window);
         Self::build(
             config,
             tags,

@@ -138,34 +138,11 @@ fn prepare(model: &NewsTagger, articles: &[Article]) -> anyhow::Result<Vec<Examp
         .collect()
 }
 
-/// Numerically stable binary cross-entropy on logits, averaged, with positives weighted by
-/// `pos_weight` (one weight per topic).
-fn bce_with_logits(
-    logits: &Tensor,
-    targets: &Tensor,
-    pos_weight: &Tensor,
-) -> candle_core::Result<Tensor> {
+/// Numerically stable binary cross-entropy on logits, averaged.
+fn bce_with_logits(logits: &Tensor, targets: &Tensor) -> candle_core::Result<Tensor> {
     // softplus(x) = -log(1 - sigmoid(x)); softplus(x) - x = -log(sigmoid(x)).
     let softplus = (logits.relu()? + (logits.abs()?.neg()?.exp()? + 1.0)?.log()?)?;
-    let positive = (targets * (&softplus - logits)?)?.broadcast_mul(pos_weight)?;
-    let negative = ((1.0 - targets)? * softplus)?;
-    (positive + negative)?.mean_all()
-}
-
-/// Per-topic weights for positive examples: the negative-to-positive ratio in the training data,
-/// capped at 10, so a topic that few articles carry still pulls on the encoder.
-fn topic_pos_weights(examples: &[Example], topics: usize) -> Vec<f32> {
-    (0..topics)
-        .map(|k| {
-            let labelled = examples.iter().filter_map(|e| e.topics.as_ref());
-            let (pos, n) = labelled.fold((0f32, 0f32), |(p, n), t| (p + t[k], n + 1.0));
-            if pos == 0.0 {
-                1.0
-            } else {
-                ((n - pos) / pos).clamp(1.0, 10.0)
-            }
-        })
-        .collect()
+    ((targets * (&softplus - logits)?)? + ((1.0 - targets)? * softplus)?)?.mean_all()
 }
 
 /// The loss of one batch: entity cross-entropy on labelled words, plus weighted topic BCE.
@@ -174,7 +151,6 @@ fn batch_loss(
     examples: &[Example],
     units: &[Unit],
     opts: &TrainOptions,
-    topic_pos_weight: &Tensor,
     mode: &mut Mode,
 ) -> anyhow::Result<(Tensor, usize)> {
     let items: Vec<Item> = units
@@ -220,7 +196,7 @@ fn batch_loss(
                 .flat_map(|&i| examples[units[i as usize].article].topics.clone().unwrap())
                 .collect();
             let t = Tensor::from_vec(t, logits.shape(), dev)?;
-            let topic_loss = (bce_with_logits(&logits, &t, topic_pos_weight)? * opts.topic_weight)?;
+            let topic_loss = (bce_with_logits(&logits, &t)? * opts.topic_weight)?;
             loss = Some(match loss {
                 Some(l) => (l + topic_loss)?,
                 None => topic_loss,
@@ -247,10 +223,6 @@ pub fn train(
     let started = Instant::now();
     let examples = prepare(model, train)?;
     anyhow::ensure!(!examples.is_empty(), "no training articles");
-    let pos_weight = Tensor::new(
-        topic_pos_weights(&examples, model.topics().len()),
-        model.device(),
-    )?;
     let window_lens: Vec<Vec<usize>> = examples
         .iter()
         .map(|e| e.encoded.windows.iter().map(|w| w.len()).collect())
@@ -299,8 +271,7 @@ pub fn train(
             lr = learning_rate(state.step, warmup, total_steps, opts.lr);
             let step_seed = opts.seed.wrapping_mul(0x2545_F491_4F6C_DD1D) ^ state.step as u64;
             let mut mode = Mode::Train(Dropout::new(&model.config.bert, step_seed));
-            let (loss, tokens) =
-                batch_loss(model, &examples, batch_units, opts, &pos_weight, &mut mode)?;
+            let (loss, tokens) = batch_loss(model, &examples, batch_units, opts, &mut mode)?;
             let loss_value = loss.to_scalar::<f32>()? as f64;
             if !loss_value.is_finite() {
                 anyhow::bail!(
@@ -509,18 +480,17 @@ mod tests {
     use candle_core::Device;
 
     #[test]
-    fn weighted_bce_matches_the_formula_and_stays_finite() {
+    fn bce_matches_the_formula_and_stays_finite() {
         let dev = Device::Cpu;
         let logits = Tensor::new(&[[0f32, 100.0], [-100.0, 2.0]], &dev).unwrap();
         let targets = Tensor::new(&[[1f32, 0.0], [1.0, 1.0]], &dev).unwrap();
-        let pw = Tensor::new(&[2f32, 1.0], &dev).unwrap();
-        let got = bce_with_logits(&logits, &targets, &pw)
+        let got = bce_with_logits(&logits, &targets)
             .unwrap()
             .to_scalar::<f32>()
             .unwrap();
         let sp = |x: f32| (1.0 + x.exp()).ln();
         // -log sigmoid(x) = softplus(-x); -log(1 - sigmoid(x)) = softplus(x).
-        let want = (2.0 * sp(0.0) + 100.0 + 2.0 * 100.0 + sp(-2.0)) / 4.0;
+        let want = (sp(0.0) + 100.0 + 100.0 + sp(-2.0)) / 4.0;
         assert!((got - want).abs() < 1e-3, "{got} vs {want}");
     }
 }
