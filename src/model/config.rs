@@ -78,6 +78,10 @@ impl BertConfig {
 
     pub fn validate(&self) -> anyhow::Result<()> {
         anyhow::ensure!(
+            self.hidden_size > 0 && self.num_attention_heads > 0 && self.vocab_size > 0,
+            "hidden_size, num_attention_heads and vocab_size must be positive"
+        );
+        anyhow::ensure!(
             self.hidden_size.is_multiple_of(self.num_attention_heads),
             "hidden_size {} is not a multiple of num_attention_heads {}",
             self.hidden_size,
@@ -308,6 +312,18 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("only one of B-PER and I-PER"));
+    }
+
+    #[test]
+    fn degenerate_configs_are_refused() {
+        let mut c = BertConfig::tiny(10);
+        c.num_attention_heads = 0;
+        c.hidden_size = 0;
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("must be positive"));
     }
 
     #[test]

@@ -160,7 +160,8 @@ impl NewsTagger {
             );
         }
         let special = SpecialTokens::from_tokenizer(&tokenizer)?;
-        let (bert, classifier, topic_head) = {
+        // Shape mismatches between config.json and the weights are reported against the weights file.
+        let build_modules = || -> candle_core::Result<_> {
             let vb = store.var_builder(device);
             let h = config.bert.hidden_size;
             let bert = Bert::new(&config.bert, vb.pp("bert"))?;
@@ -171,9 +172,10 @@ impl NewsTagger {
                 }
                 _ => None,
             };
-            anyhow::Ok((bert, classifier, topic_head))
-        }
-        .with_context(|| format!("{}", weights.display()))?;
+            Ok((bert, classifier, topic_head))
+        };
+        let (bert, classifier, topic_head) =
+            build_modules().with_context(|| format!("{}", weights.display()))?;
         Ok(NewsTagger {
             config,
             tags,
