@@ -52,7 +52,7 @@ fn loss_goes_down_and_the_model_learns_the_data() {
         refit
             .note
             .as_deref()
-            .is_some_and(|n| n.contains("topic head refitted")),
+            .is_some_and(|n| n.contains("topic head refit")),
         "{refit:?}"
     );
     let best = summary.best_score.unwrap();

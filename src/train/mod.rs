@@ -452,7 +452,7 @@ fn refit_topic_head(
     record.score = Some(selection_score(&report));
     record.dev = Some(serde_json::to_value(&report)?);
     record.thresholds = thresholds;
-    record.note = Some("topic head refitted on frozen article embeddings".into());
+    record.note = Some("topic head refit stage (refitted head kept only if better on dev)".into());
     state.best_score = record.score;
     state.history.push(record);
     write_history(out, &state.history)?;

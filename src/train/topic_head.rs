@@ -22,8 +22,9 @@ struct Head {
     bias: Vec<f32>,
 }
 
-/// Article embeddings `[n][hidden]` and topic targets `[n][topics]`.
-type Features = (Vec<Vec<f32>>, Vec<Vec<bool>>);
+/// Article embeddings `[n][hidden]`, topic targets `[n][topics]`, and the current head's
+/// probabilities `[n][topics]`.
+type Features = (Vec<Vec<f32>>, Vec<Vec<bool>>, Vec<Vec<f32>>);
 
 /// The features of the articles that carry topics.
 fn features(model: &NewsTagger, articles: &[Article], batch: usize) -> anyhow::Result<Features> {
@@ -43,7 +44,12 @@ fn features(model: &NewsTagger, articles: &[Article], batch: usize) -> anyhow::R
                 .collect()
         })
         .collect();
-    Ok((preds.into_iter().map(|p| p.embedding).collect(), gold))
+    let current = preds.iter().map(|p| p.topic_probs.clone()).collect();
+    Ok((
+        preds.into_iter().map(|p| p.embedding).collect(),
+        gold,
+        current,
+    ))
 }
 
 /// Fits logistic regression on standardised features, returned in the raw feature space.
@@ -127,7 +133,8 @@ fn micro_f1(topics: &[String], probs: &[Vec<f32>], gold: &[Vec<bool>], threshold
 }
 
 /// Refits the topic head of `model` on `train` (choosing the penalty and thresholds on `dev` when it
-/// has topic annotations); returns the dev topic micro-F1 of the refitted head, if scored.
+/// has topic annotations, and keeping the current head when it scores at least as well there);
+/// returns the dev topic micro-F1 of the head kept, if scored.
 pub fn refit(
     model: &mut NewsTagger,
     train: &[Article],
@@ -137,8 +144,8 @@ pub fn refit(
     if model.topics().is_empty() || !train.iter().any(|a| a.topics.is_some()) {
         return Ok(None);
     }
-    let (xt, yt) = features(model, train, batch)?;
-    let (xd, yd) = features(model, dev, batch)?;
+    let (xt, yt, _) = features(model, train, batch)?;
+    let (xd, yd, current) = features(model, dev, batch)?;
     let topics = model.topics().to_vec();
     let (head, thresholds, score) = if xd.is_empty() {
         (
@@ -158,6 +165,13 @@ pub fn refit(
             }
         }
         let (head, th, f1) = best.expect("at least one penalty");
+        // Where topics are plentiful the jointly trained head can be the better one: keep it then.
+        let current_th = best_thresholds(&current, &yd);
+        let current_f1 = micro_f1(&topics, &current, &yd, &current_th);
+        if current_f1 >= f1 {
+            model.set_thresholds(current_th);
+            return Ok(Some(current_f1));
+        }
         (head, th, Some(f1))
     };
     model.set_topic_head(&head.weight, &head.bias)?;
