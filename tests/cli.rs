@@ -2,19 +2,8 @@
 
 mod common;
 
+use common::{newstag, stderr};
 use std::path::Path;
-use std::process::{Command, Output};
-
-fn newstag(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_newstag"))
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
 
 #[test]
 fn the_project_corpus_validates() {

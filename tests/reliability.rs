@@ -5,23 +5,13 @@
 mod common;
 
 use candle_core::Device;
+use common::{newstag, stderr};
 use newstag::model::config::WindowConfig;
 use newstag::model::NewsTagger;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
-
-fn newstag(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_newstag"))
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
 
 fn s(p: &Path) -> &str {
     p.to_str().unwrap()

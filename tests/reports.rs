@@ -4,18 +4,12 @@
 mod common;
 
 use candle_core::Device;
+use common::newstag;
 use newstag::model::config::{BertConfig, WindowConfig};
 use newstag::model::tiny::tiny_tokenizer;
 use newstag::model::NewsTagger;
 use std::path::Path;
-use std::process::{Command, Output};
-
-fn newstag(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_newstag"))
-        .args(args)
-        .output()
-        .unwrap()
-}
+use std::process::Output;
 
 fn ok(out: &Output) -> String {
     assert!(

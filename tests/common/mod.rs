@@ -102,3 +102,16 @@ pub fn corpus(n: usize) -> Vec<Article> {
 pub fn tiny_base(dir: &Path) {
     newstag::model::tiny::write_tiny_base(dir, &vocabulary(), 7).unwrap();
 }
+
+/// Runs the `newstag` binary with `args`.
+pub fn newstag(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_newstag"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+/// A command's standard error as text.
+pub fn stderr(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
