@@ -48,12 +48,8 @@ pub struct EvalArgs {
     /// boundary errors, and the worst articles with gold and predicted entities side by side.
     #[arg(long)]
     html: Option<PathBuf>,
-    /// Windows per batch.
-    #[arg(long, default_value_t = 32)]
-    batch_size: usize,
-    /// cpu, cuda[:N] or metal.
-    #[arg(long, default_value = "cpu")]
-    device: String,
+    #[command(flatten)]
+    run: super::InferenceArgs,
     /// Skip invalid records (counted) instead of stopping; with --predictions, also predicted
     /// spans that are not whole words and predictions for unknown articles.
     #[arg(long)]
@@ -118,10 +114,10 @@ pub fn run(a: EvalArgs) -> anyhow::Result<ExitCode> {
         (report, compared, topic_labels, about)
     } else {
         let spec = a.model.as_deref().expect("clap requires --model");
-        let device = parse_device(&a.device)?;
+        let device = parse_device(&a.run.device)?;
         let model = NewsTagger::load(&resolve_model_dir(spec, None)?, &device)?;
         articles = read_for_model(&model, &files, a.skip_invalid)?;
-        let evaluation = evaluate(&model, &articles, a.batch_size, false)?;
+        let evaluation = evaluate(&model, &articles, a.run.batch_size, false)?;
         let topics = model.topics();
         let compared = articles
             .iter()

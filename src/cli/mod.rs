@@ -28,6 +28,17 @@ enum Command {
     Validate(validate::ValidateArgs),
 }
 
+/// Options shared by the verbs that run a trained model.
+#[derive(clap::Args, Debug)]
+struct InferenceArgs {
+    /// Windows per batch.
+    #[arg(long, default_value_t = 32)]
+    batch_size: usize,
+    /// cpu, cuda[:N] or metal.
+    #[arg(long, default_value = "cpu")]
+    device: String,
+}
+
 /// Runs the command line; errors are printed with their causes.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();

@@ -36,18 +36,14 @@ pub struct TagArgs {
     /// Also write a self-contained HTML page of the tagged articles here.
     #[arg(long)]
     html: Option<PathBuf>,
-    /// Windows per batch.
-    #[arg(long, default_value_t = 32)]
-    batch_size: usize,
-    /// cpu, cuda[:N] or metal.
-    #[arg(long, default_value = "cpu")]
-    device: String,
+    #[command(flatten)]
+    run: super::InferenceArgs,
 }
 
 pub fn run(a: TagArgs) -> anyhow::Result<ExitCode> {
-    let device = parse_device(&a.device)?;
+    let device = parse_device(&a.run.device)?;
     let model = NewsTagger::load(&resolve_model_dir(&a.model, None)?, &device)?;
-    let predictor = Predictor::new(&model, a.batch_size);
+    let predictor = Predictor::new(&model, a.run.batch_size);
     let mut inputs = Inputs::open(&a.inputs)?;
     for s in &inputs.skipped {
         eprintln!(
@@ -80,7 +76,7 @@ pub fn run(a: TagArgs) -> anyhow::Result<ExitCode> {
     // The page needs every article's text; only kept when a page is asked for.
     let mut page: Vec<(String, OutputRecord)> = Vec::new();
     // Articles are read, tagged and written a chunk at a time: memory stays flat.
-    let chunk_size = a.batch_size.max(1) * 4;
+    let chunk_size = a.run.batch_size.max(1) * 4;
     loop {
         let chunk: Vec<InputItem> = inputs
             .by_ref()
