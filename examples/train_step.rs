@@ -83,7 +83,7 @@ fn main() -> anyhow::Result<()> {
         } else {
             dropout
         });
-        let out = bert.forward(&ids, &type_ids, &mask, &mut mode)?;
+        let out = bert.forward(&ids, &type_ids, &mask, None, &mut mode)?;
         let loss = (out.mul(&weights)?.sum_all()? / (batch * len) as f64)?;
         let loss_value = loss.to_scalar::<f32>()?;
         let t1 = Instant::now();

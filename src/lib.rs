@@ -5,7 +5,7 @@
 //!
 //! let model = NewsTagger::load("runs/conll".as_ref(), &candle_core::Device::Cpu)?;
 //! let articles = [Article::from_text("a1", "Tokayev met Mirziyoyev in Tashkent on Monday.")];
-//! let predictions = Predictor::new(&model, 32).predict(&articles)?;
+//! let predictions = Predictor::new(&model, 32)?.predict(&articles)?;
 //! for (article, p) in articles.iter().zip(&predictions) {
 //!     for e in &p.entities {
 //!         let text = &article.text[article.entity_bytes(&e.entity)];

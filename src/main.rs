@@ -1,3 +1,5 @@
 fn main() -> std::process::ExitCode {
+    // SAFETY: no other thread has been started yet.
+    unsafe { newstag::device::fix_thread_count() };
     newstag::cli::main()
 }

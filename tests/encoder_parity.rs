@@ -23,14 +23,18 @@ fn tensor_u32(v: &serde_json::Value) -> Tensor {
     Tensor::from_vec(rows.concat(), (b, t), &Device::Cpu).unwrap()
 }
 
-fn max_abs_diff(mode: &mut Mode) -> f32 {
+/// Largest difference from transformers' hidden states; `prepared`: with the transposed inference
+/// weights of `Bert::prepare`.
+fn max_abs_diff(mode: &mut Mode, prepared: bool) -> f32 {
     let (config, expected, store) = fixture();
     let bert = Bert::new(&config.bert, store.var_builder(&Device::Cpu).pp("bert")).unwrap();
+    let prepared = prepared.then(|| bert.prepare().unwrap());
     let out = bert
         .forward(
             &tensor_u32(&expected["input_ids"]),
             &tensor_u32(&expected["token_type_ids"]),
             &tensor_u32(&expected["attention_mask"]),
+            prepared.as_ref(),
             mode,
         )
         .unwrap();
@@ -51,8 +55,13 @@ fn max_abs_diff(mode: &mut Mode) -> f32 {
 
 #[test]
 fn inference_matches_transformers() {
-    let diff = max_abs_diff(&mut Mode::Infer);
-    assert!(diff < 1e-4, "max abs difference {diff}");
+    for prepared in [false, true] {
+        let diff = max_abs_diff(&mut Mode::Infer, prepared);
+        assert!(
+            diff < 1e-4,
+            "prepared {prepared}: max abs difference {diff}"
+        );
+    }
 }
 
 #[test]
@@ -60,13 +69,13 @@ fn differentiable_training_path_matches_transformers_without_dropout() {
     let (mut config, _, _) = fixture();
     config.bert.hidden_dropout_prob = 0.0;
     config.bert.attention_probs_dropout_prob = 0.0;
-    let diff = max_abs_diff(&mut Mode::Train(Dropout::new(&config.bert, 1)));
+    let diff = max_abs_diff(&mut Mode::Train(Dropout::new(&config.bert, 1)), false);
     assert!(diff < 1e-4, "max abs difference {diff}");
 }
 
 #[test]
 fn dropout_changes_training_outputs() {
     let (config, _, _) = fixture();
-    let diff = max_abs_diff(&mut Mode::Train(Dropout::new(&config.bert, 1)));
+    let diff = max_abs_diff(&mut Mode::Train(Dropout::new(&config.bert, 1)), false);
     assert!(diff > 1e-2, "dropout had no effect ({diff})");
 }

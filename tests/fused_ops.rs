@@ -307,7 +307,7 @@ fn encoder_gradients_match_the_reference_kernels() {
             dropout
         };
         let out = bert
-            .forward(&ids, &type_ids, &mask, &mut Mode::Train(dropout))
+            .forward(&ids, &type_ids, &mask, None, &mut Mode::Train(dropout))
             .unwrap();
         let grads = out.mul(&r).unwrap().sum_all().unwrap().backward().unwrap();
         (out, grads)

@@ -288,7 +288,7 @@ fn check_entities(model: &NewsTagger, texts: &[String]) -> Result<usize, TestCas
         .map(|(i, t)| Article::from_text(format!("t{i}"), t.clone()))
         .collect();
     let predictions = Predictor::new(model, 4)
-        .predict(&articles)
+        .and_then(|p| p.predict(&articles))
         .map_err(|e| TestCaseError::fail(e.to_string()))?;
     let mut seen = 0;
     for (article, p) in articles.iter().zip(&predictions) {

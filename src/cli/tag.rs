@@ -43,7 +43,7 @@ pub struct TagArgs {
 pub fn run(a: TagArgs) -> anyhow::Result<ExitCode> {
     let device = parse_device(&a.run.device)?;
     let model = NewsTagger::load(&resolve_model_dir(&a.model, None)?, &device)?;
-    let predictor = Predictor::new(&model, a.run.batch_size);
+    let predictor = Predictor::new(&model, a.run.batch_size)?;
     let mut inputs = Inputs::open(&a.inputs)?;
     for s in &inputs.skipped {
         eprintln!(
@@ -75,8 +75,9 @@ pub fn run(a: TagArgs) -> anyhow::Result<ExitCode> {
     let (mut tagged, mut failed, mut tokens) = (0usize, 0usize, 0usize);
     // The page needs every article's text; only kept when a page is asked for.
     let mut page: Vec<(String, OutputRecord)> = Vec::new();
-    // Articles are read, tagged and written a chunk at a time: memory stays flat.
-    let chunk_size = a.run.batch_size.max(1) * 4;
+    // Articles are read, tagged and written a chunk at a time: memory stays flat, and a chunk
+    // of many batches lets batches be formed of windows of similar lengths (little padding).
+    let chunk_size = a.run.batch_size.max(1) * 32;
     loop {
         let chunk: Vec<InputItem> = inputs
             .by_ref()
@@ -174,7 +175,7 @@ pub fn run(a: TagArgs) -> anyhow::Result<ExitCode> {
             select.resumed, select.resumed_failed
         ));
     }
-    eprintln!("tagged {tagged} article(s), {failed} failed, {tokens} sub-tokens in {secs:.1}s ({:.0} tokens/s){notes}", tokens as f64 / secs.max(1e-9));
+    eprintln!("tagged {tagged} article(s), {failed} failed, {tokens} sub-tokens in {secs:.2}s ({:.0} tokens/s){notes}", tokens as f64 / secs.max(1e-9));
     // The exit code speaks for the whole output file, including lines kept by --resume.
     let failed = failed + select.resumed_failed;
     Ok(if failed > 0 {

@@ -22,7 +22,7 @@ pub fn evaluate(
     batch_windows: usize,
     choose_thresholds: bool,
 ) -> anyhow::Result<Evaluation> {
-    let predictions = Predictor::new(model, batch_windows).predict(articles)?;
+    let predictions = Predictor::new(model, batch_windows)?.predict(articles)?;
     let topics = model.topics();
     let with_topics: Vec<usize> = (0..articles.len())
         .filter(|&i| articles[i].topics.is_some())

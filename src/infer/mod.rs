@@ -10,7 +10,7 @@ pub mod output;
 
 use crate::data::Article;
 use crate::model::batch::{Batch, Item};
-use crate::model::bert::Mode;
+use crate::model::bert::{Mode, Prepared};
 use crate::model::windows::{encode_article, EncodedArticle};
 use crate::model::NewsTagger;
 use candle_core::Tensor;
@@ -48,15 +48,25 @@ impl ArticlePrediction {
 /// Runs a model over articles in batches of at most `batch_windows` windows.
 pub struct Predictor<'m> {
     model: &'m NewsTagger,
+    /// Inference copies of the weights, taken when the predictor is made (`None` off the CPU).
+    prepared: Option<Prepared>,
     batch_windows: usize,
 }
 
 impl<'m> Predictor<'m> {
-    pub fn new(model: &'m NewsTagger, batch_windows: usize) -> Self {
-        Predictor {
+    /// A predictor on the model's current weights: one made before the weights change goes on
+    /// predicting with the old ones.
+    pub fn new(model: &'m NewsTagger, batch_windows: usize) -> anyhow::Result<Self> {
+        let prepared = if model.device().is_cpu() {
+            Some(model.prepare()?)
+        } else {
+            None
+        };
+        Ok(Predictor {
             model,
+            prepared,
             batch_windows: batch_windows.max(1),
-        }
+        })
     }
 
     /// Encodes an article into sub-token windows.
@@ -124,7 +134,7 @@ impl<'m> Predictor<'m> {
             }
             let group: Vec<Item> = items[start..end].iter().map(|(_, it)| *it).collect();
             let batch = Batch::new(&group, model.special, model.device())?;
-            let out = model.forward(&batch, &mut Mode::Infer)?;
+            let out = model.forward_prepared(&batch, self.prepared.as_ref(), &mut Mode::Infer)?;
             let probs = candle_nn::ops::softmax_last_dim(&out.entity_logits)?.to_vec2::<f32>()?;
             for ((item, word), p) in batch.words.iter().zip(probs) {
                 word_probs[items[start + item].0][*word] = p;

@@ -9,7 +9,7 @@
 
 use super::config::{Activation, BertConfig};
 use super::ops;
-use candle_core::{DType, Module, Result, Tensor};
+use candle_core::{DType, Module, Result, Tensor, TensorId};
 use candle_nn::{Embedding, Init, Linear, VarBuilder};
 use rand::{rngs::StdRng, Rng, SeedableRng};
 
@@ -243,7 +243,18 @@ impl Layer {
         })
     }
 
-    /// Training with the fused kernels. `x`: `[batch * len, hidden]` (rows stay 2-D through the
+    fn linears(&self) -> [&Linear; 6] {
+        [
+            &self.query,
+            &self.key,
+            &self.value,
+            &self.attention_out,
+            &self.intermediate,
+            &self.output,
+        ]
+    }
+
+    /// Training with the fused kernels, and inference on CPU. `x`: `[batch * len, hidden]` (rows stay 2-D through the
     /// encoder: every reshape would be one more node for backpropagation to pass through);
     /// `mask_bias` as for [`Layer::forward`]. The same computation and dropout masks as
     /// [`Layer::forward`] with the reference kernels.
@@ -252,14 +263,36 @@ impl Layer {
         x: &Tensor,
         batch: usize,
         mask_bias: &Tensor,
+        prepared: Option<&PreparedLayer>,
         mode: &mut Mode,
     ) -> Result<Tensor> {
-        let project = |l: &Linear, x: &Tensor| x.matmul(&l.weight().t()?);
+        // At inference the parameters are read detached: as variables they would make every
+        // activation keep its inputs alive for a backward pass that never comes.
+        let train = mode.is_train();
+        let param = |t: &Tensor| {
+            if train {
+                t.clone()
+            } else {
+                t.detach()
+            }
+        };
+        let project = |l: &Linear, x: &Tensor| match prepared.and_then(|p| p.get(l)) {
+            Some(w_t) => x.matmul(w_t),
+            None => x.matmul(&param(l.weight()).t()?),
+        };
         let bias = |l: &Linear| {
             l.bias()
-                .cloned()
+                .map(param)
                 .ok_or_else(|| candle_core::Error::Msg("a linear layer without bias".into()))
         };
+        let (norm1_weight, norm1_bias) = (
+            param(&self.attention_norm.weight),
+            param(&self.attention_norm.bias),
+        );
+        let (norm2_weight, norm2_bias) = (
+            param(&self.output_norm.weight),
+            param(&self.output_norm.bias),
+        );
         let q = ops::bias_split_heads(
             &project(&self.query, x)?,
             &bias(&self.query)?,
@@ -296,8 +329,8 @@ impl Layer {
         )?;
         let x = ops::layer_norm(
             &attended,
-            &self.attention_norm.weight,
-            &self.attention_norm.bias,
+            &norm1_weight,
+            &norm1_bias,
             self.attention_norm.eps,
         )?;
         let inner = project(&self.intermediate, &x)?;
@@ -314,15 +347,10 @@ impl Layer {
             p,
             seed,
         )?;
-        ops::layer_norm(
-            &out,
-            &self.output_norm.weight,
-            &self.output_norm.bias,
-            self.output_norm.eps,
-        )
+        ops::layer_norm(&out, &norm2_weight, &norm2_bias, self.output_norm.eps)
     }
 
-    /// Inference, or training with the reference kernels. `x`: `[batch, len, hidden]`;
+    /// Inference off the CPU, or training with the reference kernels. `x`: `[batch, len, hidden]`;
     /// `mask_bias`: `[batch, 1, 1, len]`, 0 on tokens and a large negative number on padding.
     fn forward(&self, x: &Tensor, mask_bias: &Tensor, mode: &mut Mode) -> Result<Tensor> {
         let (b, len, h) = x.dims3()?;
@@ -357,6 +385,38 @@ impl Layer {
     }
 }
 
+/// A layer's linear weights transposed to `[in, out]` and contiguous, for inference: the matrix
+/// multiply reads them row by row without packing them first, which makes small batches several
+/// times faster (a 14-row product with the FFN's weights: 680 to 100 µs).
+pub struct PreparedLayer {
+    weights: Vec<(TensorId, Tensor)>,
+}
+
+impl PreparedLayer {
+    fn new(layer: &Layer) -> Result<Self> {
+        let weights = layer
+            .linears()
+            .into_iter()
+            .map(|l| Ok((l.weight().id(), l.weight().detach().t()?.contiguous()?)))
+            .collect::<Result<_>>()?;
+        Ok(PreparedLayer { weights })
+    }
+
+    /// The transposed copy of `l`'s weight.
+    fn get(&self, l: &Linear) -> Option<&Tensor> {
+        self.weights
+            .iter()
+            .find(|(id, _)| *id == l.weight().id())
+            .map(|(_, t)| t)
+    }
+}
+
+/// Inference copies of the encoder's weights ([`PreparedLayer`]): a snapshot, so they must be
+/// prepared again after the weights change.
+pub struct Prepared {
+    layers: Vec<PreparedLayer>,
+}
+
 /// The BERT encoder (no pooler).
 pub struct Bert {
     embeddings: Embeddings,
@@ -373,13 +433,26 @@ impl Bert {
         Ok(Bert { embeddings, layers })
     }
 
+    /// Transposed copies of the current weights for [`Bert::forward`] at inference on CPU.
+    pub fn prepare(&self) -> Result<Prepared> {
+        Ok(Prepared {
+            layers: self
+                .layers
+                .iter()
+                .map(PreparedLayer::new)
+                .collect::<Result<_>>()?,
+        })
+    }
+
     /// Hidden states `[batch, len, hidden]` for token ids `[batch, len]`; `attention_mask` is 1 on
-    /// tokens and 0 on padding.
+    /// tokens and 0 on padding. `prepared` (from [`Bert::prepare`], on the current weights) speeds
+    /// up inference on CPU.
     pub fn forward(
         &self,
         ids: &Tensor,
         type_ids: &Tensor,
         attention_mask: &Tensor,
+        prepared: Option<&Prepared>,
         mode: &mut Mode,
     ) -> Result<Tensor> {
         let (b, len) = ids.dims2()?;
@@ -387,11 +460,22 @@ impl Bert {
         let mask_bias =
             ((attention_mask.to_dtype(DType::F32)? - 1.0)? * 1e9)?.reshape((b, 1, 1, len))?;
         let mut x = self.embeddings.forward(ids, type_ids, mode)?;
-        if mode.kernels() == Kernels::Fused {
+        // On CPU, inference runs the fused kernels too (without dropout): one pass per op and
+        // no head transposes. Elsewhere it keeps candle's forward-only kernels.
+        let fused = match mode.kernels() {
+            Kernels::Fused => true,
+            Kernels::Infer => ops::runs_fused(&x),
+            Kernels::Reference => false,
+        };
+        if !mode.is_train() {
+            x = x.detach();
+        }
+        if fused {
             let h = x.dim(2)?;
             x = x.reshape((b * len, h))?;
-            for layer in &self.layers {
-                x = layer.forward_fused(&x, b, &mask_bias, mode)?;
+            for (i, layer) in self.layers.iter().enumerate() {
+                let prepared = prepared.filter(|_| !mode.is_train()).map(|p| &p.layers[i]);
+                x = layer.forward_fused(&x, b, &mask_bias, prepared, mode)?;
             }
             return x.reshape((b, len, h));
         }

@@ -14,7 +14,7 @@ pub mod windows;
 use crate::fsutil::{write_atomic, write_json_atomic};
 use anyhow::Context;
 use batch::Batch;
-use bert::{Bert, Mode};
+use bert::{Bert, Mode, Prepared};
 use candle_core::{Device, Module, Tensor, Var};
 use candle_nn::{Init, Linear, VarBuilder};
 use config::{BertConfig, ModelConfig, TagSet, WindowConfig};
@@ -238,9 +238,25 @@ impl NewsTagger {
 
     /// Runs the encoder and both heads on a batch.
     pub fn forward(&self, batch: &Batch, mode: &mut Mode) -> anyhow::Result<Output> {
+        self.forward_prepared(batch, None, mode)
+    }
+
+    /// Inference copies of the encoder's weights for [`NewsTagger::forward_prepared`]; prepare
+    /// again after the weights change.
+    pub fn prepare(&self) -> anyhow::Result<Prepared> {
+        Ok(self.bert.prepare()?)
+    }
+
+    /// [`NewsTagger::forward`] with prepared inference weights (used at inference only).
+    pub fn forward_prepared(
+        &self,
+        batch: &Batch,
+        prepared: Option<&Prepared>,
+        mode: &mut Mode,
+    ) -> anyhow::Result<Output> {
         let hidden = self
             .bert
-            .forward(&batch.ids, &batch.type_ids, &batch.mask, mode)?;
+            .forward(&batch.ids, &batch.type_ids, &batch.mask, prepared, mode)?;
         let (b, t, h) = hidden.dims3()?;
         let flat = hidden.reshape((b * t, h))?;
         let word_states = mode.dropout(&flat.index_select(&batch.word_positions, 0)?)?;

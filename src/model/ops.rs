@@ -13,8 +13,7 @@
 //! ops it replaces (the `*_reference` functions, kept public for tests).
 
 use candle_core::{
-    bail, utils::barrier_pool, CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Result,
-    Shape, Tensor, D,
+    bail, CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Tensor, D,
 };
 use std::marker::PhantomData;
 
@@ -54,7 +53,9 @@ pub fn tune_allocator() {
     }
 }
 
-fn fused(x: &Tensor) -> bool {
+/// Whether the fused kernels run on `x` (`f32` on CPU) rather than their
+/// fallbacks.
+pub fn runs_fused(x: &Tensor) -> bool {
     x.device().is_cpu() && x.dtype() == DType::F32
 }
 
@@ -78,11 +79,13 @@ fn last_dim(l: &Layout, op: &str) -> Result<usize> {
 // ---------------------------------------------------------------------------------------------
 // Parallel loops.
 
-/// Runs `f(i)` for `i` in `0..n`, in parallel on candle's CPU pool when `work` elements are
-/// touched in all (each `i` exactly once).
+/// Runs `f(i)` for `i` in `0..n`, in parallel when `work` elements are touched in all (each `i`
+/// exactly once). On rayon's pool, the one candle's matrix multiply runs on: with candle's own
+/// pool as well, its threads spin after each kernel while the multiply's threads want the cores.
 fn par_for(n: usize, work: usize, f: impl Fn(usize) + Sync) {
     if n > 1 && work >= PAR_MIN {
-        barrier_pool().execute_chunked(n, |range| range.for_each(&f));
+        use rayon::prelude::*;
+        (0..n).into_par_iter().for_each(&f);
     } else {
         (0..n).for_each(f);
     }
@@ -311,7 +314,7 @@ fn split_rows_and_sums(
 
 /// LayerNorm over the last dimension, differentiable in `x`, `weight` and `bias`.
 pub fn layer_norm(x: &Tensor, weight: &Tensor, bias: &Tensor, eps: f64) -> Result<Tensor> {
-    if fused(x) && fused(weight) && fused(bias) {
+    if runs_fused(x) && runs_fused(weight) && runs_fused(bias) {
         x.contiguous()?.apply_op3(
             &weight.contiguous()?,
             &bias.contiguous()?,
@@ -482,7 +485,7 @@ impl CustomOp3 for LayerNormBwdOp {
 
 /// Softmax over the last dimension, differentiable.
 pub fn softmax_last_dim(x: &Tensor) -> Result<Tensor> {
-    if fused(x) {
+    if runs_fused(x) {
         x.contiguous()?.apply_op1(SoftmaxOp)
     } else {
         candle_nn::ops::softmax(x, D::Minus1)
@@ -499,7 +502,7 @@ pub fn softmax_reference(x: &Tensor) -> Result<Tensor> {
 /// `[batch, 1, 1, keys]`.
 pub fn masked_softmax(scores: &Tensor, mask: &Tensor, scale: f64) -> Result<Tensor> {
     let (b, _, _, k) = scores.dims4()?;
-    if fused(scores) && fused(mask) && mask.dims() == [b, 1, 1, k] {
+    if runs_fused(scores) && runs_fused(mask) && mask.dims() == [b, 1, 1, k] {
         scores.contiguous()?.apply_op2(
             &mask.contiguous()?,
             MaskedSoftmaxOp {
@@ -692,7 +695,7 @@ pub fn erf_f32(x: f32) -> f32 {
 
 /// Exact GELU, `x * (1 + erf(x / sqrt 2)) / 2`, differentiable.
 pub fn gelu_erf(x: &Tensor) -> Result<Tensor> {
-    if fused(x) {
+    if runs_fused(x) {
         x.contiguous()?.apply_op1(GeluErfOp)
     } else {
         x.gelu_erf()
@@ -792,7 +795,7 @@ pub fn dropout(x: &Tensor, p: f32, seed: u64) -> Result<Tensor> {
     if p >= 1.0 {
         return x.zeros_like();
     }
-    if fused(x) {
+    if runs_fused(x) {
         x.contiguous()?.apply_op1(DropoutOp::new(p, seed))
     } else {
         dropout_reference(x, p, seed)
@@ -957,7 +960,7 @@ pub fn attention_probs(
         return masked_softmax(scores, mask, scale);
     }
     let (b, _, _, k) = scores.dims4()?;
-    if fused(scores) && fused(mask) && mask.dims() == [b, 1, 1, k] && p < 1.0 {
+    if runs_fused(scores) && runs_fused(mask) && mask.dims() == [b, 1, 1, k] && p < 1.0 {
         scores.contiguous()?.apply_op2(
             &mask.contiguous()?,
             AttentionProbsOp {
@@ -1229,7 +1232,7 @@ pub fn bias_split_heads(
         size: hidden / heads,
         transposed,
     };
-    if fused(h) && fused(bias) {
+    if runs_fused(h) && runs_fused(bias) {
         h.contiguous()?
             .apply_op2(&bias.contiguous()?, SplitHeadsOp(dims))
     } else {
@@ -1267,7 +1270,7 @@ pub fn merge_heads(x: &Tensor) -> Result<Tensor> {
         size,
         transposed: false,
     };
-    if fused(x) {
+    if runs_fused(x) {
         x.contiguous()?.apply_op1(MergeHeadsOp(dims))
     } else {
         merge_heads_reference(x)
@@ -1391,7 +1394,7 @@ impl CustomOp1 for RowsToHeadsOp {
 /// `gelu_erf(h + bias)` over the last dimension, differentiable in `h` and `bias`.
 pub fn bias_gelu(h: &Tensor, bias: &Tensor) -> Result<Tensor> {
     check_bias(h, bias)?;
-    if fused(h) && fused(bias) {
+    if runs_fused(h) && runs_fused(bias) {
         h.contiguous()?.apply_op2(&bias.contiguous()?, BiasGeluOp)
     } else {
         bias_gelu_reference(h, bias)
@@ -1527,7 +1530,7 @@ pub fn bias_dropout_add(
             residual.dims()
         )
     }
-    if fused(h) && fused(bias) && fused(residual) && p < 1.0 {
+    if runs_fused(h) && runs_fused(bias) && runs_fused(residual) && p < 1.0 {
         h.contiguous()?.apply_op3(
             &bias.contiguous()?,
             &residual.contiguous()?,

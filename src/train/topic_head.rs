@@ -33,7 +33,7 @@ fn features(model: &NewsTagger, articles: &[Article], batch: usize) -> anyhow::R
         .filter(|a| a.topics.is_some())
         .cloned()
         .collect();
-    let preds = Predictor::new(model, batch).predict(&labelled)?;
+    let preds = Predictor::new(model, batch)?.predict(&labelled)?;
     let gold = labelled
         .iter()
         .map(|a| {

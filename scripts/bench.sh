@@ -1,0 +1,101 @@
+#!/usr/bin/env bash
+# newstag against PyTorch + transformers on this machine's CPU, side by side, on the same fine-tuned
+# weights and the same inputs (issue 4). Not a test and not part of CI: it takes about 15 minutes
+# (plus, the first time, training the model and installing PyTorch).
+#
+#   inference  tokens/s on the CoNLL-2003 test sentences at batch 32 and batch 1, predictions
+#              compared (the script exits 1 when any article's entities differ); peak memory;
+#              model load time
+#   training   real tokens/s over 200 optimiser steps of 32 sentences; peak memory
+#   scaling    tokens/s on articles of 100, 1,000 and 10,000 words; peak memory of `tag` over 1,000
+#              and 10,000 streamed articles
+#   ceiling    each side's matrix multiply, fp32 and bf16
+# and writes the table into docs/benchmarks.md (between the bench.sh markers).
+#
+# Environment: VENV     a virtualenv with torch and transformers (default: .venv-bench/, created
+#                       with pip from PyPI)
+#              MODEL    a newstag run directory trained on CoNLL sentences (default
+#                       runs/conll-sentence; trained first when missing, about 35 minutes:
+#                       CONTEXT=sentence scripts/bench-conll.sh runs/conll-sentence --batch-size 32)
+#              THREADS  CPU threads for both sides (default: all cores)
+#              OUT      results directory (default out/bench)
+# Needs ../shared/data/conll2003 beside the checkout.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+data=../shared/data/conll2003
+out=${OUT:-out/bench}
+model=${MODEL:-runs/conll-sentence}
+threads=${THREADS:-$(nproc)}
+export THREADS=$threads RAYON_NUM_THREADS=$threads OMP_NUM_THREADS=$threads
+[ -d "$data" ] || { echo "error: $data not found (the shared CoNLL-2003 folder)" >&2; exit 1; }
+
+if [[ -n ${VENV:-} ]]; then
+  py=$VENV/bin/python
+else
+  py=.venv-bench/bin/python
+  if ! "$py" -c 'import torch, transformers' 2>/dev/null; then
+    python3 -m venv .venv-bench
+    "$py" -m pip install --quiet torch transformers
+  fi
+fi
+scripts/fetch-model.sh
+cargo build --release --locked --bin newstag --example matmul
+bin=target/release/newstag
+[ -f "$model/model.safetensors" ] || CONTEXT=sentence scripts/bench-conll.sh "$model" --batch-size 32
+
+rm -rf -- "$out"
+mkdir -p "$out"
+python3 scripts/bench_files.py inputs "$data" "$out"
+
+# Peak resident memory (MiB) from a `/usr/bin/time -v` log; seconds from `tag`'s summary line.
+rss() { awk -F': ' '/Maximum resident set size/ {printf "%.1f", $2 / 1024}' "$1"; }
+tag_secs() { sed -n 's/.* sub-tokens in \([0-9.]*\)s .*/\1/p' "$1"; }
+timed() { local log=$1; shift; /usr/bin/time -v -o "$log.time" "$@" 2> "$log"; }
+
+echo "== newstag: inference" >&2
+timed "$out/ns-b32.log" "$bin" tag --model "$model" --batch-size 32 "$out/test.jsonl" --out "$out/newstag-b32.jsonl"
+timed "$out/ns-b1.log" "$bin" tag --model "$model" --batch-size 1 "$out/test.jsonl" --out "$out/newstag-b1.jsonl"
+load=()
+for _ in 1 2 3; do
+  /usr/bin/time -f %e -o "$out/load.time" "$bin" tag --model "$model" "$out/one.jsonl" > /dev/null 2>&1
+  load+=("$(cat "$out/load.time")")
+done
+scale=()
+for n in 100 1000 10000; do
+  timed "$out/ns-w$n.log" "$bin" tag --model "$model" --batch-size 32 "$out/words$n.jsonl" --out /dev/null
+  scale+=("\"words$n.jsonl\": $(tag_secs "$out/ns-w$n.log")")
+done
+for s in stream1k stream10k; do
+  timed "$out/ns-$s.log" "$bin" tag --model "$model" --batch-size 32 "$out/$s.jsonl" --out /dev/null
+done
+grep -v -- '-DOCSTART-' "$data/test.conll" > "$out/test.conll"
+f1=$("$bin" eval --model "$model" --data "$out/test.conll" --batch-size 32 --json "$out/newstag-eval.json" \
+  | awk '/^micro avg/ {print $4}')
+
+echo "== newstag: training" >&2
+timed "$out/ns-train.log" "$bin" train --base models/all-MiniLM-L6-v2 --train "$out/train.conll" \
+  --max-steps 200 --batch-size 32 --epochs 1 --out "$out/newstag-train"
+train_tps=$(sed -n 's/^done: .* steps in .*s, \([0-9]*\) tokens\/s.*/\1/p' "$out/ns-train.log")
+"target/release/examples/matmul" > "$out/newstag-matmul.json"
+
+cat > "$out/newstag.json" <<EOF
+{"model": "$model", "version": "$("$bin" --version | awk '{print $2}')", "threads": $threads,
+ "batch32_s": $(tag_secs "$out/ns-b32.log"), "batch1_s": $(tag_secs "$out/ns-b1.log"),
+ "batch32_rss_mib": $(rss "$out/ns-b32.log.time"), "load_s": $(printf '%s\n' "${load[@]}" | sort -n | sed -n 2p),
+ "scale_s": {$(IFS=,; echo "${scale[*]}")},
+ "stream_rss_mib": {"stream1k": $(rss "$out/ns-stream1k.log.time"), "stream10k": $(rss "$out/ns-stream10k.log.time")},
+ "f1": $f1, "train_tps": $train_tps, "train_rss_mib": $(rss "$out/ns-train.log.time")}
+EOF
+
+echo "== PyTorch" >&2
+"$py" scripts/bench_torch.py matmul "$out/torch-matmul.json"
+"$py" scripts/bench_torch.py infer "$model" "$out/test.jsonl" "$out/torch-infer.json" "$out/torch-preds.jsonl"
+"$py" scripts/bench_torch.py scale "$model" "$out/torch-scale.json" "$out"/words{100,1000,10000}.jsonl
+/usr/bin/time -v -o "$out/torch-train.time" \
+  "$py" scripts/bench_torch.py train models/all-MiniLM-L6-v2 "$out/train.conll" "$out/torch-train.json" 200 32
+
+status=0
+"$py" scripts/bench_torch.py compare "$out/newstag-b32.jsonl" "$out/torch-preds.jsonl" "$out/compare-batch32.json" || status=1
+"$py" scripts/bench_torch.py compare "$out/newstag-b1.jsonl" "$out/torch-preds.jsonl" "$out/compare-batch1.json" || status=1
+python3 scripts/bench_files.py report "$out" docs/benchmarks.md
+exit $status

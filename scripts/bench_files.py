@@ -1,0 +1,191 @@
+#!/usr/bin/env python3
+"""Input files and the report of scripts/bench.sh (standard library only).
+
+  inputs CONLL_DIR OUT_DIR   write the benchmark's inputs from CoNLL-2003 (into OUT_DIR only):
+                             test.jsonl (each test sentence an article), one.jsonl (one sentence,
+                             for load time), words100/1000/10000.jsonl (test text cut into articles
+                             of about that many words, about 20,000 words per file),
+                             stream1k/10k.jsonl (1,000 and 10,000 articles of 5 sentences),
+                             train.conll (training sentences without -DOCSTART-)
+  report OUT_DIR DOC.md      write the results in OUT_DIR into DOC.md between the bench.sh markers
+"""
+
+import json
+import os
+import platform
+import subprocess
+import sys
+from datetime import date
+
+BEGIN = "<!-- bench.sh: begin (generated; edit scripts/bench_files.py instead) -->"
+END = "<!-- bench.sh: end -->"
+FLOP_PER_TOKEN = 6 * (4 * 384 * 384 + 2 * 384 * 1536) * 2
+
+
+def sentences(path):
+    sents, words = [], []
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            cols = line.split()
+            if not cols or cols[0] == "-DOCSTART-":
+                if words:
+                    sents.append(words)
+                words = []
+                continue
+            words.append(cols[0])
+    if words:
+        sents.append(words)
+    return sents
+
+
+def write_jsonl(path, texts, prefix):
+    with open(path, "w", encoding="utf-8") as f:
+        for i, t in enumerate(texts):
+            f.write(json.dumps({"id": f"{prefix}{i}", "text": t}) + "\n")
+
+
+def inputs(conll_dir, out):
+    test = sentences(os.path.join(conll_dir, "test.conll"))
+    write_jsonl(os.path.join(out, "test.jsonl"), [" ".join(s) for s in test], "s")
+    write_jsonl(os.path.join(out, "one.jsonl"), [" ".join(test[1])], "one")
+    flat = [w for s in test for w in s]
+    for n in (100, 1000, 10000):
+        count = max(2, 20000 // n)
+        texts = [" ".join(flat[(i * n) % len(flat):][:n]) for i in range(count)]
+        write_jsonl(os.path.join(out, f"words{n}.jsonl"), texts, f"w{n}-")
+    for n, name in ((1000, "stream1k"), (10000, "stream10k")):
+        texts = [" ".join(" ".join(test[(5 * i + j) % len(test)]) for j in range(5))
+                 for i in range(n)]
+        write_jsonl(os.path.join(out, f"{name}.jsonl"), texts, f"{name}-")
+    with open(os.path.join(conll_dir, "train.conll"), encoding="utf-8") as src, \
+            open(os.path.join(out, "train.conll"), "w", encoding="utf-8") as dst:
+        dst.writelines(line for line in src if not line.startswith("-DOCSTART-"))
+
+
+def load(out, name):
+    with open(os.path.join(out, name), encoding="utf-8") as f:
+        return json.load(f)
+
+
+def ratio(a, b):
+    return f"{a / b:.2f}x"
+
+
+def machine():
+    cpu = "unknown"
+    with open("/proc/cpuinfo", encoding="utf-8") as f:
+        for line in f:
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    flags = open("/proc/cpuinfo", encoding="utf-8").read()
+    isa = [x for x in ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "avx512_vnni")
+           if f" {x}" in flags]
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return f"{cpu}, {os.cpu_count()} cores ({', '.join(isa)}), {mem:.0f} GiB, {platform.system()}"
+
+
+def report(out, doc):
+    ns = load(out, "newstag.json")
+    pt = load(out, "torch-infer.json")
+    ptt = load(out, "torch-train.json")
+    pts = load(out, "torch-scale.json")
+    mm_ns = load(out, "newstag-matmul.json")
+    mm_pt = load(out, "torch-matmul.json")
+    cmp32 = load(out, "compare-batch32.json")
+    cmp1 = load(out, "compare-batch1.json")
+    # Same tokenizer and windows on both sides, so PyTorch's count of real tokens is newstag's too.
+    ns["batch32_tps"] = pt["batch32_sorted"]["real_tokens"] / ns["batch32_s"]
+    ns["batch1_tps"] = pt["batch1"]["real_tokens"] / ns["batch1_s"]
+    ns["scale"] = {k: pts[k]["real_tokens"] / s for k, s in ns["scale_s"].items()}
+    rust = subprocess.run(["rustc", "--version"], capture_output=True, text=True).stdout.strip()
+    ceiling = mm_ns["fp32"] * 1e9 / FLOP_PER_TOKEN
+
+    def frac(tps):
+        return f"{tps * FLOP_PER_TOKEN / 1e9 / mm_ns['fp32']:.0%}"
+
+    lines = [
+        BEGIN,
+        "",
+        f"Run on {date.today().isoformat()} by `scripts/bench.sh` (model `{ns['model']}`, "
+        f"{ns['threads']} threads on each side). Machine: {machine()}. "
+        f"newstag {ns['version']} ({rust}, candle 0.11.1, gemm 0.19 with AVX-512 kernels); "
+        f"torch {mm_pt['torch']} (CPU capability {mm_pt['cpu_capability']}), "
+        f"transformers {mm_pt['transformers']}, Python {platform.python_version()}.",
+        "",
+        "Inputs: the 3,453 CoNLL-2003 test sentences, each an article (real tokens: [CLS], [SEP] "
+        "and sub-tokens, counted the same on both sides). newstag figures come from `newstag tag` "
+        "(its summary line: reading, tokenising, the forward passes, decoding and writing JSONL); "
+        "PyTorch figures time building the padded batch, the forward pass and reading the logits "
+        "back (tokenising and decoding excluded). Both run the same fine-tuned weights.",
+        "",
+        "| figure | newstag | PyTorch | ratio |",
+        "|---|---|---|---|",
+        f"| inference, batch 32, tokens/s (newstag buckets by length; PyTorch sorted by length) "
+        f"| {ns['batch32_tps']:,.0f} | {pt['batch32_sorted']['tokens_per_s']:,.0f} "
+        f"| {ratio(ns['batch32_tps'], pt['batch32_sorted']['tokens_per_s'])} |",
+        f"| inference, batch 32, against PyTorch in file order | {ns['batch32_tps']:,.0f} "
+        f"| {pt['batch32_file_order']['tokens_per_s']:,.0f} "
+        f"| {ratio(ns['batch32_tps'], pt['batch32_file_order']['tokens_per_s'])} |",
+        f"| inference, batch 1, tokens/s | {ns['batch1_tps']:,.0f} "
+        f"| {pt['batch1']['tokens_per_s']:,.0f} "
+        f"| {ratio(ns['batch1_tps'], pt['batch1']['tokens_per_s'])} |",
+        f"| fraction of newstag's fp32 matmul ceiling ({mm_ns['fp32']:.0f} GFLOP/s = "
+        f"{ceiling:,.0f} tokens/s), batch 32 | {frac(ns['batch32_tps'])} "
+        f"| {frac(pt['batch32_sorted']['tokens_per_s'])} | |",
+        f"| training, 200 steps of 32 sentences, real tokens/s | {ns['train_tps']:,.0f} "
+        f"| {ptt['tokens_per_s']:,.0f} ({ptt['real_share_of_slots']:.0%} of its slots real) "
+        f"| {ratio(ns['train_tps'], ptt['tokens_per_s'])} |",
+        f"| peak resident memory, training | {ns['train_rss_mib']:,.0f} MiB "
+        f"| {ptt['peak_rss_mib']:,.0f} MiB | {ratio(ns['train_rss_mib'], ptt['peak_rss_mib'])} |",
+        f"| peak resident memory, inference batch 32 | {ns['batch32_rss_mib']:,.0f} MiB "
+        f"| {pt['peak_rss_mib']:,.0f} MiB | {ratio(ns['batch32_rss_mib'], pt['peak_rss_mib'])} |",
+        f"| model load (newstag: whole `tag` process on one sentence; PyTorch: from_pretrained, "
+        f"first / warm, plus {pt['import_s']:.1f} s importing torch and transformers) "
+        f"| {ns['load_s']:.2f} s | {pt['load_first_s']:.2f} / {pt['load_warm_s']:.2f} s | |",
+        f"| same entities as PyTorch (batch 32 / batch 1) | {cmp32['same_entities']:,} / "
+        f"{cmp1['same_entities']:,} of {cmp32['articles']:,} sentences "
+        f"({cmp32['entities']:,} entities; scores within {max(cmp32['max_score_difference'], cmp1['max_score_difference']):.1e}) | | |",
+        f"| test entity F1 (`newstag eval`, batch 32) | {ns['f1']:.4f} | | |",
+        f"| matmul 4096x384 @ 384x1536, fp32 / bf16 GFLOP/s | {mm_ns['fp32']:.0f} / "
+        f"{mm_ns['bf16']:.0f} | {mm_pt['fp32']:.0f} / {mm_pt['bf16']:.0f} | |",
+        "",
+        "How cost grows with article length (batch 32; articles cut from the test text; both sides "
+        "use newstag's windows of 256 sub-tokens with 64 overlap):",
+        "",
+        "| articles | newstag tokens/s | PyTorch tokens/s | ratio |",
+        "|---|---|---|---|",
+    ]
+    for n in (100, 1000, 10000):
+        key = f"words{n}.jsonl"
+        a, b = ns["scale"][key], pts[key]["tokens_per_s"]
+        lines.append(f"| {n:,} words | {a:,.0f} | {b:,.0f} | {ratio(a, b)} |")
+    lines += [
+        "",
+        f"Memory over a stream (`newstag tag`, batch 32, articles of 5 sentences): peak RSS "
+        f"{ns['stream_rss_mib']['stream1k']:,.0f} MiB after 1,000 articles, "
+        f"{ns['stream_rss_mib']['stream10k']:,.0f} MiB after 10,000.",
+        "",
+        "Commands: `scripts/bench.sh` (all of the above; results as JSON in `out/bench/`); the "
+        "newstag side alone: `newstag tag --model MODEL --batch-size 32 out/bench/test.jsonl`, "
+        "`newstag train --base models/all-MiniLM-L6-v2 --train out/bench/train.conll --max-steps "
+        "200 --batch-size 32`, `cargo run --release --example matmul`.",
+        "",
+        END,
+    ]
+    text = open(doc, encoding="utf-8").read() if os.path.exists(doc) else ""
+    block = "\n".join(lines)
+    if BEGIN in text and END in text:
+        text = text[:text.index(BEGIN)] + block + text[text.index(END) + len(END):]
+    else:
+        text = text.rstrip("\n") + "\n\n## newstag and PyTorch side by side on this CPU (issue 4)\n\n" + block + "\n"
+    tmp = doc + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+    os.replace(tmp, doc)
+    print(block)
+
+
+if __name__ == "__main__":
+    cmd, args = sys.argv[1], sys.argv[2:]
+    {"inputs": inputs, "report": report}.get(cmd, lambda *_: sys.exit(__doc__))(*args)

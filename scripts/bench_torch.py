@@ -1,0 +1,306 @@
+#!/usr/bin/env python3
+"""The PyTorch + transformers side of scripts/bench.sh, and the report it writes.
+
+Subcommands:
+  infer MODEL TEXTS OUT.json PREDS.jsonl
+      load a newstag run directory as a BertForTokenClassification and tag TEXTS (JSONL with
+      id/text) the way newstag does (windows, first sub-token per word, constrained Viterbi), at
+      batch 32 in file order, batch 32 sorted by length, and batch 1; write the timings and the
+      entities of the sorted run (newstag's `tag` format) to PREDS
+  scale MODEL OUT.json FILE...
+      tokens/s at batch 32 (sorted) for each file of long articles
+  train BASE CONLL OUT.json STEPS BATCH
+      fine-tune BertForTokenClassification for STEPS optimiser steps on CoNLL sentences in random
+      order (padding to the longest in each batch, as a transformers training loop does)
+  matmul OUT.json
+      GFLOP/s of torch.matmul at the FFN's shape, fp32 and bf16
+  compare NEWSTAG.jsonl TORCH.jsonl OUT.json
+      same entities (spans and labels) per article? exit 1 when any differ
+
+Throughput counts real tokens: [CLS], [SEP] and sub-tokens, no padding (as attention_mask.sum()).
+Timings cover building the padded batch, the forward pass and reading the logits back; tokenising
+and decoding are outside them (newstag's figures come from its own `tag` summary line, which
+includes tokenising, decoding and writing the output).
+"""
+
+import json
+import os
+import random
+import resource
+import statistics
+import sys
+import time
+
+T0 = time.perf_counter()
+import torch  # noqa: E402
+import transformers  # noqa: E402
+from transformers import AutoTokenizer, BertForTokenClassification  # noqa: E402
+
+IMPORT_S = time.perf_counter() - T0
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures"))
+from newstag_ref import decode_entities, plan_windows  # noqa: E402
+
+# The encoder's forward cost per token (6 layers x (4 * 384^2 + 2 * 384 * 1536) x 2 FLOP).
+FLOP_PER_TOKEN = 6 * (4 * 384 * 384 + 2 * 384 * 1536) * 2
+
+
+def peak_rss_mib():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def read_jsonl(path):
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+class Tagger:
+    """A newstag run directory driven through transformers."""
+
+    def __init__(self, model_dir):
+        t = time.perf_counter()
+        self.tok = AutoTokenizer.from_pretrained(model_dir)
+        self.model = BertForTokenClassification.from_pretrained(model_dir, dtype=torch.float32)
+        self.model.eval()
+        self.load_s = time.perf_counter() - t
+        with open(os.path.join(model_dir, "config.json"), encoding="utf-8") as f:
+            section = json.load(f).get("newstag") or {}
+        window = section.get("window", {"max_tokens": 256, "overlap": 64})
+        self.window = (window["max_tokens"], window["overlap"])
+        cfg = self.model.config
+        self.id2label = [cfg.id2label[i] for i in range(cfg.num_labels)]
+
+    def encode(self, text):
+        """Words (character spans), first sub-token of each word, windows and their rows."""
+        pre = self.tok.backend_tokenizer.pre_tokenizer.pre_tokenize_str(text)
+        words = [(s, e) for _, (s, e) in pre]
+        enc = self.tok([text[s:e] for s, e in words], is_split_into_words=True,
+                       add_special_tokens=False)
+        ids = enc["input_ids"]
+        first = {}
+        for t, w in enumerate(enc.word_ids()):
+            if w is not None and w not in first:
+                first[w] = t
+        windows = plan_windows(len(ids), *self.window)
+        cls, sep = self.tok.cls_token_id, self.tok.sep_token_id
+        rows = [[cls] + ids[s:e] + [sep] for s, e, _, _ in windows]
+        return {"words": words, "first": first, "windows": windows, "rows": rows}
+
+    def run(self, rows):
+        """Logits of each row (padded batch, forward, back to numpy), timed."""
+        width = max(len(r) for r in rows)
+        t = time.perf_counter()
+        ids = torch.zeros((len(rows), width), dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, r in enumerate(rows):
+            ids[i, :len(r)] = torch.tensor(r)
+            mask[i, :len(r)] = 1
+        with torch.inference_mode():
+            logits = self.model(input_ids=ids, attention_mask=mask).logits.numpy()
+        return logits, time.perf_counter() - t, int(mask.sum())
+
+    def entities(self, art, logits_of_window):
+        word_logits = []
+        for w in range(len(art["words"])):
+            t = art["first"].get(w)
+            if t is None:
+                word_logits.append(None)
+                continue
+            k = next(i for i, (_, _, o0, o1) in enumerate(art["windows"]) if o0 <= t < o1)
+            word_logits.append(logits_of_window[k][1 + t - art["windows"][k][0]])
+        return decode_entities(self.id2label, art["words"], word_logits)
+
+
+def throughput(tagger, arts, batch, order, keep=False):
+    """Runs every window of `arts` in batches; returns the figures (and logits per window)."""
+    items = [(a, k) for a, art in enumerate(arts) for k in range(len(art["rows"]))]
+    if order == "sorted":
+        items.sort(key=lambda it: len(arts[it[0]]["rows"][it[1]]))
+    batches = [items[i:i + batch] for i in range(0, len(items), batch)]
+    for b in batches[:3]:  # warm-up
+        tagger.run([arts[a]["rows"][k] for a, k in b])
+    out = {}
+    secs, tokens, lat = 0.0, 0, []
+    for b in batches:
+        logits, dt, n = tagger.run([arts[a]["rows"][k] for a, k in b])
+        secs += dt
+        tokens += n
+        lat.append(dt)
+        if keep:
+            for (a, k), row in zip(b, logits):
+                out[(a, k)] = row
+    lat.sort()
+    fig = {"batch": batch, "order": order, "seconds": round(secs, 3), "real_tokens": tokens,
+           "tokens_per_s": round(tokens / secs, 1),
+           "latency_p50_ms": round(1000 * lat[len(lat) // 2], 3)}
+    return fig, out
+
+
+def cmd_infer(model, texts, out, preds):
+    records = read_jsonl(texts)
+    tagger = Tagger(model)
+    load_again = []
+    for _ in range(3):
+        t = time.perf_counter()
+        BertForTokenClassification.from_pretrained(model, dtype=torch.float32).eval()
+        load_again.append(time.perf_counter() - t)
+    arts = [tagger.encode(r["text"]) for r in records]
+    res = {"import_s": round(IMPORT_S, 3), "load_first_s": round(tagger.load_s, 3),
+           "load_warm_s": round(statistics.median(load_again), 3), "threads": torch.get_num_threads(),
+           "articles": len(arts)}
+    res["batch32_file_order"], _ = throughput(tagger, arts, 32, "file")
+    res["batch32_sorted"], logits = throughput(tagger, arts, 32, "sorted", keep=True)
+    res["batch1"], _ = throughput(tagger, arts, 1, "file")
+    with open(preds, "w", encoding="utf-8") as f:
+        for a, (r, art) in enumerate(zip(records, arts)):
+            ents = tagger.entities(art, [logits[(a, k)] for k in range(len(art["rows"]))])
+            f.write(json.dumps({"id": r["id"], "entities": ents}) + "\n")
+    res["peak_rss_mib"] = round(peak_rss_mib(), 1)
+    write_json(out, res)
+
+
+def cmd_scale(model, out, files):
+    tagger = Tagger(model)
+    res = {}
+    for path in files:
+        arts = [tagger.encode(r["text"]) for r in read_jsonl(path)]
+        res[os.path.basename(path)], _ = throughput(tagger, arts, 32, "sorted")
+    res["peak_rss_mib"] = round(peak_rss_mib(), 1)
+    write_json(out, res)
+
+
+def read_conll_sentences(path):
+    sents, words, tags = [], [], []
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            cols = line.split()
+            if not cols or cols[0] == "-DOCSTART-":
+                if words:
+                    sents.append((words, tags))
+                words, tags = [], []
+                continue
+            words.append(cols[0])
+            tags.append(cols[-1])
+    if words:
+        sents.append((words, tags))
+    return sents
+
+
+def cmd_train(base, conll, out, steps, batch):
+    steps, batch = int(steps), int(batch)
+    torch.manual_seed(42)
+    random.seed(42)
+    sents = read_conll_sentences(conll)
+    labels = sorted({t for _, tags in sents for t in tags})
+    label_id = {t: i for i, t in enumerate(labels)}
+    tok = AutoTokenizer.from_pretrained(base)
+    model = BertForTokenClassification.from_pretrained(base, num_labels=len(labels),
+                                                       dtype=torch.float32)
+    model.train()
+    examples = []
+    for words, tags in sents:
+        enc = tok(words, is_split_into_words=True, truncation=True, max_length=128)
+        lab, prev = [], None
+        for w in enc.word_ids():
+            lab.append(label_id[tags[w]] if w is not None and w != prev else -100)
+            prev = w
+        examples.append((enc["input_ids"], lab))
+    no_decay = ("bias", "LayerNorm.weight")
+    groups = [
+        {"params": [p for n, p in model.named_parameters() if not any(d in n for d in no_decay)],
+         "weight_decay": 0.01},
+        {"params": [p for n, p in model.named_parameters() if any(d in n for d in no_decay)],
+         "weight_decay": 0.0},
+    ]
+    opt = torch.optim.AdamW(groups, lr=5e-5)
+    sched = transformers.get_linear_schedule_with_warmup(opt, steps // 10, steps)
+    order = list(range(len(examples)))
+    random.shuffle(order)
+    tokens, slots, t = 0, 0, time.perf_counter()
+    for step in range(steps):
+        chunk = [examples[order[(step * batch + i) % len(order)]] for i in range(batch)]
+        width = max(len(ids) for ids, _ in chunk)
+        ids = torch.zeros((batch, width), dtype=torch.long)
+        mask = torch.zeros((batch, width), dtype=torch.long)
+        lab = torch.full((batch, width), -100, dtype=torch.long)
+        for i, (x, y) in enumerate(chunk):
+            ids[i, :len(x)] = torch.tensor(x)
+            mask[i, :len(x)] = 1
+            lab[i, :len(y)] = torch.tensor(y)
+        loss = model(input_ids=ids, attention_mask=mask, labels=lab).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        opt.zero_grad()
+        tokens += int(mask.sum())
+        slots += batch * width
+    secs = time.perf_counter() - t
+    write_json(out, {"steps": steps, "batch": batch, "seconds": round(secs, 2),
+                     "real_tokens": tokens, "tokens_per_s": round(tokens / secs, 1),
+                     "real_share_of_slots": round(tokens / slots, 3),
+                     "last_loss": round(loss.item(), 4), "peak_rss_mib": round(peak_rss_mib(), 1)})
+
+
+def cmd_matmul(out):
+    res = {}
+    for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+        a = torch.randn(4096, 384, dtype=dtype)
+        b = torch.randn(384, 1536, dtype=dtype)
+        for _ in range(3):
+            a @ b
+        n, t = 20, time.perf_counter()
+        for _ in range(n):
+            a @ b
+        res[name] = round(2 * 4096 * 384 * 1536 * n / (time.perf_counter() - t) / 1e9, 1)
+    res["torch"] = torch.__version__
+    res["transformers"] = transformers.__version__
+    res["cpu_capability"] = torch.backends.cpu.get_cpu_capability()
+    write_json(out, res)
+
+
+def span_set(record):
+    return [(e["start"], e["end"], e["label"]) for e in record.get("entities", [])]
+
+
+def cmd_compare(ours, theirs, out):
+    a = {r["id"]: r for r in read_jsonl(ours)}
+    b = {r["id"]: r for r in read_jsonl(theirs)}
+    differ = sorted(k for k in b if k not in a or span_set(a[k]) != span_set(b[k]))
+    score_diff = 0.0
+    for k in b:
+        if k in a and k not in differ:
+            for x, y in zip(a[k]["entities"], b[k]["entities"]):
+                score_diff = max(score_diff, abs(x["score"] - y["score"]))
+    res = {"articles": len(b), "same_entities": len(b) - len(differ),
+           "entities": sum(len(r["entities"]) for r in b.values()),
+           "max_score_difference": score_diff, "differing_ids": differ[:20]}
+    write_json(out, res)
+    if differ:
+        print(f"predictions differ in {len(differ)} article(s), e.g. {differ[:5]}", file=sys.stderr)
+        sys.exit(1)
+
+
+def write_json(path, obj):
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(obj, f, indent=2)
+    os.replace(tmp, path)
+    print(json.dumps(obj))
+
+
+if __name__ == "__main__":
+    torch.set_num_threads(int(os.environ.get("THREADS", os.cpu_count())))
+    cmd, args = sys.argv[1], sys.argv[2:]
+    if cmd == "infer":
+        cmd_infer(*args)
+    elif cmd == "scale":
+        cmd_scale(args[0], args[1], args[2:])
+    elif cmd == "train":
+        cmd_train(*args)
+    elif cmd == "matmul":
+        cmd_matmul(*args)
+    elif cmd == "compare":
+        cmd_compare(*args)
+    else:
+        sys.exit(__doc__)
