@@ -94,6 +94,7 @@ def report(out, doc):
     mm_pt = load(out, "torch-matmul.json")
     cmp32 = load(out, "compare-batch32.json")
     cmp1 = load(out, "compare-batch1.json")
+    ns["f1"] = load(out, "newstag-eval.json")["entities"]["micro"]["f1"]
     # Same tokenizer and windows on both sides, so PyTorch's count of real tokens is newstag's too.
     ns["batch32_tps"] = pt["batch32_sorted"]["real_tokens"] / ns["batch32_s"]
     ns["batch1_tps"] = pt["batch1"]["real_tokens"] / ns["batch1_s"]
