@@ -39,7 +39,7 @@ from transformers import AutoTokenizer, BertForTokenClassification  # noqa: E402
 IMPORT_S = time.perf_counter() - T0
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures"))
-from newstag_ref import decode_entities, plan_windows  # noqa: E402
+from newstag_ref import decode_entities, encode, word_logits  # noqa: E402
 
 # The encoder's forward cost per token (6 layers x (4 * 384^2 + 2 * 384 * 1536) x 2 FLOP).
 FLOP_PER_TOKEN = 6 * (4 * 384 * 384 + 2 * 384 * 1536) * 2
@@ -70,22 +70,6 @@ class Tagger:
         cfg = self.model.config
         self.id2label = [cfg.id2label[i] for i in range(cfg.num_labels)]
 
-    def encode(self, text):
-        """Words (character spans), first sub-token of each word, windows and their rows."""
-        pre = self.tok.backend_tokenizer.pre_tokenizer.pre_tokenize_str(text)
-        words = [(s, e) for _, (s, e) in pre]
-        enc = self.tok([text[s:e] for s, e in words], is_split_into_words=True,
-                       add_special_tokens=False)
-        ids = enc["input_ids"]
-        first = {}
-        for t, w in enumerate(enc.word_ids()):
-            if w is not None and w not in first:
-                first[w] = t
-        windows = plan_windows(len(ids), *self.window)
-        cls, sep = self.tok.cls_token_id, self.tok.sep_token_id
-        rows = [[cls] + ids[s:e] + [sep] for s, e, _, _ in windows]
-        return {"words": words, "first": first, "windows": windows, "rows": rows}
-
     def run(self, rows):
         """Logits of each row (padded batch, forward, back to numpy), timed."""
         width = max(len(r) for r in rows)
@@ -100,15 +84,7 @@ class Tagger:
         return logits, time.perf_counter() - t, int(mask.sum())
 
     def entities(self, art, logits_of_window):
-        word_logits = []
-        for w in range(len(art["words"])):
-            t = art["first"].get(w)
-            if t is None:
-                word_logits.append(None)
-                continue
-            k = next(i for i, (_, _, o0, o1) in enumerate(art["windows"]) if o0 <= t < o1)
-            word_logits.append(logits_of_window[k][1 + t - art["windows"][k][0]])
-        return decode_entities(self.id2label, art["words"], word_logits)
+        return decode_entities(self.id2label, art["words"], word_logits(art, logits_of_window))
 
 
 def throughput(tagger, arts, batch, order, keep=False):
@@ -144,7 +120,7 @@ def cmd_infer(model, texts, out, preds):
         t = time.perf_counter()
         BertForTokenClassification.from_pretrained(model, dtype=torch.float32).eval()
         load_again.append(time.perf_counter() - t)
-    arts = [tagger.encode(r["text"]) for r in records]
+    arts = [encode(tagger.tok, r["text"], tagger.window) for r in records]
     res = {"import_s": round(IMPORT_S, 3), "load_first_s": round(tagger.load_s, 3),
            "load_warm_s": round(statistics.median(load_again), 3), "threads": torch.get_num_threads(),
            "articles": len(arts)}
@@ -163,7 +139,7 @@ def cmd_scale(model, out, files):
     tagger = Tagger(model)
     res = {}
     for path in files:
-        arts = [tagger.encode(r["text"]) for r in read_jsonl(path)]
+        arts = [encode(tagger.tok, r["text"], tagger.window) for r in read_jsonl(path)]
         res[os.path.basename(path)], _ = throughput(tagger, arts, 32, "sorted")
     res["peak_rss_mib"] = round(peak_rss_mib(), 1)
     write_json(out, res)
