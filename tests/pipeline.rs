@@ -119,38 +119,16 @@ fn saved_model_reloads_to_identical_predictions() {
     .unwrap();
     let reloaded = NewsTagger::load(run.path(), &Device::Cpu).unwrap();
     let a = Predictor::new(&model, 3).unwrap().predict(&data).unwrap();
-    let b = Predictor::new(&reloaded, 3)
-        .unwrap()
-        .predict(&data)
-        .unwrap();
-    for (x, y) in a.iter().zip(&b) {
-        assert_eq!(x.entities, y.entities);
-        assert_eq!(x.topic_probs, y.topic_probs);
-    }
-    // Another batch size groups windows differently; the matrix products then sum in another
-    // order, so scores may move in the last bits, never more.
-    let c = Predictor::new(&reloaded, 5)
-        .unwrap()
-        .predict(&data)
-        .unwrap();
-    for (x, y) in a.iter().zip(&c) {
-        let spans = |p: &newstag::infer::ArticlePrediction| {
-            p.entities
-                .iter()
-                .map(|e| e.entity.clone())
-                .collect::<Vec<_>>()
-        };
-        assert_eq!(spans(x), spans(y));
-        for (e, f) in x.entities.iter().zip(&y.entities) {
-            assert!(
-                (e.score - f.score).abs() < 1e-5,
-                "{} vs {}",
-                e.score,
-                f.score
-            );
-        }
-        for (p, q) in x.topic_probs.iter().zip(&y.topic_probs) {
-            assert!((p - q).abs() < 1e-5, "{p} vs {q}");
+    // Bit-identical at any batch size: an article's windows give the same numbers whatever they
+    // are batched (and padded) with.
+    for batch in [3, 5, 64, 2, 1] {
+        let b = Predictor::new(&reloaded, batch)
+            .unwrap()
+            .predict(&data)
+            .unwrap();
+        for (x, y) in a.iter().zip(&b) {
+            assert_eq!(x.entities, y.entities, "batch {batch}");
+            assert_eq!(x.topic_probs, y.topic_probs, "batch {batch}");
         }
     }
     assert_eq!(model.thresholds(), reloaded.thresholds());

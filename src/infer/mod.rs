@@ -119,8 +119,12 @@ impl<'m> Predictor<'m> {
                 vec![outside; a.words().len()]
             })
             .collect();
-        let mut pooled_sum = vec![vec![0f32; hidden]; articles.len()];
-        let mut pooled_weight = vec![0f32; articles.len()];
+        // Each window's sum of hidden states, added up per article in window order at the end: an
+        // article's embedding does not depend on how its windows were batched.
+        let mut window_sums: Vec<Vec<Option<Vec<f32>>>> = encoded
+            .iter()
+            .map(|e| vec![None; e.windows.len()])
+            .collect();
 
         let mut start = 0;
         while start < items.len() {
@@ -139,23 +143,29 @@ impl<'m> Predictor<'m> {
             for ((item, word), p) in batch.words.iter().zip(probs) {
                 word_probs[items[start + item].0][*word] = p;
             }
-            let pooled = out.pooled.to_vec2::<f32>()?;
-            for (k, row) in pooled.iter().enumerate() {
-                let (a, it) = &items[start + k];
-                let w = &it.article.windows;
-                let owned = (w[it.windows.1 - 1].owned.end - w[it.windows.0].owned.start) as f32;
-                for (s, v) in pooled_sum[*a].iter_mut().zip(row) {
-                    *s += v * owned;
+            let mut sums = out.window_sums.to_vec2::<f32>()?.into_iter();
+            for (a, it) in &items[start..end] {
+                for slot in &mut window_sums[*a][it.windows.0..it.windows.1] {
+                    *slot = sums.next();
                 }
-                pooled_weight[*a] += owned;
             }
             start = end;
         }
 
-        let embeddings: Vec<Vec<f32>> = pooled_sum
+        let embeddings: Vec<Vec<f32>> = window_sums
             .into_iter()
-            .zip(&pooled_weight)
-            .map(|(s, &w)| s.into_iter().map(|v| v / w.max(1.0)).collect())
+            .zip(encoded)
+            .map(|(windows, enc)| {
+                let mut sum = vec![0f32; hidden];
+                for w in windows.iter().flatten() {
+                    for (s, v) in sum.iter_mut().zip(w) {
+                        *s += v;
+                    }
+                }
+                // Windows own each sub-token exactly once.
+                let count = enc.ids.len().max(1) as f32;
+                sum.into_iter().map(|v| v / count).collect()
+            })
             .collect();
         let topic_probs: Vec<Vec<f32>> = if model.topics().is_empty() || articles.is_empty() {
             vec![Vec::new(); articles.len()]

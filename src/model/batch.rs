@@ -1,6 +1,7 @@
 //! Batches of windows as tensors. An item is a run of consecutive windows of one article: its
 //! words are classified where their windows own them, and its topics come from the mean of every
-//! owned sub-token's hidden state.
+//! owned sub-token's hidden state (summed per window first, so inference can add an article's
+//! windows in their own order whatever batches they ran in).
 
 use super::windows::{EncodedArticle, SpecialTokens};
 use candle_core::{Device, Tensor};
@@ -74,8 +75,14 @@ pub struct Batch {
     pub word_positions: Tensor,
     /// For each row of `word_positions`: (item, word index in its article).
     pub words: Vec<(usize, usize)>,
-    /// `[items, windows * len]`: each item's mean over the sub-tokens it owns.
-    pub pool: Tensor,
+    /// Flat positions of the sub-tokens the windows own, window by window.
+    pub owned_positions: Tensor,
+    /// For each of `owned_positions`: its window's row.
+    pub owned_rows: Tensor,
+    /// For each window row: its item.
+    pub row_items: Tensor,
+    /// `[items, 1]`: one over the number of sub-tokens each item owns.
+    pub item_scale: Tensor,
     /// Sub-tokens that are not padding (special tokens included).
     pub real_tokens: usize,
     /// All slots, padding included.
@@ -92,7 +99,9 @@ impl Batch {
         let len = items.iter().map(Item::max_len).max().unwrap_or(2);
         let mut ids = vec![special.pad; rows * len];
         let mut mask = vec![0u32; rows * len];
-        let mut pool = vec![0f32; items.len() * rows * len];
+        let (mut owned_positions, mut owned_rows, mut row_items) =
+            (Vec::new(), Vec::new(), Vec::new());
+        let mut item_scale = Vec::with_capacity(items.len());
         let mut word_positions = Vec::new();
         let mut words = Vec::new();
         let mut real_tokens = 0;
@@ -100,7 +109,7 @@ impl Batch {
         for (i, item) in items.iter().enumerate() {
             let art = item.article;
             let mut word_iter = item.words().peekable();
-            let mut owned_positions = Vec::new();
+            let owned_before = owned_positions.len();
             for w in &art.windows[item.windows.0..item.windows.1] {
                 let base = row * len;
                 ids[base] = special.cls;
@@ -110,7 +119,9 @@ impl Batch {
                 mask[base..base + w.len()].fill(1);
                 real_tokens += w.len();
                 let col = |t: usize| base + 1 + t - w.tokens.start;
-                owned_positions.extend(w.owned.clone().map(col));
+                owned_positions.extend(w.owned.clone().map(|t| col(t) as u32));
+                owned_rows.extend(w.owned.clone().map(|_| row as u32));
+                row_items.push(i as u32);
                 while let Some(&word) = word_iter.peek() {
                     match art.first_token[word] {
                         Some(t) if t >= w.owned.end => break,
@@ -124,18 +135,19 @@ impl Batch {
                 }
                 row += 1;
             }
-            let weight = 1.0 / owned_positions.len().max(1) as f32;
-            for p in owned_positions {
-                pool[i * rows * len + p] = weight;
-            }
+            item_scale.push(1.0 / (owned_positions.len() - owned_before).max(1) as f32);
         }
+        let n_owned = owned_positions.len();
         Ok(Batch {
             ids: Tensor::from_vec(ids, (rows, len), device)?,
             type_ids: Tensor::zeros((rows, len), candle_core::DType::U32, device)?,
             mask: Tensor::from_vec(mask, (rows, len), device)?,
             word_positions: Tensor::from_vec(word_positions, words.len(), device)?,
             words,
-            pool: Tensor::from_vec(pool, (items.len(), rows * len), device)?,
+            owned_rows: Tensor::from_vec(owned_rows, n_owned, device)?,
+            owned_positions: Tensor::from_vec(owned_positions, n_owned, device)?,
+            row_items: Tensor::from_vec(row_items, rows, device)?,
+            item_scale: Tensor::from_vec(item_scale, (items.len(), 1), device)?,
             real_tokens,
             slots: rows * len,
         })
@@ -184,9 +196,18 @@ mod tests {
         for (p, w) in pos.iter().zip(&words) {
             assert_eq!(ids[*p as usize], 100 + first_token[*w].unwrap() as u32);
         }
-        let pool = batch.pool.to_vec2::<f32>().unwrap();
-        let total: f32 = pool[0].iter().sum();
-        assert!((total - 1.0).abs() < 1e-5);
-        assert_eq!(pool[0].iter().filter(|&&x| x > 0.0).count(), n);
+        // Every sub-token is owned exactly once, in order, by a window whose row holds it.
+        let owned = batch.owned_positions.to_vec1::<u32>().unwrap();
+        let owned_ids: Vec<u32> = owned.iter().map(|&p| ids[p as usize]).collect();
+        assert_eq!(owned_ids, art.ids);
+        let len = batch.ids.dim(1).unwrap() as u32;
+        let rows = batch.owned_rows.to_vec1::<u32>().unwrap();
+        assert!(owned.iter().zip(&rows).all(|(p, r)| p / len == *r));
+        assert_eq!(
+            batch.row_items.to_vec1::<u32>().unwrap(),
+            vec![0; art.windows.len()]
+        );
+        let scale = batch.item_scale.to_vec2::<f32>().unwrap();
+        assert_eq!(scale, vec![vec![1.0 / n as f32]]);
     }
 }

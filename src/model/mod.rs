@@ -44,8 +44,10 @@ pub struct NewsTagger {
 pub struct Output {
     /// `[words, tags]`, one row per word of `Batch::words`.
     pub entity_logits: Tensor,
+    /// `[windows, hidden]`: each window's sum of hidden states over the sub-tokens it owns.
+    pub window_sums: Tensor,
     /// `[items, hidden]`: each item's mean hidden state over the sub-tokens it owns (the topic
-    /// head's input; an article split over several items is the weighted mean of its items).
+    /// head's input).
     pub pooled: Tensor,
 }
 
@@ -260,10 +262,20 @@ impl NewsTagger {
         let (b, t, h) = hidden.dims3()?;
         let flat = hidden.reshape((b * t, h))?;
         let word_states = mode.dropout(&flat.index_select(&batch.word_positions, 0)?)?;
-        let entity_logits = self.classifier.forward(&word_states)?;
-        let pooled = batch.pool.matmul(&flat)?;
+        let entity_logits = apply_head(&self.classifier, &word_states, mode)?;
+        let owned = flat.index_select(&batch.owned_positions, 0)?;
+        let window_sums = Tensor::zeros((b, h), owned.dtype(), owned.device())?.index_add(
+            &batch.owned_rows,
+            &owned,
+            0,
+        )?;
+        let items = batch.item_scale.dim(0)?;
+        let pooled = Tensor::zeros((items, h), owned.dtype(), owned.device())?
+            .index_add(&batch.row_items, &window_sums, 0)?
+            .broadcast_mul(&batch.item_scale)?;
         Ok(Output {
             entity_logits,
+            window_sums,
             pooled,
         })
     }
@@ -271,7 +283,7 @@ impl NewsTagger {
     /// Topic logits `[items, topics]` from pooled states, or `None` for a model without topics.
     pub fn topic_logits(&self, pooled: &Tensor, mode: &mut Mode) -> anyhow::Result<Option<Tensor>> {
         match &self.topic_head {
-            Some(head) => Ok(Some(head.forward(&mode.dropout(pooled)?)?)),
+            Some(head) => Ok(Some(apply_head(head, &mode.dropout(pooled)?, mode)?)),
             None => Ok(None),
         }
     }
@@ -295,6 +307,15 @@ impl NewsTagger {
             .map_err(|e| anyhow::anyhow!("cannot serialise tokenizer: {e}"))?;
         write_atomic(&dir.join("tokenizer.json"), tok.as_bytes())?;
         write_json_atomic(&dir.join("config.json"), &self.config)
+    }
+}
+
+/// A head's output. At inference on CPU row by row ([`ops::linear_rows`]): a word's or an
+/// article's scores do not depend on what it is batched with.
+fn apply_head(head: &Linear, x: &Tensor, mode: &Mode) -> candle_core::Result<Tensor> {
+    match head.bias() {
+        Some(bias) if !mode.is_train() => ops::linear_rows(x, head.weight(), bias),
+        _ => head.forward(x),
     }
 }
 

@@ -7,8 +7,9 @@
 //! is eight tensor ops forward and about twenty backward, each a pass over memory and a fresh
 //! allocation, and its backward pass adds two more passes per op (a zero gradient, then a sum). Here
 //! each is one pass forward and one backward, as candle custom ops whose `bwd` is itself a fused
-//! kernel. They run on contiguous `f32` CPU tensors, in parallel over rows on candle's CPU thread
-//! pool; every reduction is summed in a fixed order, so results do not depend on the thread count.
+//! kernel. They run on contiguous `f32` CPU tensors, in parallel over rows on rayon's thread pool;
+//! every reduction is summed in a fixed order, so results depend neither on the thread count nor
+//! on how much padding follows a row.
 //! On other devices or dtypes each function falls back to the differentiable composition of candle
 //! ops it replaces (the `*_reference` functions, kept public for tests).
 
@@ -151,7 +152,9 @@ pub(crate) fn par_chunks_mut<const N: usize>(
 }
 
 // ---------------------------------------------------------------------------------------------
-// Small vectorisable reductions (eight accumulators, so LLVM may use SIMD lanes).
+// Small vectorisable reductions (eight accumulators, so LLVM may use SIMD lanes). The tail of a
+// row goes into the same lanes as a zero-padded chunk would: a row's sum is then bit-identical
+// however much zero padding follows it (an article's scores do not depend on its batch-mates).
 
 #[inline(always)]
 fn combine8(acc: [f32; 8]) -> f32 {
@@ -163,14 +166,16 @@ fn combine8(acc: [f32; 8]) -> f32 {
 fn sum1(a: &[f32], f: impl Fn(f32) -> f32) -> f32 {
     let mut acc = [0f32; 8];
     let chunks = a.chunks_exact(8);
-    let tail: f32 = chunks.remainder().iter().map(|&v| f(v)).sum();
+    for (k, &v) in chunks.remainder().iter().enumerate() {
+        acc[k] += f(v);
+    }
     for c in chunks {
         let c: &[f32; 8] = c.try_into().expect("chunks of 8");
         for k in 0..8 {
             acc[k] += f(c[k]);
         }
     }
-    combine8(acc) + tail
+    combine8(acc)
 }
 
 /// `sum(f(a[i], b[i]))` over `a.len()` elements.
@@ -179,12 +184,9 @@ fn sum2(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32) -> f32 {
     let b = &b[..a.len()];
     let mut acc = [0f32; 8];
     let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
-    let tail: f32 = ca
-        .remainder()
-        .iter()
-        .zip(cb.remainder())
-        .map(|(&a, &b)| f(a, b))
-        .sum();
+    for (k, (&a, &b)) in ca.remainder().iter().zip(cb.remainder()).enumerate() {
+        acc[k] += f(a, b);
+    }
     for (a, b) in ca.zip(cb) {
         let a: &[f32; 8] = a.try_into().expect("chunks of 8");
         let b: &[f32; 8] = b.try_into().expect("chunks of 8");
@@ -192,7 +194,7 @@ fn sum2(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32) -> f32 {
             acc[k] += f(a[k], b[k]);
         }
     }
-    combine8(acc) + tail
+    combine8(acc)
 }
 
 /// `sum(f(a[i], b[i], c[i]))` over `a.len()` elements.
@@ -201,13 +203,14 @@ fn sum3(a: &[f32], b: &[f32], c: &[f32], f: impl Fn(f32, f32, f32) -> f32) -> f3
     let (b, c) = (&b[..a.len()], &c[..a.len()]);
     let mut acc = [0f32; 8];
     let (ca, cb, cc) = (a.chunks_exact(8), b.chunks_exact(8), c.chunks_exact(8));
-    let tail: f32 = ca
+    let tails = ca
         .remainder()
         .iter()
         .zip(cb.remainder())
-        .zip(cc.remainder())
-        .map(|((&a, &b), &c)| f(a, b, c))
-        .sum();
+        .zip(cc.remainder());
+    for (k, ((&a, &b), &c)) in tails.enumerate() {
+        acc[k] += f(a, b, c);
+    }
     for ((a, b), c) in ca.zip(cb).zip(cc) {
         let a: &[f32; 8] = a.try_into().expect("chunks of 8");
         let b: &[f32; 8] = b.try_into().expect("chunks of 8");
@@ -216,7 +219,7 @@ fn sum3(a: &[f32], b: &[f32], c: &[f32], f: impl Fn(f32, f32, f32) -> f32) -> f3
             acc[k] += f(a[k], b[k], c[k]);
         }
     }
-    combine8(acc) + tail
+    combine8(acc)
 }
 
 #[inline(always)]
@@ -1103,6 +1106,68 @@ impl CustomOp3 for AttentionProbsBwdOp {
             }
         });
         Ok((CpuStorage::F32(gx), l1.shape().clone()))
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Small linear layers (the heads) at inference, one dot product per output.
+
+/// `x weight^T + bias` for `x` `[rows, in]`, `weight` `[out, in]`: every output is one dot product
+/// summed in a fixed order, so a row's result does not depend on how many rows come with it (a
+/// matrix multiply picks other kernels, hence other summation orders, for other row counts). For
+/// the heads at inference, where `out` is small; no gradient.
+pub fn linear_rows(x: &Tensor, weight: &Tensor, bias: &Tensor) -> Result<Tensor> {
+    let (out, input) = weight.dims2()?;
+    if x.dim(D::Minus1)? != input || bias.dims() != [out] {
+        bail!("linear_rows: expected x [rows, {input}] and bias [{out}]")
+    }
+    if runs_fused(x) && runs_fused(weight) && runs_fused(bias) {
+        x.contiguous()?.apply_op3_no_bwd(
+            &weight.detach().contiguous()?,
+            &bias.detach().contiguous()?,
+            &LinearRowsOp,
+        )
+    } else {
+        x.broadcast_matmul(&weight.t()?)?.broadcast_add(bias)
+    }
+}
+
+struct LinearRowsOp;
+
+impl CustomOp3 for LinearRowsOp {
+    fn name(&self) -> &'static str {
+        "newstag-linear-rows"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let name = self.name();
+        let (x, w, b) = (
+            as_f32(s1, l1, name)?,
+            as_f32(s2, l2, name)?,
+            as_f32(s3, l3, name)?,
+        );
+        let (input, out) = (last_dim(l1, name)?, b.len());
+        let mut y = vec![0f32; x.len() / input * out];
+        let rows_per_chunk = (ELEMWISE_CHUNK / (input * out).max(1)).max(1);
+        par_chunks_mut([(&mut y[..], rows_per_chunk * out)], |c, [y]| {
+            let x = &x[c * rows_per_chunk * input..];
+            for (y, x) in y.chunks_exact_mut(out).zip(x.chunks_exact(input)) {
+                for ((y, w), &b) in y.iter_mut().zip(w.chunks_exact(input)).zip(b) {
+                    *y = sum2(x, w, |x, w| x * w) + b;
+                }
+            }
+        });
+        let mut dims = l1.dims().to_vec();
+        *dims.last_mut().expect("a last dimension") = out;
+        Ok((CpuStorage::F32(y), Shape::from(dims)))
     }
 }
 
