@@ -155,6 +155,47 @@ fn masked_softmax_matches_the_differentiable_ops() {
 }
 
 #[test]
+fn masked_softmax_gives_a_row_the_same_bits_however_much_padding_follows() {
+    // Batching pads a window to its batch's longest: its attention must not change in the last bit.
+    let mut rng = StdRng::seed_from_u64(9);
+    for len in 1..=41 {
+        let x = random(&mut rng, &[1, 2, 3, len], -10.0, 10.0);
+        let alone = values(&ops::masked_softmax(&x, &padding_mask(1, len), 0.3).unwrap());
+        for pad in [1, 7, 8, 9, 30] {
+            let padded = x.pad_with_zeros(3, 0, pad).unwrap().contiguous().unwrap();
+            let mask: Vec<f32> = (0..len + pad)
+                .map(|j| if j < len { 0.0 } else { -1e9 })
+                .collect();
+            let mask = Tensor::from_vec(mask, (1, 1, 1, len + pad), &Device::Cpu).unwrap();
+            let y = ops::masked_softmax(&padded, &mask, 0.3).unwrap();
+            let y = values(&y.narrow(3, 0, len).unwrap().contiguous().unwrap());
+            assert_eq!(y, alone, "length {len}, padding {pad}");
+        }
+    }
+}
+
+#[test]
+fn linear_rows_gives_a_row_the_same_bits_whatever_rows_come_with_it() {
+    let mut rng = StdRng::seed_from_u64(10);
+    let (x, w, b) = (
+        random(&mut rng, &[37, 45], -1.0, 1.0),
+        random(&mut rng, &[9, 45], -1.0, 1.0),
+        random(&mut rng, &[9], -1.0, 1.0),
+    );
+    let all = ops::linear_rows(&x, &w, &b).unwrap();
+    let want = x
+        .matmul(&w.t().unwrap())
+        .unwrap()
+        .broadcast_add(&b)
+        .unwrap();
+    assert!(max_abs_diff(&all, &want) < 1e-5);
+    for (start, n) in [(0, 1), (5, 2), (36, 1), (10, 20)] {
+        let part = ops::linear_rows(&x.narrow(0, start, n).unwrap(), &w, &b).unwrap();
+        assert_eq!(values(&part), values(&all.narrow(0, start, n).unwrap()));
+    }
+}
+
+#[test]
 fn gelu_matches_candle() {
     let mut rng = StdRng::seed_from_u64(5);
     for dims in SHAPES {

@@ -166,14 +166,15 @@ fn combine8(acc: [f32; 8]) -> f32 {
 fn sum1(a: &[f32], f: impl Fn(f32) -> f32) -> f32 {
     let mut acc = [0f32; 8];
     let chunks = a.chunks_exact(8);
-    for (k, &v) in chunks.remainder().iter().enumerate() {
-        acc[k] += f(v);
-    }
+    let tail = chunks.remainder();
     for c in chunks {
         let c: &[f32; 8] = c.try_into().expect("chunks of 8");
         for k in 0..8 {
             acc[k] += f(c[k]);
         }
+    }
+    for (k, &v) in tail.iter().enumerate() {
+        acc[k] += f(v);
     }
     combine8(acc)
 }
@@ -184,15 +185,16 @@ fn sum2(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32) -> f32 {
     let b = &b[..a.len()];
     let mut acc = [0f32; 8];
     let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
-    for (k, (&a, &b)) in ca.remainder().iter().zip(cb.remainder()).enumerate() {
-        acc[k] += f(a, b);
-    }
+    let tails = ca.remainder().iter().zip(cb.remainder());
     for (a, b) in ca.zip(cb) {
         let a: &[f32; 8] = a.try_into().expect("chunks of 8");
         let b: &[f32; 8] = b.try_into().expect("chunks of 8");
         for k in 0..8 {
             acc[k] += f(a[k], b[k]);
         }
+    }
+    for (k, (&a, &b)) in tails.enumerate() {
+        acc[k] += f(a, b);
     }
     combine8(acc)
 }
