@@ -2,6 +2,7 @@
 //! compositions of differentiable candle ops they replace, forward and backward.
 
 use candle_core::{Device, Tensor, Var, D};
+use newstag::model::attention::self_attention;
 use newstag::model::bert::{Bert, Dropout, Mode};
 use newstag::model::config::BertConfig;
 use newstag::model::ops;
@@ -193,6 +194,69 @@ fn linear_rows_gives_a_row_the_same_bits_whatever_rows_come_with_it() {
         let part = ops::linear_rows(&x.narrow(0, start, n).unwrap(), &w, &b).unwrap();
         assert_eq!(values(&part), values(&all.narrow(0, start, n).unwrap()));
     }
+}
+
+#[test]
+fn per_window_attention_matches_masked_batched_attention() {
+    let mut rng = StdRng::seed_from_u64(11);
+    let (heads, size, len) = (3, 8, 21);
+    let hidden = heads * size;
+    let lengths = [21, 5, 1, 13];
+    let b = lengths.len();
+    let qkv = random(&mut rng, &[b * len, 3 * hidden], -2.0, 2.0);
+    let bias = random(&mut rng, &[3 * hidden], -1.0, 1.0);
+    let got = self_attention(&qkv, &bias, &lengths, heads).unwrap();
+
+    // The batched reference: bias, split heads, masked softmax, multiply, merge heads.
+    let h = qkv.broadcast_add(&bias).unwrap();
+    let part = |i: usize| {
+        h.narrow(1, i * hidden, hidden)
+            .unwrap()
+            .reshape((b, len, heads, size))
+            .unwrap()
+            .transpose(1, 2)
+            .unwrap()
+            .contiguous()
+            .unwrap()
+    };
+    let (q, k, v) = (part(0), part(1), part(2));
+    let mask: Vec<f32> = lengths
+        .iter()
+        .flat_map(|&n| (0..len).map(move |j| if j < n { 0.0 } else { -1e9 }))
+        .collect();
+    let mask = Tensor::from_vec(mask, (b, 1, 1, len), &Device::Cpu).unwrap();
+    let scores = q.matmul(&k.t().unwrap()).unwrap();
+    let probs = ops::masked_softmax_reference(&scores, &mask, 1.0 / (size as f64).sqrt()).unwrap();
+    let want = probs
+        .matmul(&v)
+        .unwrap()
+        .transpose(1, 2)
+        .unwrap()
+        .reshape((b * len, hidden))
+        .unwrap();
+    let (got_rows, want_rows) = (
+        got.to_vec2::<f32>().unwrap(),
+        want.to_vec2::<f32>().unwrap(),
+    );
+    for (w, &n) in lengths.iter().enumerate() {
+        for t in 0..len {
+            let (g, r) = (&got_rows[w * len + t], &want_rows[w * len + t]);
+            if t < n {
+                let diff = g
+                    .iter()
+                    .zip(r)
+                    .map(|(a, b)| (a - b).abs())
+                    .fold(0.0, f32::max);
+                assert!(diff < 1e-5, "window {w} token {t}: {diff}");
+            } else {
+                assert!(g.iter().all(|&v| v == 0.0), "padding gets zeros");
+            }
+        }
+    }
+    // A window alone gives the same bits as in the batch.
+    let window = qkv.narrow(0, len, len).unwrap().contiguous().unwrap();
+    let alone = self_attention(&window, &bias, &lengths[1..2], heads).unwrap();
+    assert_eq!(values(&alone), values(&got.narrow(0, len, len).unwrap()));
 }
 
 #[test]

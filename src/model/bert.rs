@@ -7,6 +7,7 @@
 //! differentiable candle ops elsewhere), with real dropout, while [`Mode::Infer`] uses candle's
 //! forward-only kernels and no dropout.
 
+use super::attention;
 use super::config::{Activation, BertConfig};
 use super::ops;
 use candle_core::{DType, Module, Result, Tensor, TensorId};
@@ -243,111 +244,93 @@ impl Layer {
         })
     }
 
-    fn linears(&self) -> [&Linear; 6] {
-        [
-            &self.query,
-            &self.key,
-            &self.value,
-            &self.attention_out,
-            &self.intermediate,
-            &self.output,
-        ]
-    }
-
-    /// Training with the fused kernels, and inference on CPU. `x`: `[batch * len, hidden]` (rows stay 2-D through the
-    /// encoder: every reshape would be one more node for backpropagation to pass through);
-    /// `mask_bias` as for [`Layer::forward`]. The same computation and dropout masks as
-    /// [`Layer::forward`] with the reference kernels.
+    /// Training with the fused kernels, and inference on CPU without prepared weights. `x`:
+    /// `[batch * len, hidden]` (rows stay 2-D through the encoder: every reshape would be one more
+    /// node for backpropagation to pass through); `mask_bias` as for [`Layer::forward`]. The same
+    /// computation and dropout masks as [`Layer::forward`] with the reference kernels.
     fn forward_fused(
         &self,
         x: &Tensor,
         batch: usize,
         mask_bias: &Tensor,
-        prepared: Option<&PreparedLayer>,
         mode: &mut Mode,
     ) -> Result<Tensor> {
-        // At inference the parameters are read detached: as variables they would make every
-        // activation keep its inputs alive for a backward pass that never comes.
         let train = mode.is_train();
-        let param = |t: &Tensor| {
-            if train {
-                t.clone()
-            } else {
-                t.detach()
-            }
+        let heads = |l: &Linear, transposed: bool| {
+            ops::bias_split_heads(
+                &x.matmul(&param(l.weight(), train).t()?)?,
+                &bias(l, train)?,
+                batch,
+                self.heads,
+                transposed,
+            )
         };
-        let project = |l: &Linear, x: &Tensor| match prepared.and_then(|p| p.get(l)) {
-            Some(w_t) => x.matmul(w_t),
-            None => x.matmul(&param(l.weight()).t()?),
-        };
-        let bias = |l: &Linear| {
-            l.bias()
-                .map(param)
-                .ok_or_else(|| candle_core::Error::Msg("a linear layer without bias".into()))
-        };
-        let (norm1_weight, norm1_bias) = (
-            param(&self.attention_norm.weight),
-            param(&self.attention_norm.bias),
-        );
-        let (norm2_weight, norm2_bias) = (
-            param(&self.output_norm.weight),
-            param(&self.output_norm.bias),
-        );
-        let q = ops::bias_split_heads(
-            &project(&self.query, x)?,
-            &bias(&self.query)?,
-            batch,
-            self.heads,
-            false,
-        )?;
+        let q = heads(&self.query, false)?;
         // Keys come transposed, `[batch, heads, head_size, len]`, ready for `q k^T`.
-        let kt = ops::bias_split_heads(
-            &project(&self.key, x)?,
-            &bias(&self.key)?,
-            batch,
-            self.heads,
-            true,
-        )?;
-        let v = ops::bias_split_heads(
-            &project(&self.value, x)?,
-            &bias(&self.value)?,
-            batch,
-            self.heads,
-            false,
-        )?;
+        let kt = heads(&self.key, true)?;
+        let v = heads(&self.value, false)?;
         let scale = 1.0 / (self.head_size as f64).sqrt();
         let (p, seed) = mode.draw(true);
         let probs = ops::attention_probs(&q.matmul(&kt)?, mask_bias, scale, p, seed)?;
         let context = ops::merge_heads(&probs.matmul(&v)?)?;
+        self.forward_after_attention(x, &context, None, mode)
+    }
+
+    /// Inference on CPU with prepared weights: queries, keys and values from one product, then
+    /// attention per window and head over the window's `lengths` tokens only.
+    fn forward_prepared(
+        &self,
+        x: &Tensor,
+        lengths: &[usize],
+        prepared: &PreparedLayer,
+    ) -> Result<Tensor> {
+        let qkv = x.matmul(&prepared.qkv)?;
+        let context = attention::self_attention(&qkv, &prepared.qkv_bias, lengths, self.heads)?;
+        self.forward_after_attention(x, &context, Some(prepared), &mut Mode::Infer)
+    }
+
+    /// The rest of [`Layer::forward_fused`] from the attention context `[batch * len, hidden]`:
+    /// output projection, residual, LayerNorm, feed-forward, residual, LayerNorm.
+    fn forward_after_attention(
+        &self,
+        x: &Tensor,
+        context: &Tensor,
+        prepared: Option<&PreparedLayer>,
+        mode: &mut Mode,
+    ) -> Result<Tensor> {
+        let train = mode.is_train();
+        let project = |l: &Linear, x: &Tensor| match prepared.and_then(|p| p.get(l)) {
+            Some(w_t) => x.matmul(w_t),
+            None => x.matmul(&param(l.weight(), train).t()?),
+        };
+        let norm = |n: &LayerNorm, x: &Tensor| {
+            ops::layer_norm(x, &param(&n.weight, train), &param(&n.bias, train), n.eps)
+        };
         let (p, seed) = mode.draw(false);
         let attended = ops::bias_dropout_add(
-            &project(&self.attention_out, &context)?,
-            &bias(&self.attention_out)?,
+            &project(&self.attention_out, context)?,
+            &bias(&self.attention_out, train)?,
             x,
             p,
             seed,
         )?;
-        let x = ops::layer_norm(
-            &attended,
-            &norm1_weight,
-            &norm1_bias,
-            self.attention_norm.eps,
-        )?;
+        let x = norm(&self.attention_norm, &attended)?;
         let inner = project(&self.intermediate, &x)?;
+        let inner_bias = bias(&self.intermediate, train)?;
         let inner = match self.activation {
-            Activation::Gelu => ops::bias_gelu(&inner, &bias(&self.intermediate)?)?,
-            Activation::GeluNew => inner.broadcast_add(&bias(&self.intermediate)?)?.gelu()?,
-            Activation::Relu => inner.broadcast_add(&bias(&self.intermediate)?)?.relu()?,
+            Activation::Gelu => ops::bias_gelu(&inner, &inner_bias)?,
+            Activation::GeluNew => inner.broadcast_add(&inner_bias)?.gelu()?,
+            Activation::Relu => inner.broadcast_add(&inner_bias)?.relu()?,
         };
         let (p, seed) = mode.draw(false);
         let out = ops::bias_dropout_add(
             &project(&self.output, &inner)?,
-            &bias(&self.output)?,
+            &bias(&self.output, train)?,
             &x,
             p,
             seed,
         )?;
-        ops::layer_norm(&out, &norm2_weight, &norm2_bias, self.output_norm.eps)
+        norm(&self.output_norm, &out)
     }
 
     /// Inference off the CPU, or training with the reference kernels. `x`: `[batch, len, hidden]`;
@@ -385,21 +368,57 @@ impl Layer {
     }
 }
 
-/// A layer's linear weights transposed to `[in, out]` and contiguous, for inference: the matrix
-/// multiply reads them row by row without packing them first, which makes small batches several
-/// times faster (a 14-row product with the FFN's weights: 680 to 100 µs).
+/// A parameter as the fused kernels read it: detached at inference, where as a variable it would
+/// make every activation keep its inputs alive for a backward pass that never comes.
+fn param(t: &Tensor, train: bool) -> Tensor {
+    if train {
+        t.clone()
+    } else {
+        t.detach()
+    }
+}
+
+/// The bias of a linear layer (the encoder's all have one).
+fn bias(l: &Linear, train: bool) -> Result<Tensor> {
+    l.bias()
+        .map(|b| param(b, train))
+        .ok_or_else(|| candle_core::Error::Msg("a linear layer without bias".into()))
+}
+
+/// A layer's weights for inference on CPU: the query, key and value weights side by side, so one
+/// product makes all three, and the other linear weights transposed to `[in, out]`, contiguous:
+/// the multiply then reads them row by row without packing them first, which makes small batches
+/// several times faster (a 14-row product with the FFN's weights: 680 to 100 µs).
 pub struct PreparedLayer {
+    /// `[hidden, 3 * hidden]`.
+    qkv: Tensor,
+    /// `[3 * hidden]`.
+    qkv_bias: Tensor,
     weights: Vec<(TensorId, Tensor)>,
 }
 
 impl PreparedLayer {
     fn new(layer: &Layer) -> Result<Self> {
-        let weights = layer
-            .linears()
+        let attention = [&layer.query, &layer.key, &layer.value];
+        let qkv = Tensor::cat(&attention.map(|l| l.weight().detach()), 0)?
+            .t()?
+            .contiguous()?;
+        let qkv_bias = Tensor::cat(
+            &attention
+                .into_iter()
+                .map(|l| bias(l, false))
+                .collect::<Result<Vec<_>>>()?,
+            0,
+        )?;
+        let weights = [&layer.attention_out, &layer.intermediate, &layer.output]
             .into_iter()
             .map(|l| Ok((l.weight().id(), l.weight().detach().t()?.contiguous()?)))
             .collect::<Result<_>>()?;
-        Ok(PreparedLayer { weights })
+        Ok(PreparedLayer {
+            qkv,
+            qkv_bias,
+            weights,
+        })
     }
 
     /// The transposed copy of `l`'s weight.
@@ -473,9 +492,15 @@ impl Bert {
         if fused {
             let h = x.dim(2)?;
             x = x.reshape((b * len, h))?;
+            let prepared = match prepared.filter(|_| !mode.is_train()) {
+                Some(p) => prefix_lengths(attention_mask)?.map(|lengths| (p, lengths)),
+                None => None,
+            };
             for (i, layer) in self.layers.iter().enumerate() {
-                let prepared = prepared.filter(|_| !mode.is_train()).map(|p| &p.layers[i]);
-                x = layer.forward_fused(&x, b, &mask_bias, prepared, mode)?;
+                x = match &prepared {
+                    Some((p, lengths)) => layer.forward_prepared(&x, lengths, &p.layers[i])?,
+                    None => layer.forward_fused(&x, b, &mask_bias, mode)?,
+                };
             }
             return x.reshape((b, len, h));
         }
@@ -484,4 +509,17 @@ impl Bert {
         }
         Ok(x)
     }
+}
+
+/// Each row's number of tokens when `attention_mask` (`[batch, len]`) is ones then zeros in every
+/// row, as batches of windows are; `None` otherwise.
+fn prefix_lengths(attention_mask: &Tensor) -> Result<Option<Vec<usize>>> {
+    let rows = attention_mask.to_dtype(DType::U32)?.to_vec2::<u32>()?;
+    Ok(rows
+        .iter()
+        .map(|row| {
+            let n = row.iter().take_while(|&&m| m != 0).count();
+            row[n..].iter().all(|&m| m == 0).then_some(n)
+        })
+        .collect())
 }

@@ -2,6 +2,7 @@
 //! multi-label document topics. A saved model is a directory that Hugging Face transformers loads as
 //! `BertForTokenClassification`; the topic head rides along under its own tensor prefix.
 
+pub mod attention;
 pub mod batch;
 pub mod bert;
 pub mod config;

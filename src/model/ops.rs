@@ -83,7 +83,7 @@ fn last_dim(l: &Layout, op: &str) -> Result<usize> {
 /// Runs `f(i)` for `i` in `0..n`, in parallel when `work` elements are touched in all (each `i`
 /// exactly once). On rayon's pool, the one candle's matrix multiply runs on: with candle's own
 /// pool as well, its threads spin after each kernel while the multiply's threads want the cores.
-fn par_for(n: usize, work: usize, f: impl Fn(usize) + Sync) {
+pub(crate) fn par_for(n: usize, work: usize, f: impl Fn(usize) + Sync) {
     if n > 1 && work >= PAR_MIN {
         use rayon::prelude::*;
         (0..n).into_par_iter().for_each(&f);
@@ -526,7 +526,7 @@ pub fn masked_softmax_reference(scores: &Tensor, mask: &Tensor, scale: f64) -> R
 
 /// One softmax row: `y = exp(x - max) / sum`, `x` already scaled and masked in `y`.
 #[inline(always)]
-fn softmax_row_in_place(y: &mut [f32]) {
+pub(crate) fn softmax_row_in_place(y: &mut [f32]) {
     let max = max8(y);
     for v in y.iter_mut() {
         *v = exp_f32(*v - max);
@@ -677,25 +677,25 @@ impl CustomOp2 for SoftmaxBwdOp {
 // GELU (erf).
 
 /// erf for `f32`: the rational approximation of Eigen and XLA (`x * P(x^2) / Q(x^2)` on [-4, 4],
-/// ±1 beyond), evaluated in `f64` so that only the approximation's own error remains: within
-/// 1.5e-7 of erf. Branch-free, so LLVM vectorises it.
+/// ±1 beyond), within 4.2e-7 of erf. Branch-free and in `f32`, so LLVM vectorises it 16 lanes
+/// wide (in `f64`, to within 1e-7, GELU took a tenth of inference time).
 #[inline(always)]
 pub fn erf_f32(x: f32) -> f32 {
-    let x = (x as f64).clamp(-4.0, 4.0);
+    let x = x.clamp(-4.0, 4.0);
     let x2 = x * x;
-    let mut p = -2.726_142_258_013_06e-10;
-    p = p * x2 + 2.770_681_424_959_02e-8;
-    p = p * x2 - 2.101_024_020_825_08e-6;
-    p = p * x2 - 5.692_506_394_623_46e-5;
-    p = p * x2 - 7.349_906_303_268_55e-4;
-    p = p * x2 - 2.954_599_808_540_25e-3;
-    p = p * x2 - 1.609_603_332_624_15e-2;
-    let mut q = -1.456_607_184_649_96e-5;
-    q = q * x2 - 2.133_740_552_789_05e-4;
-    q = q * x2 - 1.682_826_974_382_03e-3;
-    q = q * x2 - 7.373_329_167_204_68e-3;
-    q = q * x2 - 1.426_473_905_141_89e-2;
-    (x * p / q) as f32
+    let mut p = -2.726_142_3e-10;
+    p = p * x2 + 2.770_681_4e-8;
+    p = p * x2 - 2.101_024e-6;
+    p = p * x2 - 5.692_506_4e-5;
+    p = p * x2 - 7.349_906e-4;
+    p = p * x2 - 2.954_6e-3;
+    p = p * x2 - 1.609_603_3e-2;
+    let mut q = -1.456_607_2e-5;
+    q = q * x2 - 2.133_740_6e-4;
+    q = q * x2 - 1.682_827e-3;
+    q = q * x2 - 7.373_329e-3;
+    q = q * x2 - 1.426_474e-2;
+    x * p / q
 }
 
 /// Exact GELU, `x * (1 + erf(x / sqrt 2)) / 2`, differentiable.
@@ -853,11 +853,20 @@ impl DropoutOp {
         [f(0), f(1), f(2), f(3)]
     }
 
+    /// Whether the mask keeps everything unscaled (`p` = 0, as at inference).
+    fn is_identity(&self) -> bool {
+        self.threshold == 0 && self.scale == 1.0
+    }
+
     /// `y = mask * x` for elements `start..start + x.len()` of the tensor.
     #[inline(always)]
     fn apply(&self, start: usize, x: &[f32], y: &mut [f32]) {
         let n = x.len();
         let y = &mut y[..n];
+        if self.is_identity() {
+            y.copy_from_slice(x);
+            return;
+        }
         // Up to the next multiple of 4, then four at a time.
         let lane = start % 4;
         let head = if lane == 0 { 0 } else { (4 - lane).min(n) };
@@ -890,6 +899,9 @@ impl DropoutOp {
     /// `y = mask * y` in place, for elements `start..start + y.len()` of the tensor.
     #[inline(always)]
     fn apply_in_place(&self, start: usize, y: &mut [f32]) {
+        if self.is_identity() {
+            return;
+        }
         let n = y.len();
         let lane = start % 4;
         let head = if lane == 0 { 0 } else { (4 - lane).min(n) };
@@ -1717,7 +1729,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn erf_is_accurate_to_1e7() {
+    fn erf_is_accurate_to_5e7() {
         let mut worst = 0f64;
         for i in -60_000..=60_000 {
             let x = i as f64 / 10_000.0;
@@ -1725,7 +1737,7 @@ mod tests {
             let got = erf_f32(x as f32) as f64;
             worst = worst.max((got - want).abs());
         }
-        assert!(worst < 1.5e-7, "max abs error {worst}");
+        assert!(worst < 5e-7, "max abs error {worst}");
     }
 
     /// erf in f64 by its Taylor series (|x| < 3) or continued fraction for erfc (beyond).

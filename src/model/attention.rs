@@ -1,0 +1,173 @@
+//! Self-attention for inference on CPU, one task per window and head, over the window's own
+//! tokens only.
+//!
+//! The batched form (`[batch, heads, len, len]` scores, masked, then multiplied by the values)
+//! computes and stores every padded position: for a batch of 32 windows of 256 sub-tokens the
+//! scores alone are 100 MB, written and read three times. Here each task multiplies its window's
+//! queries and keys into a small buffer, takes the softmax of each row in place and multiplies by
+//! the values straight into the context rows, on one thread (the tasks are the parallelism). A
+//! window's result depends on its own tokens only, never on its batch-mates or its padding.
+
+use super::ops::{par_for, softmax_row_in_place};
+use candle_core::{bail, CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
+
+/// The attention context `[windows * len, hidden]` from the packed projections `qkv`
+/// (`[windows * len, 3 * hidden]`: queries, keys, values, without their bias) and `bias`
+/// (`[3 * hidden]`). Window `w` has `lengths[w]` tokens followed by padding; padded rows of the
+/// context are zero. CPU and `f32` only; no gradient.
+pub fn self_attention(
+    qkv: &Tensor,
+    bias: &Tensor,
+    lengths: &[usize],
+    heads: usize,
+) -> Result<Tensor> {
+    qkv.contiguous()?.apply_op2_no_bwd(
+        &bias.contiguous()?,
+        &SelfAttention {
+            lengths: lengths.to_vec(),
+            heads,
+        },
+    )
+}
+
+struct SelfAttention {
+    lengths: Vec<usize>,
+    heads: usize,
+}
+
+/// The output buffer, written by tasks that each own disjoint rows and columns of it.
+#[derive(Clone, Copy)]
+struct Out(*mut f32);
+// SAFETY: tasks write disjoint elements only (see `cpu_fwd`).
+unsafe impl Send for Out {}
+unsafe impl Sync for Out {}
+
+impl Out {
+    /// The element `offset` places in.
+    ///
+    /// # Safety
+    /// `offset` must lie inside the buffer.
+    unsafe fn at(self, offset: usize) -> *mut f32 {
+        // SAFETY: the caller's promise.
+        unsafe { self.0.add(offset) }
+    }
+}
+
+impl CustomOp2 for SelfAttention {
+    fn name(&self) -> &'static str {
+        "newstag-self-attention"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (CpuStorage::F32(qkv), CpuStorage::F32(bias)) = (s1, s2) else {
+            bail!("self_attention: expected f32 tensors")
+        };
+        let (Some((a, b)), Some((c, d))) = (l1.contiguous_offsets(), l2.contiguous_offsets())
+        else {
+            bail!("self_attention: expected contiguous tensors")
+        };
+        let (qkv, bias) = (&qkv[a..b], &bias[c..d]);
+        let (rows, width) = l1.shape().dims2()?;
+        let windows = self.lengths.len();
+        let hidden = width / 3;
+        if width % 3 != 0
+            || bias.len() != width
+            || self.heads == 0
+            || hidden % self.heads != 0
+            || windows == 0
+            || rows % windows != 0
+            || self.lengths.iter().any(|&n| n > rows / windows)
+        {
+            bail!(
+                "self_attention: {rows} rows of {width} for {windows} windows of {:?} tokens, \
+                 {} heads",
+                self.lengths,
+                self.heads
+            )
+        }
+        let (len, size) = (rows / windows, hidden / self.heads);
+        let scale = 1.0 / (size as f32).sqrt();
+        let mut context = vec![0f32; rows * hidden];
+        let out = Out(context.as_mut_ptr());
+        let work: usize = self.lengths.iter().map(|&n| n * n * size).sum();
+        par_for(windows * self.heads, work * self.heads, |task| {
+            let (w, head) = (task / self.heads, task % self.heads);
+            let n = self.lengths[w];
+            if n == 0 {
+                return;
+            }
+            // This head's queries, keys and values with their bias, contiguous.
+            let mut qkv_head = vec![0f32; 3 * n * size];
+            for (t, chunk) in qkv_head.chunks_exact_mut(size).enumerate() {
+                let (part, token) = (t / n, t % n);
+                let col = part * hidden + head * size;
+                let src = &qkv[(w * len + token) * width + col..][..size];
+                for ((y, &x), &b) in chunk.iter_mut().zip(src).zip(&bias[col..][..size]) {
+                    *y = x + b;
+                }
+            }
+            let (q, kv) = qkv_head.split_at(n * size);
+            let (k, v) = kv.split_at(n * size);
+            let mut probs = vec![0f32; n * n];
+            // SAFETY: every pointer and stride stays inside its buffer: `probs` is n x n, `q`,
+            // `k` and `v` are n x size, and this task's context block (rows `w * len ..
+            // w * len + n`, columns `head * size ..` of `hidden`) belongs to it alone.
+            unsafe {
+                // probs = scale * q k^T (k read transposed: row stride 1, column stride `size`).
+                gemm::gemm(
+                    n,
+                    n,
+                    size,
+                    probs.as_mut_ptr(),
+                    1,
+                    n as isize,
+                    false,
+                    q.as_ptr(),
+                    1,
+                    size as isize,
+                    k.as_ptr(),
+                    size as isize,
+                    1,
+                    0.0,
+                    scale,
+                    false,
+                    false,
+                    false,
+                    gemm::Parallelism::None,
+                );
+                for row in probs.chunks_exact_mut(n) {
+                    softmax_row_in_place(row);
+                }
+                let dst = out.at(w * len * hidden + head * size);
+                gemm::gemm(
+                    n,
+                    size,
+                    n,
+                    dst,
+                    1,
+                    hidden as isize,
+                    false,
+                    probs.as_ptr(),
+                    1,
+                    n as isize,
+                    v.as_ptr(),
+                    1,
+                    size as isize,
+                    0.0,
+                    1.0,
+                    false,
+                    false,
+                    false,
+                    gemm::Parallelism::None,
+                );
+            }
+        });
+        Ok((CpuStorage::F32(context), Shape::from((rows, hidden))))
+    }
+}
