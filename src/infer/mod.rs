@@ -57,6 +57,7 @@ impl<'m> Predictor<'m> {
     /// A predictor on the model's current weights: one made before the weights change goes on
     /// predicting with the old ones.
     pub fn new(model: &'m NewsTagger, batch_windows: usize) -> anyhow::Result<Self> {
+        crate::model::ops::tune_allocator();
         let prepared = if model.device().is_cpu() {
             Some(model.prepare()?)
         } else {

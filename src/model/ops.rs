@@ -29,10 +29,12 @@ const BLOCK_ROWS: usize = 16;
 const ELEMWISE_CHUNK: usize = 1 << 14;
 
 /// Makes glibc's allocator keep freed buffers of up to 32 MiB for reuse instead of returning
-/// them to the system (once per process; a no-op elsewhere). A training step allocates and frees
-/// the same large activation and gradient buffers over and over: by default each is a fresh
-/// `mmap` whose every page faults in and is zeroed by the kernel, about a sixth of a step's time
-/// on CPU. The cost is a few percent more resident memory.
+/// them to the system, from one arena (once per process; a no-op elsewhere). Training steps and
+/// inference batches allocate and free the same large activation buffers over and over: by default
+/// each is a fresh `mmap` whose every page faults in and is zeroed by the kernel, about a sixth of
+/// a training step's time and a fifth of inference's on CPU. One arena instead of one per thread
+/// keeps the memory this holds to one working set (`tag` over 10,000 articles: 462 MiB peak, against
+/// 493 MiB with an arena per thread).
 pub fn tune_allocator() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
@@ -44,11 +46,13 @@ pub fn tune_allocator() {
             }
             const M_TRIM_THRESHOLD: c_int = -1;
             const M_MMAP_THRESHOLD: c_int = -3;
+            const M_ARENA_MAX: c_int = -8;
             // SAFETY: mallopt only adjusts allocator parameters; both values are in range (the
             // mmap threshold's maximum on 64-bit glibc is 32 MiB).
             unsafe {
                 mallopt(M_MMAP_THRESHOLD, 32 << 20);
                 mallopt(M_TRIM_THRESHOLD, 256 << 20);
+                mallopt(M_ARENA_MAX, 1);
             }
         });
     }
