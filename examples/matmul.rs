@@ -1,36 +1,51 @@
-//! What candle's matrix multiply reaches on this machine, fp32 and bf16, at the shape of the
-//! encoder's feed-forward layer (4096 x 384 @ 384 x 1536): the ceiling `scripts/bench.sh` divides
-//! tokens/s by. Prints one JSON line.
+//! What the matrix multiply reaches on this machine at the shape of the encoder's feed-forward
+//! layer (4096 x 384 @ 384 x 1536): candle's in fp32, and newstag's bf16 kernel where the CPU has
+//! AVX512-BF16 (`null` elsewhere). The ceiling `scripts/bench.sh` divides tokens/s by. Prints one
+//! JSON line.
 //!
 //! `cargo run --release --example matmul`
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{Device, Tensor};
+use newstag::model::bf16;
+use std::sync::Arc;
 use std::time::Instant;
 
-fn gflops(dtype: DType) -> candle_core::Result<f64> {
-    let (m, k, n) = (4096, 384, 1536);
-    let a = Tensor::randn(0f32, 1.0, (m, k), &Device::Cpu)?.to_dtype(dtype)?;
-    let b = Tensor::randn(0f32, 1.0, (k, n), &Device::Cpu)?.to_dtype(dtype)?;
+const M: usize = 4096;
+const K: usize = 384;
+const N: usize = 1536;
+
+/// GFLOP/s of `product`, after a warm-up.
+fn gflops(product: impl Fn() -> candle_core::Result<Tensor>) -> candle_core::Result<f64> {
     for _ in 0..3 {
-        a.matmul(&b)?;
+        product()?;
     }
     let reps = 20;
     let started = Instant::now();
     for _ in 0..reps {
-        a.matmul(&b)?;
+        product()?;
     }
     let secs = started.elapsed().as_secs_f64();
-    Ok(2.0 * (m * k * n * reps) as f64 / secs / 1e9)
+    Ok(2.0 * (M * K * N * reps) as f64 / secs / 1e9)
 }
 
 fn main() -> candle_core::Result<()> {
     // SAFETY: no other thread has been started yet.
     unsafe { newstag::device::fix_thread_count() };
-    println!(
-        "{{\"fp32\": {:.1}, \"bf16\": {:.1}, \"threads\": {}}}",
-        gflops(DType::F32)?,
-        gflops(DType::BF16)?,
-        candle_core::utils::get_num_threads()
-    );
-    Ok(())
+    newstag::model::ops::tune_allocator();
+    newstag::device::on_compute_threads(|| {
+        let a = Tensor::randn(0f32, 1.0, (M, K), &Device::Cpu)?;
+        let b = Tensor::randn(0f32, 1.0, (K, N), &Device::Cpu)?;
+        let fp32 = gflops(|| a.matmul(&b))?;
+        let bf16 = if bf16::supported() {
+            let packed = Arc::new(bf16::PackedWeight::from_tensor(&b)?);
+            format!("{:.1}", gflops(|| bf16::matmul(&a, &packed))?)
+        } else {
+            "null".into()
+        };
+        println!(
+            "{{\"fp32\": {fp32:.1}, \"bf16\": {bf16}, \"threads\": {}}}",
+            candle_core::utils::get_num_threads()
+        );
+        Ok(())
+    })
 }

@@ -5,7 +5,8 @@
 #
 #   inference  tokens/s on the CoNLL-2003 test sentences at batch 32 and batch 1, predictions
 #              compared (the script exits 1 when any article's entities differ); peak memory;
-#              model load time
+#              model load time; with bf16 products too, and the test F1 of each, where the CPU
+#              has AVX512-BF16
 #   training   real tokens/s over 200 optimiser steps of 32 sentences; peak memory
 #   scaling    tokens/s on articles of 100, 1,000 and 10,000 words; peak memory of `tag` over 1,000
 #              and 10,000 streamed articles
@@ -70,6 +71,14 @@ for s in stream1k stream10k; do
 done
 grep -v -- '-DOCSTART-' "$data/test.conll" > "$out/test.conll"
 "$bin" eval --model "$model" --data "$out/test.conll" --batch-size 32 --json "$out/newstag-eval.json" > /dev/null
+bf16_s=null
+if "$bin" tag --model "$model" --precision bf16 "$out/one.jsonl" > /dev/null 2>&1; then
+  timed "$out/ns-b32-bf16.log" "$bin" tag --model "$model" --batch-size 32 --precision bf16 \
+    "$out/test.jsonl" --out "$out/newstag-b32-bf16.jsonl"
+  bf16_s=$(tag_secs "$out/ns-b32-bf16.log")
+  "$bin" eval --model "$model" --data "$out/test.conll" --batch-size 32 --precision bf16 \
+    --json "$out/newstag-eval-bf16.json" > /dev/null
+fi
 
 echo "== newstag: training" >&2
 timed "$out/ns-train.log" "$bin" train --base models/all-MiniLM-L6-v2 --train "$out/train.conll" \
@@ -80,6 +89,7 @@ train_tps=$(sed -n 's/^done: .* steps in .*s, \([0-9]*\) tokens\/s.*/\1/p' "$out
 cat > "$out/newstag.json" <<EOF
 {"model": "$model", "version": "$("$bin" --version | awk '{print $2}')", "threads": $threads,
  "batch32_s": $(tag_secs "$out/ns-b32.log"), "batch1_s": $(tag_secs "$out/ns-b1.log"),
+ "batch32_bf16_s": $bf16_s,
  "batch32_rss_mib": $(rss "$out/ns-b32.log.time"), "load_s": $(printf '%s\n' "${load[@]}" | sort -n | sed -n 2p),
  "scale_s": {$(IFS=,; echo "${scale[*]}")},
  "stream_rss_mib": {"stream1k": $(rss "$out/ns-stream1k.log.time"), "stream10k": $(rss "$out/ns-stream10k.log.time")},

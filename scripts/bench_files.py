@@ -95,9 +95,13 @@ def report(out, doc):
     cmp32 = load(out, "compare-batch32.json")
     cmp1 = load(out, "compare-batch1.json")
     ns["f1"] = load(out, "newstag-eval.json")["entities"]["micro"]["f1"]
+    bf16 = ns.get("batch32_bf16_s") is not None
     # Same tokenizer and windows on both sides, so PyTorch's count of real tokens is newstag's too.
     ns["batch32_tps"] = pt["batch32_sorted"]["real_tokens"] / ns["batch32_s"]
     ns["batch1_tps"] = pt["batch1"]["real_tokens"] / ns["batch1_s"]
+    if bf16:
+        ns["batch32_bf16_tps"] = pt["batch32_sorted"]["real_tokens"] / ns["batch32_bf16_s"]
+        ns["f1_bf16"] = load(out, "newstag-eval-bf16.json")["entities"]["micro"]["f1"]
     ns["scale"] = {k: pts[k]["real_tokens"] / s for k, s in ns["scale_s"].items()}
     rust = subprocess.run(["rustc", "--version"], capture_output=True, text=True).stdout.strip()
     ceiling = mm_ns["fp32"] * 1e9 / FLOP_PER_TOKEN
@@ -128,6 +132,10 @@ def report(out, doc):
         f"| inference, batch 32, against PyTorch in file order | {ns['batch32_tps']:,.0f} "
         f"| {pt['batch32_file_order']['tokens_per_s']:,.0f} "
         f"| {ratio(ns['batch32_tps'], pt['batch32_file_order']['tokens_per_s'])} |",
+        (f"| inference, batch 32, **newstag bf16** products against PyTorch fp32 (sorted by length) "
+         f"| {ns['batch32_bf16_tps']:,.0f} | {pt['batch32_sorted']['tokens_per_s']:,.0f} "
+         f"| {ratio(ns['batch32_bf16_tps'], pt['batch32_sorted']['tokens_per_s'])} |")
+        if bf16 else "| inference, batch 32, bf16 | (this CPU lacks AVX512-BF16) | | |",
         f"| inference, batch 1, tokens/s | {ns['batch1_tps']:,.0f} "
         f"| {pt['batch1']['tokens_per_s']:,.0f} "
         f"| {ratio(ns['batch1_tps'], pt['batch1']['tokens_per_s'])} |",
@@ -147,9 +155,12 @@ def report(out, doc):
         f"| same entities as PyTorch (batch 32 / batch 1) | {cmp32['same_entities']:,} / "
         f"{cmp1['same_entities']:,} of {cmp32['articles']:,} sentences "
         f"({cmp32['entities']:,} entities; scores within {max(cmp32['max_score_difference'], cmp1['max_score_difference']):.1e}) | | |",
+        f"| test entity F1 (`newstag eval`, batch 32), fp32 / bf16 | {ns['f1']:.4f} / "
+        f"{ns['f1_bf16']:.4f} | | |" if bf16 else
         f"| test entity F1 (`newstag eval`, batch 32) | {ns['f1']:.4f} | | |",
-        f"| matmul 4096x384 @ 384x1536, fp32 / bf16 GFLOP/s | {mm_ns['fp32']:.0f} / "
-        f"{mm_ns['bf16']:.0f} | {mm_pt['fp32']:.0f} / {mm_pt['bf16']:.0f} | |",
+        f"| matmul 4096x384 @ 384x1536, fp32 / bf16 GFLOP/s (newstag: candle's fp32, its own bf16 "
+        f"kernel) | {mm_ns['fp32']:.0f} / {mm_ns['bf16'] or 0:.0f} | {mm_pt['fp32']:.0f} / "
+        f"{mm_pt['bf16']:.0f} | |",
         "",
         "How cost grows with article length (batch 32; articles cut from the test text; both sides "
         "use newstag's windows of 256 sub-tokens with 64 overlap):",
@@ -168,7 +179,8 @@ def report(out, doc):
         f"{ns['stream_rss_mib']['stream10k']:,.0f} MiB after 10,000.",
         "",
         "Commands: `scripts/bench.sh` (all of the above; results as JSON in `out/bench/`); the "
-        "newstag side alone: `newstag tag --model MODEL --batch-size 32 out/bench/test.jsonl`, "
+        "newstag side alone: `newstag tag --model MODEL --batch-size 32 [--precision bf16] "
+        "out/bench/test.jsonl`, "
         "`newstag train --base models/all-MiniLM-L6-v2 --train out/bench/train.conll --max-steps "
         "200 --batch-size 32`, `cargo run --release --example matmul`.",
         "",

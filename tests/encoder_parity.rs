@@ -3,8 +3,10 @@
 
 use candle_core::{Device, Tensor};
 use newstag::model::bert::{Bert, Dropout, Mode};
+use newstag::model::bf16;
 use newstag::model::config::ModelConfig;
 use newstag::model::params::{Missing, ParamStore};
+use newstag::model::Precision;
 use std::path::Path;
 
 fn fixture() -> (ModelConfig, serde_json::Value, ParamStore) {
@@ -24,11 +26,11 @@ fn tensor_u32(v: &serde_json::Value) -> Tensor {
 }
 
 /// Largest difference from transformers' hidden states on tokens; `prepared`: with the inference
-/// weights of `Bert::prepare` (and per-window attention).
-fn max_abs_diff(mode: &mut Mode, prepared: bool) -> f32 {
+/// weights of `Bert::prepare` at that precision (and per-window attention).
+fn max_abs_diff(mode: &mut Mode, prepared: Option<Precision>) -> f32 {
     let (config, expected, store) = fixture();
     let bert = Bert::new(&config.bert, store.var_builder(&Device::Cpu).pp("bert")).unwrap();
-    let prepared = prepared.then(|| bert.prepare().unwrap());
+    let prepared = prepared.map(|p| bert.prepare(p).unwrap());
     let out = bert
         .forward(
             &tensor_u32(&expected["input_ids"]),
@@ -64,12 +66,16 @@ fn max_abs_diff(mode: &mut Mode, prepared: bool) -> f32 {
 
 #[test]
 fn inference_matches_transformers() {
-    for prepared in [false, true] {
+    for prepared in [None, Some(Precision::F32)] {
         let diff = max_abs_diff(&mut Mode::Infer, prepared);
-        assert!(
-            diff < 1e-4,
-            "prepared {prepared}: max abs difference {diff}"
-        );
+        assert!(diff < 1e-4, "{prepared:?}: max abs difference {diff}");
+    }
+    if bf16::supported() {
+        let diff = max_abs_diff(&mut Mode::Infer, Some(Precision::Bf16));
+        println!("bf16: max abs difference {diff}");
+        assert!(diff < 5e-2, "bf16: max abs difference {diff}");
+    } else {
+        println!("skipped bf16: this CPU lacks AVX512-BF16");
     }
 }
 
@@ -78,13 +84,13 @@ fn differentiable_training_path_matches_transformers_without_dropout() {
     let (mut config, _, _) = fixture();
     config.bert.hidden_dropout_prob = 0.0;
     config.bert.attention_probs_dropout_prob = 0.0;
-    let diff = max_abs_diff(&mut Mode::Train(Dropout::new(&config.bert, 1)), false);
+    let diff = max_abs_diff(&mut Mode::Train(Dropout::new(&config.bert, 1)), None);
     assert!(diff < 1e-4, "max abs difference {diff}");
 }
 
 #[test]
 fn dropout_changes_training_outputs() {
     let (config, _, _) = fixture();
-    let diff = max_abs_diff(&mut Mode::Train(Dropout::new(&config.bert, 1)), false);
+    let diff = max_abs_diff(&mut Mode::Train(Dropout::new(&config.bert, 1)), None);
     assert!(diff > 1e-2, "dropout had no effect ({diff})");
 }

@@ -222,6 +222,60 @@ fn shards_together_equal_one_full_run_whatever_the_input_order() {
 }
 
 #[test]
+fn bf16_tagging_runs_where_the_cpu_can_and_says_why_elsewhere() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let model = random_model(d);
+    let inputs = tag_inputs(d);
+    let (f32_out, bf16_out, bf16_b1) = (
+        d.join("f32.jsonl"),
+        d.join("bf16.jsonl"),
+        d.join("bf16-b1.jsonl"),
+    );
+    tag(&model, &inputs, &["--out", s(&f32_out)]);
+    let out = tag(
+        &model,
+        &inputs,
+        &["--precision", "bf16", "--out", s(&bf16_out)],
+    );
+    if !newstag::model::bf16::supported() {
+        assert!(!out.status.success());
+        let err = stderr(&out);
+        assert!(
+            err.contains("AVX512-BF16") && err.contains("--precision f32"),
+            "{err}"
+        );
+        return;
+    }
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let ids = |p: &Path| -> Vec<String> {
+        std::fs::read_to_string(p)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["id"].to_string())
+            .collect()
+    };
+    assert_eq!(ids(&bf16_out), ids(&f32_out), "every article, in order");
+    // Batch-invariant in bf16 too.
+    let mut args = vec!["tag", "--model", s(&model), "--batch-size", "1"];
+    args.extend(["--precision", "bf16", "--out", s(&bf16_b1)]);
+    args.extend(inputs.iter().map(String::as_str));
+    newstag(&args);
+    assert_eq!(
+        std::fs::read(&bf16_b1).unwrap(),
+        std::fs::read(&bf16_out).unwrap()
+    );
+}
+
+#[test]
+fn an_unknown_precision_is_a_clear_error() {
+    let out = newstag(&["tag", "--model", "m", "--precision", "f16", "a.txt"]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains("expected f32 or bf16"), "{err}");
+}
+
+#[test]
 fn bad_shard_specs_are_clear_errors() {
     let dir = tempfile::tempdir().unwrap();
     let model = random_model(dir.path());

@@ -7,7 +7,7 @@ use crate::device::parse_device;
 use crate::eval::html::{render_eval_page, score_compared, Compared, EvalPage};
 use crate::eval::{evaluate, Report};
 use crate::fsutil::{write_atomic, write_json_atomic};
-use crate::infer::ScoredEntity;
+use crate::infer::{Predictor, ScoredEntity};
 use crate::model::source::resolve_model_dir;
 use crate::model::NewsTagger;
 use anyhow::Context;
@@ -117,7 +117,8 @@ pub fn run(a: EvalArgs) -> anyhow::Result<ExitCode> {
         let device = parse_device(&a.run.device)?;
         let model = NewsTagger::load(&resolve_model_dir(spec, None)?, &device)?;
         articles = read_for_model(&model, &files, a.skip_invalid)?;
-        let evaluation = evaluate(&model, &articles, a.run.batch_size, false)?;
+        let predictor = Predictor::with_precision(&model, a.run.batch_size, a.run.precision)?;
+        let evaluation = evaluate(&predictor, &articles, false)?;
         let topics = model.topics();
         let compared = articles
             .iter()

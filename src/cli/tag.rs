@@ -43,7 +43,7 @@ pub struct TagArgs {
 pub fn run(a: TagArgs) -> anyhow::Result<ExitCode> {
     let device = parse_device(&a.run.device)?;
     let model = NewsTagger::load(&resolve_model_dir(&a.model, None)?, &device)?;
-    let predictor = Predictor::new(&model, a.run.batch_size)?;
+    let predictor = Predictor::with_precision(&model, a.run.batch_size, a.run.precision)?;
     let mut inputs = Inputs::open(&a.inputs)?;
     for s in &inputs.skipped {
         eprintln!(

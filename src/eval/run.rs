@@ -4,7 +4,6 @@ use super::metrics::{best_thresholds, EntityScorer, TopicScorer};
 use super::report::Report;
 use crate::data::Article;
 use crate::infer::{ArticlePrediction, Predictor};
-use crate::model::NewsTagger;
 
 /// A report, the topic thresholds it was scored with, and the predictions behind it.
 pub struct Evaluation {
@@ -13,16 +12,16 @@ pub struct Evaluation {
     pub predictions: Vec<ArticlePrediction>,
 }
 
-/// Tags `articles` and scores them. Only articles with entity annotations count for entities, only
+/// Tags `articles` with `predictor` and scores them. Only articles with entity annotations count for entities, only
 /// those with topic annotations for topics. With `choose_thresholds`, each topic's threshold is the
 /// one that maximises its F1 on these articles (as on dev during training); otherwise the model's.
 pub fn evaluate(
-    model: &NewsTagger,
+    predictor: &Predictor,
     articles: &[Article],
-    batch_windows: usize,
     choose_thresholds: bool,
 ) -> anyhow::Result<Evaluation> {
-    let predictions = Predictor::new(model, batch_windows)?.predict(articles)?;
+    let model = predictor.model();
+    let predictions = predictor.predict(articles)?;
     let topics = model.topics();
     let with_topics: Vec<usize> = (0..articles.len())
         .filter(|&i| articles[i].topics.is_some())

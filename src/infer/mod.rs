@@ -12,7 +12,7 @@ use crate::data::Article;
 use crate::model::batch::{Batch, Item};
 use crate::model::bert::{Mode, Prepared};
 use crate::model::windows::{encode_article, EncodedArticle};
-use crate::model::NewsTagger;
+use crate::model::{NewsTagger, Precision};
 use candle_core::Tensor;
 pub use decode::ScoredEntity;
 
@@ -57,9 +57,19 @@ impl<'m> Predictor<'m> {
     /// A predictor on the model's current weights: one made before the weights change goes on
     /// predicting with the old ones.
     pub fn new(model: &'m NewsTagger, batch_windows: usize) -> anyhow::Result<Self> {
+        Self::with_precision(model, batch_windows, Precision::F32)
+    }
+
+    /// [`Predictor::new`] with the matrix products at `precision` (bf16: CPUs with AVX512-BF16;
+    /// an error elsewhere).
+    pub fn with_precision(
+        model: &'m NewsTagger,
+        batch_windows: usize,
+        precision: Precision,
+    ) -> anyhow::Result<Self> {
         crate::model::ops::tune_allocator();
-        let prepared = if model.device().is_cpu() {
-            Some(model.prepare()?)
+        let prepared = if model.device().is_cpu() || precision != Precision::F32 {
+            Some(model.prepare(precision)?)
         } else {
             None
         };
@@ -68,6 +78,11 @@ impl<'m> Predictor<'m> {
             prepared,
             batch_windows: batch_windows.max(1),
         })
+    }
+
+    /// The model it runs.
+    pub fn model(&self) -> &'m NewsTagger {
+        self.model
     }
 
     /// Encodes an article into sub-token windows.

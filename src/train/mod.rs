@@ -11,6 +11,7 @@ pub mod topic_head;
 use crate::data::{tags_from_entities, Article};
 use crate::eval::{evaluate, Evaluation};
 use crate::fsutil::write_atomic;
+use crate::infer::Predictor;
 use crate::model::batch::{Batch, Item};
 use crate::model::bert::{Dropout, Mode};
 use crate::model::windows::{encode_article, EncodedArticle};
@@ -388,7 +389,7 @@ fn evaluate_and_keep(
     } else {
         let Evaluation {
             report, thresholds, ..
-        } = evaluate(model, dev, 32, true)?;
+        } = evaluate(&Predictor::new(model, 32)?, dev, true)?;
         let score = selection_score(&report);
         record.dev = Some(serde_json::to_value(&report)?);
         record.score = Some(score);
@@ -443,7 +444,7 @@ fn refit_topic_head(
     }
     let Evaluation {
         report, thresholds, ..
-    } = evaluate(&kept, dev, 32, false)?;
+    } = evaluate(&Predictor::new(&kept, 32)?, dev, false)?;
     let mut record = state
         .history
         .last()
