@@ -8,7 +8,7 @@
 //! the values straight into the context rows, on one thread (the tasks are the parallelism). A
 //! window's result depends on its own tokens only, never on its batch-mates or its padding.
 
-use super::ops::{par_for, softmax_row_in_place};
+use super::ops::{as_f32, par_for, softmax_row_in_place, DisjointOut};
 use candle_core::{bail, CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 
 /// The attention context `[windows * len, hidden]` from the packed projections `qkv`
@@ -35,24 +35,6 @@ struct SelfAttention {
     heads: usize,
 }
 
-/// The output buffer, written by tasks that each own disjoint rows and columns of it.
-#[derive(Clone, Copy)]
-struct Out(*mut f32);
-// SAFETY: tasks write disjoint elements only (see `cpu_fwd`).
-unsafe impl Send for Out {}
-unsafe impl Sync for Out {}
-
-impl Out {
-    /// The element `offset` places in.
-    ///
-    /// # Safety
-    /// `offset` must lie inside the buffer.
-    unsafe fn at(self, offset: usize) -> *mut f32 {
-        // SAFETY: the caller's promise.
-        unsafe { self.0.add(offset) }
-    }
-}
-
 impl CustomOp2 for SelfAttention {
     fn name(&self) -> &'static str {
         "newstag-self-attention"
@@ -65,14 +47,8 @@ impl CustomOp2 for SelfAttention {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let (CpuStorage::F32(qkv), CpuStorage::F32(bias)) = (s1, s2) else {
-            bail!("self_attention: expected f32 tensors")
-        };
-        let (Some((a, b)), Some((c, d))) = (l1.contiguous_offsets(), l2.contiguous_offsets())
-        else {
-            bail!("self_attention: expected contiguous tensors")
-        };
-        let (qkv, bias) = (&qkv[a..b], &bias[c..d]);
+        let name = self.name();
+        let (qkv, bias) = (as_f32(s1, l1, name)?, as_f32(s2, l2, name)?);
         let (rows, width) = l1.shape().dims2()?;
         let windows = self.lengths.len();
         let hidden = width / 3;
@@ -94,7 +70,7 @@ impl CustomOp2 for SelfAttention {
         let (len, size) = (rows / windows, hidden / self.heads);
         let scale = 1.0 / (size as f32).sqrt();
         let mut context = vec![0f32; rows * hidden];
-        let out = Out(context.as_mut_ptr());
+        let out = DisjointOut::new(&mut context);
         let work: usize = self.lengths.iter().map(|&n| n * n * size).sum();
         par_for(windows * self.heads, work * self.heads, |task| {
             let (w, head) = (task / self.heads, task % self.heads);

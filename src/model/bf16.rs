@@ -8,6 +8,7 @@
 //! kernel. Every output is summed over the inner dimension in the same order whatever the number
 //! of rows, so a row's result does not depend on its batch.
 
+use super::ops::as_f32;
 use candle_core::{bail, CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
 use std::sync::Arc;
 
@@ -100,12 +101,7 @@ impl CustomOp1 for Bf16Matmul {
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let w = &self.0;
-        let CpuStorage::F32(x) = s else {
-            bail!("bf16 matmul: expected an f32 tensor")
-        };
-        let Some((a, b)) = l.contiguous_offsets() else {
-            bail!("bf16 matmul: expected a contiguous tensor")
-        };
+        let x = as_f32(s, l, self.name())?;
         let dims = l.dims();
         if dims.last() != Some(&w.k) || !supported() {
             bail!(
@@ -119,7 +115,6 @@ impl CustomOp1 for Bf16Matmul {
                 }
             )
         }
-        let x = &x[a..b];
         let rows = x.len() / w.k.max(1);
         let mut y = vec![0f32; rows * w.n];
         #[cfg(target_arch = "x86_64")]
@@ -136,6 +131,7 @@ impl CustomOp1 for Bf16Matmul {
 #[cfg(target_arch = "x86_64")]
 mod kernel {
     use super::{to_bf16, PackedWeight, MR, NR};
+    use crate::model::ops::{par_for, DisjointOut};
     use std::arch::x86_64::*;
 
     /// Output rows and panels a task covers: enough tasks for every thread, each reusing its
@@ -166,8 +162,8 @@ mod kernel {
         let (rows_per_task, panels_per_task) = tasks(row_blocks, panels);
         let row_tasks = row_blocks.div_ceil(rows_per_task);
         let panel_tasks = panels.div_ceil(panels_per_task);
-        let out = Out(y.as_mut_ptr());
-        crate::model::ops::par_for(row_tasks * panel_tasks, rows * n, |t| {
+        let out = DisjointOut::new(y);
+        par_for(row_tasks * panel_tasks, rows * n, |t| {
             let (rt, pt) = (t / panel_tasks, t % panel_tasks);
             for j in pt * panels_per_task..((pt + 1) * panels_per_task).min(panels) {
                 let panel = &w.data[j * pairs * NR..][..pairs * NR];
@@ -191,21 +187,6 @@ mod kernel {
                 }
             }
         });
-    }
-
-    #[derive(Clone, Copy)]
-    struct Out(*mut f32);
-    // SAFETY: tasks write disjoint blocks of the output only.
-    unsafe impl Send for Out {}
-    unsafe impl Sync for Out {}
-
-    impl Out {
-        /// # Safety
-        /// `offset` must lie inside the output.
-        unsafe fn at(self, offset: usize) -> *mut f32 {
-            // SAFETY: the caller's promise.
-            unsafe { self.0.add(offset) }
-        }
     }
 
     /// Rounds a row of `f32` to bf16 pairs (a zero pads an odd length).

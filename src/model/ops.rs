@@ -64,7 +64,8 @@ pub fn runs_fused(x: &Tensor) -> bool {
     x.device().is_cpu() && x.dtype() == DType::F32
 }
 
-fn as_f32<'a>(s: &'a CpuStorage, l: &Layout, op: &str) -> Result<&'a [f32]> {
+/// The `f32` elements of a contiguous CPU tensor.
+pub(crate) fn as_f32<'a>(s: &'a CpuStorage, l: &Layout, op: &str) -> Result<&'a [f32]> {
     let CpuStorage::F32(v) = s else {
         bail!("{op}: expected an f32 tensor")
     };
@@ -132,6 +133,31 @@ impl<'a> Chunks<'a> {
         let len = self.chunk.min(self.len - start);
         // SAFETY: in bounds (checked above); disjointness is the caller's promise.
         unsafe { std::slice::from_raw_parts_mut(self.ptr.add(start), len) }
+    }
+}
+
+/// An output buffer that parallel tasks write through, each to its own elements (blocks of a
+/// matrix that are not contiguous chunks, as [`par_chunks_mut`] hands out).
+#[derive(Clone, Copy)]
+pub(crate) struct DisjointOut(*mut f32);
+
+// SAFETY: the users of `at` promise that no two tasks write the same element.
+unsafe impl Send for DisjointOut {}
+unsafe impl Sync for DisjointOut {}
+
+impl DisjointOut {
+    pub(crate) fn new(buffer: &mut [f32]) -> Self {
+        DisjointOut(buffer.as_mut_ptr())
+    }
+
+    /// Element `offset` of the buffer.
+    ///
+    /// # Safety
+    /// `offset` must lie inside the buffer, which must outlive the writes; no other task may
+    /// write the elements written through this pointer.
+    pub(crate) unsafe fn at(self, offset: usize) -> *mut f32 {
+        // SAFETY: the caller's promise.
+        unsafe { self.0.add(offset) }
     }
 }
 
