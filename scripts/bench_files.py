@@ -136,6 +136,12 @@ def report(out, doc):
          f"| {ns['batch32_bf16_tps']:,.0f} | {pt['batch32_sorted']['tokens_per_s']:,.0f} "
          f"| {ratio(ns['batch32_bf16_tps'], pt['batch32_sorted']['tokens_per_s'])} |")
         if bf16 else "| inference, batch 32, bf16 | (this CPU lacks AVX512-BF16) | | |",
+        (f"| inference, batch 32, bf16 on both sides (newstag `--precision bf16`; PyTorch bf16 "
+         f"autocast, sorted by length) | {ns['batch32_bf16_tps']:,.0f} "
+         f"| {pt['batch32_sorted_bf16']['tokens_per_s']:,.0f} "
+         f"| {ratio(ns['batch32_bf16_tps'], pt['batch32_sorted_bf16']['tokens_per_s'])} |")
+        if bf16 else f"| inference, batch 32, PyTorch bf16 autocast (sorted by length) | "
+        f"| {pt['batch32_sorted_bf16']['tokens_per_s']:,.0f} | |",
         f"| inference, batch 1, tokens/s | {ns['batch1_tps']:,.0f} "
         f"| {pt['batch1']['tokens_per_s']:,.0f} "
         f"| {ratio(ns['batch1_tps'], pt['batch1']['tokens_per_s'])} |",
