@@ -75,10 +75,11 @@ fn logits(model_dir: &Path, data: &Path) -> anyhow::Result<()> {
         for ((_, word), row) in batch.words.iter().zip(rows) {
             per_word[*word] = Some(row);
         }
-        let topic_probs: Vec<f32> = match model.topic_logits(&out.pooled, &mut Mode::Infer)? {
-            Some(l) => candle_nn::ops::sigmoid(&l)?.to_vec2::<f32>()?.remove(0),
-            None => Vec::new(),
-        };
+        let topic_probs: Vec<f32> =
+            match model.topic_logits(&batch.item_means(&out.window_sums)?, &mut Mode::Infer)? {
+                Some(l) => candle_nn::ops::sigmoid(&l)?.to_vec2::<f32>()?.remove(0),
+                None => Vec::new(),
+            };
         let chars = CharOffsets::new(&a.text);
         let words: Vec<[usize; 2]> = a
             .words()

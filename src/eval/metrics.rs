@@ -234,8 +234,8 @@ impl TopicScorer {
     }
 }
 
-/// Decision thresholds that maximise each topic's F1 on held-out data. probs[d][k] is document d's
-/// probability for topic k, gold[d][k] whether it has it. Candidate thresholds: midpoints between
+/// Decision thresholds that maximise each topic's F1 on held-out data. `probs[d][k]` is document d's
+/// probability for topic k, `gold[d][k]` whether it has it. Candidate thresholds: midpoints between
 /// sorted distinct probabilities (and 0.5 when a topic has no positive example); ties -> the
 /// threshold closest to 0.5. Returns one threshold per topic.
 ///

@@ -152,6 +152,15 @@ impl Batch {
             slots: rows * len,
         })
     }
+
+    /// `[items, hidden]`: each item's mean hidden state over the sub-tokens it owns, from the
+    /// windows' sums `[windows, hidden]` (differentiable).
+    pub fn item_means(&self, window_sums: &Tensor) -> candle_core::Result<Tensor> {
+        let (items, hidden) = (self.item_scale.dim(0)?, window_sums.dim(1)?);
+        Tensor::zeros((items, hidden), window_sums.dtype(), window_sums.device())?
+            .index_add(&self.row_items, window_sums, 0)?
+            .broadcast_mul(&self.item_scale)
+    }
 }
 
 #[cfg(test)]

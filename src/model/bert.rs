@@ -4,8 +4,10 @@
 //! kernels have none (huggingface/candle#3011, #3569): training through them would leave the encoder
 //! frozen. So [`Mode::Train`] uses newstag's own fused kernels with backward passes
 //! ([`super::ops`]: LayerNorm, masked softmax, GELU, dropout; on CPU, falling back to compositions of
-//! differentiable candle ops elsewhere), with real dropout, while [`Mode::Infer`] uses candle's
-//! forward-only kernels and no dropout.
+//! differentiable candle ops elsewhere), with real dropout. [`Mode::Infer`] has no dropout: on CPU
+//! it runs the same fused kernels, and with [`Bert::prepare`]d weights the per-window attention of
+//! [`super::attention`] and optionally bf16 products ([`super::bf16`]); elsewhere candle's
+//! forward-only kernels.
 
 use super::attention;
 use super::bf16;

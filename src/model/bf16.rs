@@ -80,11 +80,6 @@ impl PackedWeight {
         let v = w.flatten_all()?.to_vec1::<f32>()?;
         Ok(Self::new(&v, k, n))
     }
-
-    /// `[k, n]`.
-    pub fn dims(&self) -> (usize, usize) {
-        (self.k, self.n)
-    }
 }
 
 /// `x w` for `x` `[rows, k]` (f32) with the packed bf16 weight `w`: f32 `[rows, n]`.

@@ -46,11 +46,9 @@ pub struct NewsTagger {
 pub struct Output {
     /// `[words, tags]`, one row per word of `Batch::words`.
     pub entity_logits: Tensor,
-    /// `[windows, hidden]`: each window's sum of hidden states over the sub-tokens it owns.
+    /// `[windows, hidden]`: each window's sum of hidden states over the sub-tokens it owns
+    /// ([`Batch::item_means`] makes the topic head's input from it).
     pub window_sums: Tensor,
-    /// `[items, hidden]`: each item's mean hidden state over the sub-tokens it owns (the topic
-    /// head's input).
-    pub pooled: Tensor,
 }
 
 /// The number format of inference's matrix products.
@@ -306,14 +304,9 @@ impl NewsTagger {
             &owned,
             0,
         )?;
-        let items = batch.item_scale.dim(0)?;
-        let pooled = Tensor::zeros((items, h), owned.dtype(), owned.device())?
-            .index_add(&batch.row_items, &window_sums, 0)?
-            .broadcast_mul(&batch.item_scale)?;
         Ok(Output {
             entity_logits,
             window_sums,
-            pooled,
         })
     }
 

@@ -188,8 +188,8 @@ fn batch_loss(
         .map(|i| i as u32)
         .collect();
     if !topic_items.is_empty() && opts.topic_weight > 0.0 {
-        let pooled = out
-            .pooled
+        let pooled = batch
+            .item_means(&out.window_sums)?
             .index_select(&Tensor::new(topic_items.as_slice(), dev)?, 0)?;
         if let Some(logits) = model.topic_logits(&pooled, mode)? {
             let t: Vec<f32> = topic_items
