@@ -23,4 +23,5 @@ pub mod eval;
 pub mod fsutil;
 pub mod infer;
 pub mod model;
+pub mod outputs;
 pub mod train;

@@ -10,6 +10,7 @@ use crate::fsutil::{write_atomic, write_json_atomic};
 use crate::infer::{Predictor, ScoredEntity};
 use crate::model::source::resolve_model_dir;
 use crate::model::NewsTagger;
+use crate::outputs::RunPaths;
 use anyhow::Context;
 use clap::Args;
 use serde::Deserialize;
@@ -58,6 +59,11 @@ pub struct EvalArgs {
 
 pub fn run(a: EvalArgs) -> anyhow::Result<ExitCode> {
     let files = pair_sidecars(&a.data, &a.topics)?;
+    let model_dir = match &a.model {
+        Some(spec) => Some(resolve_model_dir(spec, None)?),
+        None => None,
+    };
+    check_paths(&a, &files, model_dir.as_deref())?;
     let data_line = format!(
         "data: {}",
         a.data
@@ -113,9 +119,11 @@ pub fn run(a: EvalArgs) -> anyhow::Result<ExitCode> {
         let about = vec![format!("predictions: {}", path.display()), data_line];
         (report, compared, topic_labels, about)
     } else {
-        let spec = a.model.as_deref().expect("clap requires --model");
+        let (Some(spec), Some(dir)) = (a.model.as_deref(), model_dir) else {
+            anyhow::bail!("give --model or --predictions");
+        };
         let device = parse_device(&a.run.device)?;
-        let model = NewsTagger::load(&resolve_model_dir(spec, None)?, &device)?;
+        let model = NewsTagger::load(&dir, &device)?;
         articles = read_for_model(&model, &files, a.skip_invalid)?;
         let predictor = Predictor::with_precision(&model, a.run.batch_size, a.run.precision)?;
         let evaluation = evaluate(&predictor, &articles, false)?;
@@ -137,6 +145,18 @@ pub fn run(a: EvalArgs) -> anyhow::Result<ExitCode> {
         let about = vec![format!("model: {spec}"), data_line];
         (evaluation.report, compared, topic_labels, about)
     };
+    let unannotated = articles.iter().filter(|a| a.entities.is_none()).count();
+    if unannotated > 0 {
+        eprintln!(
+            "warning: {unannotated} of {} --data article(s) carry no \"entities\": their entities are not scored{}",
+            articles.len(),
+            if unannotated == articles.len() {
+                " (the report has no entity scores)"
+            } else {
+                ""
+            }
+        );
+    }
     print!("{}", report.table());
     if let Some(path) = &a.json {
         write_json_atomic(path, &report)?;
@@ -145,6 +165,34 @@ pub fn run(a: EvalArgs) -> anyhow::Result<ExitCode> {
         write_page(path, &report, &compared, topic_labels.as_deref(), &about)?;
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Refuses outputs that would overwrite the data, the predictions, the model or each other.
+fn check_paths(
+    a: &EvalArgs,
+    files: &[crate::data::load::AnnotatedFile],
+    model_dir: Option<&Path>,
+) -> anyhow::Result<()> {
+    let mut paths = RunPaths::new();
+    for f in files {
+        paths.reads("--data", &f.path)?;
+        if let Some(sidecar) = &f.topics {
+            paths.reads("--topics", sidecar)?;
+        }
+    }
+    if let Some(p) = &a.predictions {
+        paths.reads("--predictions", p)?;
+    }
+    if let Some(dir) = model_dir {
+        paths.reads_model("--model", dir)?;
+    }
+    if let Some(p) = &a.json {
+        paths.writes("--json", p)?;
+    }
+    if let Some(p) = &a.html {
+        paths.writes("--html", p)?;
+    }
+    paths.check()
 }
 
 fn write_page(

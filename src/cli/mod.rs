@@ -6,7 +6,7 @@ mod train;
 mod validate;
 
 use crate::model::Precision;
-use clap::{Parser, Subcommand};
+use clap::{parser::ValueSource, ArgMatches, CommandFactory, FromArgMatches, Parser, Subcommand};
 use std::process::ExitCode;
 
 /// Tag news articles with named entities and topics.
@@ -33,7 +33,7 @@ enum Command {
 #[derive(clap::Args, Debug)]
 struct InferenceArgs {
     /// Windows per batch.
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, default_value_t = 32, value_parser = at_least_one)]
     batch_size: usize,
     /// cpu, cuda[:N] or metal.
     #[arg(long, default_value = "cpu")]
@@ -44,11 +44,89 @@ struct InferenceArgs {
     precision: Precision,
 }
 
+/// The ids of the subcommand's options that were given on the command line (not defaults).
+fn given_options(matches: &ArgMatches) -> Vec<String> {
+    let Some((_, sub)) = matches.subcommand() else {
+        return Vec::new();
+    };
+    sub.ids()
+        .filter(|id| sub.value_source(id.as_str()) == Some(ValueSource::CommandLine))
+        .map(|id| id.to_string())
+        .collect()
+}
+
+/// A count that must be at least 1 (batch sizes, epochs, steps).
+fn at_least_one(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(_) => Err(format!("{s:?} is not a whole number")),
+    }
+}
+
+fn finite(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() => Ok(v),
+        Ok(_) => Err("must be a finite number".into()),
+        Err(_) => Err(format!("{s:?} is not a number")),
+    }
+}
+
+/// A finite number above zero (a learning rate).
+fn positive(s: &str) -> Result<f64, String> {
+    finite(s).and_then(|v| {
+        if v > 0.0 {
+            Ok(v)
+        } else {
+            Err("must be above 0".into())
+        }
+    })
+}
+
+/// A finite number, zero or above (a loss weight).
+fn non_negative(s: &str) -> Result<f64, String> {
+    finite(s).and_then(|v| {
+        if v >= 0.0 {
+            Ok(v)
+        } else {
+            Err("must be 0 or more".into())
+        }
+    })
+}
+
+/// Sets the process up as a Unix command-line tool should behave, before it runs a command.
+///
+/// - A reader that goes away (`newstag tag ... | head -1`, or stderr piped into one) ends the run
+///   as it ends `cat`: by SIGPIPE, with the output written so far intact. Rust starts programs
+///   with SIGPIPE ignored, and the next `eprintln!` would then panic (exit 101).
+/// - A user error prints its message, not a backtrace: with `RUST_BACKTRACE=1` in the
+///   environment, candle attaches a backtrace to every error it makes and prints it with the
+///   message. `RUST_LIB_BACKTRACE=0` stops that and keeps backtraces for panics.
+/// - The compute threads are counted once ([`crate::device::fix_thread_count`]).
+///
+/// # Safety
+/// Sets environment variables and a signal disposition: call it before any other thread starts.
+pub unsafe fn set_up_process() {
+    // SAFETY: the caller guarantees that no other thread runs yet.
+    unsafe {
+        #[cfg(unix)]
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        if std::env::var_os("RUST_LIB_BACKTRACE").is_none() {
+            std::env::set_var("RUST_LIB_BACKTRACE", "0");
+        }
+        crate::device::fix_thread_count();
+    }
+}
+
 /// Runs the command line; errors are printed with their causes.
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
     let result = match cli.command {
-        Command::Train(a) => train::run(a),
+        Command::Train(a) => train::run(a, &given_options(&matches)),
         Command::Tag(a) => tag::run(a),
         Command::Eval(a) => eval::run(a),
         Command::Validate(a) => validate::run(a),

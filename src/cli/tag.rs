@@ -1,14 +1,15 @@
-use crate::data::input::{InputItem, Inputs, Shard};
+use crate::data::input::{id_hash, InputItem, Inputs, Shard};
 use crate::device::parse_device;
-use crate::fsutil::write_atomic;
+use crate::fsutil::{create_parent, is_stream, write_atomic, write_target};
 use crate::infer::html::{render_page, PageArticle};
 use crate::infer::output::OutputRecord;
 use crate::infer::Predictor;
 use crate::model::source::resolve_model_dir;
 use crate::model::NewsTagger;
+use crate::outputs::RunPaths;
 use anyhow::Context;
 use clap::Args;
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -23,11 +24,12 @@ pub struct TagArgs {
     /// .txt files (one article each), JSONL files with id and text, directories of those, or - for stdin.
     #[arg(default_value = "-")]
     inputs: Vec<PathBuf>,
-    /// Write JSONL here instead of stdout (replacing the file, unless --resume).
+    /// Write JSONL here instead of stdout. The lines go to OUT.partial first, which becomes OUT when
+    /// every article is done: an interrupted run leaves OUT as it was.
     #[arg(long)]
     out: Option<PathBuf>,
-    /// Continue an interrupted run: keep the complete lines of --out (a torn last line is cut off),
-    /// skip their articles and append the rest. Without the file, starts it.
+    /// Continue an interrupted run: keep the complete lines of OUT.partial (or of OUT), cut off a
+    /// torn last line, skip their articles and append the rest. Without either file, starts afresh.
     #[arg(long, requires = "out", conflicts_with = "html")]
     resume: bool,
     /// Tag only shard K of N (0-based: 0/4 .. 3/4), chosen by a stable hash of each article id.
@@ -42,7 +44,21 @@ pub struct TagArgs {
 
 pub fn run(a: TagArgs) -> anyhow::Result<ExitCode> {
     let device = parse_device(&a.run.device)?;
-    let model = NewsTagger::load(&resolve_model_dir(&a.model, None)?, &device)?;
+    let model_dir = resolve_model_dir(&a.model, None)?;
+    let mut paths = RunPaths::new();
+    for input in &a.inputs {
+        paths.reads("the input", input)?;
+    }
+    paths.reads_model("--model", &model_dir)?;
+    if let Some(out) = &a.out {
+        paths.writes("--out", out)?;
+        paths.writes("--out's partial file", &partial_path(out))?;
+    }
+    if let Some(html) = &a.html {
+        paths.writes("--html", html)?;
+    }
+    paths.check()?;
+    let model = NewsTagger::load(&model_dir, &device)?;
     let predictor = Predictor::with_precision(&model, a.run.batch_size, a.run.precision)?;
     let mut inputs = Inputs::open(&a.inputs)?;
     for s in &inputs.skipped {
@@ -51,26 +67,11 @@ pub fn run(a: TagArgs) -> anyhow::Result<ExitCode> {
             s.display()
         );
     }
-    let mut done = Done::default();
-    let mut sink: Box<dyn Write> = match &a.out {
-        Some(p) if a.resume => {
-            let (file, kept) = open_for_resume(p)?;
-            done = kept;
-            Box::new(file)
-        }
-        Some(p) => {
-            Box::new(File::create(p).with_context(|| format!("{}: cannot create", p.display()))?)
-        }
-        None => Box::new(std::io::stdout().lock()),
+    let (mut sink, done) = match &a.out {
+        Some(p) => Sink::open(p, a.resume)?,
+        None => (Sink::Stdout(std::io::stdout().lock()), Done::default()),
     };
-    let mut select = Select {
-        shard: a.shard,
-        done,
-        seen: 0,
-        other_shards: 0,
-        resumed: 0,
-        resumed_failed: 0,
-    };
+    let mut select = Select::new(a.shard, done);
     let started = Instant::now();
     let (mut tagged, mut failed, mut tokens) = (0usize, 0usize, 0usize);
     // The page needs every article's text; only kept when a page is asked for.
@@ -128,9 +129,12 @@ pub fn run(a: TagArgs) -> anyhow::Result<ExitCode> {
                 page.push((text, record));
             }
         }
-        sink.write_all(lines.as_bytes())
-            .and_then(|_| sink.flush())
-            .context("cannot write output")?;
+        sink.write(lines.as_bytes())?;
+    }
+    if select.seen == 0 {
+        sink.discard();
+    } else {
+        sink.finish()?;
     }
     if let Some(path) = &a.html {
         let articles: Vec<PageArticle> = page
@@ -185,11 +189,135 @@ pub fn run(a: TagArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
+/// Where the output lines go. A file is written as OUT.partial and renamed to OUT when the run is
+/// complete, so an interrupted run never leaves a half-written OUT (and `--resume` continues the
+/// partial file); standard output and streams (a FIFO, `/dev/stdout`) are written as they come.
+enum Sink {
+    Stdout(std::io::StdoutLock<'static>),
+    Stream {
+        file: File,
+        path: PathBuf,
+    },
+    Partial {
+        file: File,
+        partial: PathBuf,
+        target: PathBuf,
+        /// The mode of the OUT being replaced, kept.
+        mode: Option<std::fs::Permissions>,
+    },
+}
+
+/// `OUT.partial`, beside `OUT`.
+fn partial_path(out: &Path) -> PathBuf {
+    let mut name = out.file_name().unwrap_or_default().to_os_string();
+    name.push(".partial");
+    out.with_file_name(name)
+}
+
+impl Sink {
+    /// Opens `--out` (with `resume`: what an earlier run left, and the ids it holds).
+    fn open(out: &Path, resume: bool) -> anyhow::Result<(Sink, Done)> {
+        let (target, existing) = write_target(out)?;
+        if existing.as_ref().is_some_and(is_stream) {
+            anyhow::ensure!(
+                !resume,
+                "--out {}: --resume needs a regular file, not a stream",
+                out.display()
+            );
+            let file = OpenOptions::new()
+                .write(true)
+                .open(&target)
+                .with_context(|| format!("{}: cannot open for writing", out.display()))?;
+            let path = out.to_path_buf();
+            return Ok((Sink::Stream { file, path }, Done::default()));
+        }
+        create_parent(&target)?;
+        let partial = partial_path(&target);
+        let mode = existing.as_ref().map(|m| m.permissions());
+        let (file, done) = if resume {
+            // Continue the partial file, or else what OUT holds (complete, or torn by an older
+            // newstag), which then becomes the partial file until the run is complete.
+            let from = if partial.exists() || existing.is_none() {
+                &partial
+            } else {
+                &target
+            };
+            open_for_resume(from, &partial)?
+        } else {
+            if partial.exists() {
+                eprintln!(
+                    "warning: {}: left by an interrupted run; starting afresh (--resume would continue it)",
+                    partial.display()
+                );
+            }
+            let file = File::create(&partial)
+                .with_context(|| format!("{}: cannot create", partial.display()))?;
+            (file, Done::default())
+        };
+        let sink = Sink::Partial {
+            file,
+            partial,
+            target,
+            mode,
+        };
+        Ok((sink, done))
+    }
+
+    fn write(&mut self, bytes: &[u8]) -> anyhow::Result<()> {
+        let (out, name): (&mut dyn Write, String) = match self {
+            Sink::Stdout(s) => (s, "standard output".into()),
+            Sink::Stream { file, path } => (file, path.display().to_string()),
+            Sink::Partial { file, partial, .. } => (file, partial.display().to_string()),
+        };
+        out.write_all(bytes)
+            .and_then(|_| out.flush())
+            .with_context(|| format!("{name}: cannot write"))
+    }
+
+    /// Makes the output whole: the partial file, synced, becomes OUT (with OUT's old mode).
+    fn finish(self) -> anyhow::Result<()> {
+        if let Sink::Partial {
+            file,
+            partial,
+            target,
+            mode,
+        } = self
+        {
+            if let Some(mode) = mode {
+                let _ = file.set_permissions(mode);
+            }
+            file.sync_all()
+                .with_context(|| format!("{}: cannot write", partial.display()))?;
+            std::fs::rename(&partial, &target).with_context(|| {
+                format!(
+                    "{}: cannot rename to {}",
+                    partial.display(),
+                    target.display()
+                )
+            })?;
+            if let Some(dir) = target.parent().and_then(|d| File::open(d).ok()) {
+                let _ = dir.sync_all();
+            }
+        }
+        Ok(())
+    }
+
+    /// Drops an output that received nothing, leaving OUT as it was.
+    fn discard(self) {
+        if let Sink::Partial { partial, .. } = self {
+            let _ = std::fs::remove_file(partial);
+        }
+    }
+}
+
 /// Ids already in the output (kept by --resume), in order, with whether each line was an error.
 #[derive(Debug, Default)]
 struct Done {
     ids: HashMap<String, VecDeque<bool>>,
 }
+
+/// Repeated ids named one by one before only their count is kept.
+const DUPLICATES_NAMED: usize = 5;
 
 /// Decides which input articles this run tags: those of its shard not already in the output.
 struct Select {
@@ -200,12 +328,36 @@ struct Select {
     other_shards: usize,
     resumed: usize,
     resumed_failed: usize,
+    /// Hashes of the ids read so far (8 bytes an article: memory stays small on long streams).
+    ids: HashSet<u64>,
+    duplicates: usize,
 }
 
 impl Select {
+    fn new(shard: Option<Shard>, done: Done) -> Self {
+        Select {
+            shard,
+            done,
+            seen: 0,
+            other_shards: 0,
+            resumed: 0,
+            resumed_failed: 0,
+            ids: HashSet::new(),
+            duplicates: 0,
+        }
+    }
+
     fn keep(&mut self, item: &InputItem) -> bool {
         self.seen += 1;
         let id = item.id();
+        if !self.ids.insert(id_hash(id)) {
+            self.duplicates += 1;
+            if self.duplicates <= DUPLICATES_NAMED {
+                eprintln!(
+                    "warning: id {id:?} occurs more than once in the inputs: each is tagged, and their output lines share the id"
+                );
+            }
+        }
         if self.shard.is_some_and(|s| !s.contains(id)) {
             self.other_shards += 1;
             return false;
@@ -235,14 +387,15 @@ fn complete_record(line: &[u8]) -> Option<(String, bool)> {
 
 /// Opens an output file to resume: keeps every complete line (newline-terminated JSON with an id),
 /// cuts off a torn tail, and positions for appending. A damaged line followed by good ones is an
-/// error: that is not what an interrupted run leaves.
-fn open_for_resume(path: &Path) -> anyhow::Result<(File, Done)> {
+/// error, and the file is left untouched: that is not what an interrupted run leaves. The file read
+/// is `path`; once it checks out, it is moved to `append_to` (the partial file) when that differs.
+fn open_for_resume(path: &Path, append_to: &Path) -> anyhow::Result<(File, Done)> {
     let mut done = Done::default();
     let file = match File::open(path) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let f =
-                File::create(path).with_context(|| format!("{}: cannot create", path.display()))?;
+            let f = File::create(append_to)
+                .with_context(|| format!("{}: cannot create", append_to.display()))?;
             return Ok((f, done));
         }
         Err(e) => return Err(anyhow::anyhow!("{}: cannot read: {e}", path.display())),
@@ -286,10 +439,15 @@ fn open_for_resume(path: &Path) -> anyhow::Result<(File, Done)> {
             .and_then(|f| f.set_len(good_end))
             .with_context(|| format!("{}: cannot truncate", path.display()))?;
     }
+    if path != append_to {
+        std::fs::rename(path, append_to).with_context(|| {
+            format!("{}: cannot move to {}", path.display(), append_to.display())
+        })?;
+    }
     let file = OpenOptions::new()
         .append(true)
-        .open(path)
-        .with_context(|| format!("{}: cannot open for appending", path.display()))?;
+        .open(append_to)
+        .with_context(|| format!("{}: cannot open for appending", append_to.display()))?;
     Ok((file, done))
 }
 
@@ -301,7 +459,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("out.jsonl");
         std::fs::write(&p, content).unwrap();
-        let result = open_for_resume(&p).map(|(mut f, done)| {
+        let result = open_for_resume(&p, &p).map(|(mut f, done)| {
             f.write_all(b"NEXT\n").unwrap();
             done
         });
@@ -349,14 +507,7 @@ mod tests {
     fn selection_skips_done_ids_as_a_multiset_and_other_shards() {
         let mut done = Done::default();
         done.ids.entry("a".into()).or_default().push_back(false);
-        let mut select = Select {
-            shard: None,
-            done,
-            seen: 0,
-            other_shards: 0,
-            resumed: 0,
-            resumed_failed: 0,
-        };
+        let mut select = Select::new(None, done);
         let item = |id: &str| InputItem::Failed {
             id: id.into(),
             error: String::new(),

@@ -4,6 +4,7 @@ use crate::fsutil::write_json_atomic;
 use crate::model::config::WindowConfig;
 use crate::model::source::resolve_model_dir;
 use crate::model::NewsTagger;
+use crate::outputs::RunPaths;
 use crate::train::checkpoint::Checkpoint;
 use crate::train::{train, TrainOptions};
 use anyhow::Context;
@@ -35,15 +36,16 @@ pub struct TrainArgs {
     /// Continue the run in this directory from its last checkpoint (all other options come from it).
     #[arg(long, value_name = "DIR", conflicts_with_all = ["base", "train", "out"])]
     resume: Option<PathBuf>,
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 3, value_parser = super::at_least_one)]
     epochs: usize,
     /// Stop after this many optimiser steps.
-    #[arg(long)]
+    #[arg(long, value_parser = super::at_least_one)]
     max_steps: Option<usize>,
     /// Windows per batch.
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = 8, value_parser = super::at_least_one)]
     batch_size: usize,
-    #[arg(long, default_value_t = 1e-4)]
+    /// Peak learning rate (finite, above 0).
+    #[arg(long, default_value_t = 1e-4, value_parser = super::positive)]
     lr: f64,
     #[arg(long, default_value_t = 42)]
     seed: u64,
@@ -56,10 +58,10 @@ pub struct TrainArgs {
     /// Sub-tokens shared by neighbouring windows.
     #[arg(long, default_value_t = 64)]
     overlap: usize,
-    /// Weight of the topic loss.
-    #[arg(long, default_value_t = 1.0)]
+    /// Weight of the topic loss (finite, 0 or more).
+    #[arg(long, default_value_t = 1.0, value_parser = super::non_negative)]
     topic_weight: f64,
-    /// Save a resumable checkpoint every N steps (and after each epoch).
+    /// Save a resumable checkpoint every N steps (and after each epoch; 0: only then).
     #[arg(long, default_value_t = 200)]
     checkpoint_every: usize,
     /// cpu, cuda[:N] or metal.
@@ -82,6 +84,34 @@ struct RunArgs {
     options: TrainOptions,
 }
 
+/// Refuses a run directory that would overwrite something the run reads, or that is not a
+/// newstag run (a non-empty directory without `training_args.json`), or that already holds a run
+/// with checkpoints (which `--resume` continues).
+fn check_run_paths(out: &Path, base: &Path, run: &RunArgs) -> anyhow::Result<()> {
+    let mut paths = RunPaths::new();
+    paths.reads_model("--base", base)?;
+    for (flag, files) in [("--train", &run.train), ("--dev", &run.dev)] {
+        for f in files {
+            paths.reads(flag, &f.path)?;
+            if let Some(sidecar) = &f.topics {
+                paths.reads(&format!("{flag}-topics"), sidecar)?;
+            }
+        }
+    }
+    paths.writes_run("--out", out)?;
+    paths.check()?;
+    if out.join("checkpoints/latest.json").exists() {
+        anyhow::bail!("--out {}: already holds a run with checkpoints: resume it with --resume {0}, or choose another --out", out.display());
+    }
+    let non_empty = std::fs::read_dir(out).is_ok_and(|mut d| d.next().is_some());
+    anyhow::ensure!(
+        !non_empty || out.join("training_args.json").is_file(),
+        "--out {}: a directory that is not a newstag run (no training_args.json) and not empty: newstag writes config.json, model.safetensors and more there; choose a new or empty directory",
+        out.display()
+    );
+    Ok(())
+}
+
 fn load_run_args(dir: &Path) -> anyhow::Result<RunArgs> {
     let path = dir.join("training_args.json");
     let text = std::fs::read_to_string(&path).with_context(|| {
@@ -94,9 +124,24 @@ fn load_run_args(dir: &Path) -> anyhow::Result<RunArgs> {
         .with_context(|| format!("{}: invalid training arguments", path.display()))
 }
 
-pub fn run(a: TrainArgs) -> anyhow::Result<ExitCode> {
+/// `explicit` names the options given on the command line (clap's ids).
+pub fn run(a: TrainArgs, explicit: &[String]) -> anyhow::Result<ExitCode> {
     let (out, run_args) = match &a.resume {
-        Some(dir) => (dir.clone(), load_run_args(dir)?),
+        Some(dir) => {
+            let ignored: Vec<String> = explicit
+                .iter()
+                .filter(|id| id.as_str() != "resume")
+                .map(|id| format!("--{}", id.replace('_', "-")))
+                .collect();
+            if !ignored.is_empty() {
+                eprintln!(
+                    "warning: --resume continues the run with the options in {}; ignoring {}",
+                    dir.join("training_args.json").display(),
+                    ignored.join(", ")
+                );
+            }
+            (dir.clone(), load_run_args(dir)?)
+        }
         None => {
             let out = a.out.clone().expect("clap requires --out");
             let run_args = RunArgs {
@@ -125,6 +170,15 @@ pub fn run(a: TrainArgs) -> anyhow::Result<ExitCode> {
         }
     };
     let device = parse_device(&run_args.device)?;
+    // The base is resolved (and the run directory checked) before anything is read or written.
+    let base = match &a.resume {
+        Some(_) => None,
+        None => {
+            let base = resolve_model_dir(&run_args.base, None)?;
+            check_run_paths(&out, &base, &run_args)?;
+            Some(base)
+        }
+    };
     let train_articles = read_all(&run_args.train, None, run_args.skip_invalid)?;
     let dev_articles = read_all(&run_args.dev, None, run_args.skip_invalid)?;
     let (types, topics) = found_labels(&train_articles);
@@ -155,10 +209,11 @@ pub fn run(a: TrainArgs) -> anyhow::Result<ExitCode> {
             (NewsTagger::load(&ckpt_dir, &device)?, Some(state))
         }
         None => {
-            if a.resume.is_none() && out.join("checkpoints/latest.json").exists() {
-                anyhow::bail!("{} already holds a run with checkpoints: resume it with --resume {0}, or choose another --out", out.display());
-            }
-            let base = resolve_model_dir(&run_args.base, None)?;
+            // A resumed run that stopped before its first checkpoint starts from its base again.
+            let base = match base {
+                Some(base) => base,
+                None => resolve_model_dir(&run_args.base, None)?,
+            };
             let model = NewsTagger::from_base(
                 &base,
                 &types,
