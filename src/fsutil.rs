@@ -16,6 +16,13 @@ const MAX_LINKS: usize = 40;
 /// Where a write to `path` lands: the path itself or, through symbolic links, their final target,
 /// and what is there now (`None`: nothing yet). A dangling link resolves to the file it names.
 pub fn write_target(path: &Path) -> anyhow::Result<(PathBuf, Option<Metadata>)> {
+    // A stream is opened by the name given: `/dev/stdout` links to `/proc/self/fd/1`, which links
+    // to names such as `pipe:[1234]` that only the kernel can follow.
+    if let Ok(meta) = std::fs::metadata(path) {
+        if is_stream(&meta) {
+            return Ok((path.to_path_buf(), Some(meta)));
+        }
+    }
     let mut target = path.to_path_buf();
     for _ in 0..MAX_LINKS {
         match std::fs::symlink_metadata(&target) {

@@ -5,34 +5,13 @@
 mod common;
 
 use candle_core::Device;
-use common::{newstag, stderr};
+use common::{newstag, random_model, s, stderr};
 use newstag::model::config::WindowConfig;
 use newstag::model::NewsTagger;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
-
-/// A random (untrained) tagger saved as a model directory: PER, ORG, LOC and two topics, small
-/// windows so articles span several. Random weights predict entities all over the text.
-fn random_model(dir: &Path) -> PathBuf {
-    let base = dir.join("base");
-    common::tiny_base(&base);
-    let window = WindowConfig {
-        max_tokens: 16,
-        overlap: 4,
-    };
-    let types = ["PER", "ORG", "LOC"].map(String::from);
-    let topics = ["energy", "borders"].map(String::from);
-    let model = NewsTagger::from_base(&base, &types, &topics, window, 3, &Device::Cpu).unwrap();
-    let out = dir.join("model");
-    model.save(&out).unwrap();
-    out
-}
 
 /// Inputs of several kinds: two JSONL files, a directory of .txt files with one empty (an error
 /// line) and one that is not an input (skipped).

@@ -44,14 +44,20 @@ struct InferenceArgs {
     precision: Precision,
 }
 
-/// The ids of the subcommand's options that were given on the command line (not defaults).
+/// The long flags (`--epochs`) of the subcommand's options that were given on the command line,
+/// not left at their defaults.
 fn given_options(matches: &ArgMatches) -> Vec<String> {
-    let Some((_, sub)) = matches.subcommand() else {
+    let Some((name, sub)) = matches.subcommand() else {
         return Vec::new();
     };
-    sub.ids()
-        .filter(|id| sub.value_source(id.as_str()) == Some(ValueSource::CommandLine))
-        .map(|id| id.to_string())
+    let command = Cli::command();
+    let Some(sub_command) = command.find_subcommand(name) else {
+        return Vec::new();
+    };
+    sub_command
+        .get_arguments()
+        .filter(|arg| sub.value_source(arg.get_id().as_str()) == Some(ValueSource::CommandLine))
+        .filter_map(|arg| arg.get_long().map(|l| format!("--{l}")))
         .collect()
 }
 

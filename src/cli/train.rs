@@ -124,14 +124,14 @@ fn load_run_args(dir: &Path) -> anyhow::Result<RunArgs> {
         .with_context(|| format!("{}: invalid training arguments", path.display()))
 }
 
-/// `explicit` names the options given on the command line (clap's ids).
+/// `explicit` names the options given on the command line (`--epochs`).
 pub fn run(a: TrainArgs, explicit: &[String]) -> anyhow::Result<ExitCode> {
     let (out, run_args) = match &a.resume {
         Some(dir) => {
-            let ignored: Vec<String> = explicit
+            let ignored: Vec<&str> = explicit
                 .iter()
-                .filter(|id| id.as_str() != "resume")
-                .map(|id| format!("--{}", id.replace('_', "-")))
+                .map(String::as_str)
+                .filter(|flag| *flag != "--resume")
                 .collect();
             if !ignored.is_empty() {
                 eprintln!(

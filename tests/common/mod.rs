@@ -2,10 +2,13 @@
 
 #![allow(dead_code)]
 
+use candle_core::Device;
 use newstag::data::jsonl::parse_jsonl;
 use newstag::data::jsonl::ReadOptions;
 use newstag::data::Article;
-use std::path::Path;
+use newstag::model::config::WindowConfig;
+use newstag::model::NewsTagger;
+use std::path::{Path, PathBuf};
 
 pub const PEOPLE: [&str; 4] = ["Tokayev", "Mirziyoyev", "Japarov", "Rahmon"];
 pub const PLACES: [&str; 4] = ["Astana", "Tashkent", "Bishkek", "Dushanbe"];
@@ -114,4 +117,26 @@ pub fn newstag(args: &[&str]) -> std::process::Output {
 /// A command's standard error as text.
 pub fn stderr(o: &std::process::Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// A path as text (test paths are UTF-8).
+pub fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// A random (untrained) tagger saved as a model directory: PER, ORG, LOC and two topics, small
+/// windows so articles span several. Random weights predict entities all over the text.
+pub fn random_model(dir: &Path) -> PathBuf {
+    let base = dir.join("base");
+    tiny_base(&base);
+    let window = WindowConfig {
+        max_tokens: 16,
+        overlap: 4,
+    };
+    let types = ["PER", "ORG", "LOC"].map(String::from);
+    let topics = ["energy", "borders"].map(String::from);
+    let model = NewsTagger::from_base(&base, &types, &topics, window, 3, &Device::Cpu).unwrap();
+    let out = dir.join("model");
+    model.save(&out).unwrap();
+    out
 }
