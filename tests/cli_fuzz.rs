@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-const SEED: u64 = 2026_12_01;
+const SEED: u64 = 20261201;
 /// Each case is a fresh directory and one run of the binary (tiny model: well under a second).
 const CASES: usize = 80;
 const TIME_LIMIT: Duration = Duration::from_secs(60);
@@ -24,8 +24,11 @@ fn workspace(d: &Path) {
     common::random_model(d);
     let corpus = common::corpus_jsonl(6);
     std::fs::write(d.join("a.jsonl"), &corpus).unwrap();
-    std::fs::write(d.join("b.jsonl"), corpus.lines().take(3).collect::<Vec<_>>().join("\n"))
-        .unwrap();
+    std::fs::write(
+        d.join("b.jsonl"),
+        corpus.lines().take(3).collect::<Vec<_>>().join("\n"),
+    )
+    .unwrap();
     std::fs::write(
         d.join("c.conll"),
         "-DOCSTART- O\n\nTokayev B-PER\nmet O\nJaparov B-PER\n\n",
@@ -52,7 +55,14 @@ const DATA: [&str; 9] = [
     "/dev/null",
 ];
 const TAG_INPUTS: [&str; 5] = ["inbox", "empty", "a.jsonl", "inbox/one.txt", "-"];
-const MODELS: [&str; 6] = ["model", "model-link", "base", "missing", "a.jsonl", "./model/"];
+const MODELS: [&str; 6] = [
+    "model",
+    "model-link",
+    "base",
+    "missing",
+    "a.jsonl",
+    "./model/",
+];
 const OUTPUTS: [&str; 13] = [
     "a.jsonl",
     "b.jsonl",
@@ -68,7 +78,9 @@ const OUTPUTS: [&str; 13] = [
     "a.jsonl.partial",
     "./sub/../b.jsonl",
 ];
-const RUN_DIRS: [&str; 7] = ["runs/new", "base", "model", "inbox", ".", "a.jsonl", "empty"];
+const RUN_DIRS: [&str; 7] = [
+    "runs/new", "base", "model", "inbox", ".", "a.jsonl", "empty",
+];
 
 /// One random command line, and the paths it reads.
 fn command(rng: &mut StdRng) -> (Vec<String>, Vec<String>) {
@@ -181,7 +193,10 @@ fn snapshot(root: &Path, reads: &[String]) -> BTreeMap<PathBuf, Vec<u8>> {
         }
     }
     let mut out = BTreeMap::new();
-    for r in reads.iter().filter(|r| r.as_str() != "-" && !r.starts_with("/dev")) {
+    for r in reads
+        .iter()
+        .filter(|r| r.as_str() != "-" && !r.starts_with("/dev"))
+    {
         walk(&root.join(r), &mut out);
     }
     out

@@ -3,6 +3,7 @@ use crate::device::parse_device;
 use crate::fsutil::{create_parent, is_stream, write_atomic, write_target};
 use crate::infer::html::{render_page, PageArticle};
 use crate::infer::output::OutputRecord;
+use crate::infer::progress::TagProgress;
 use crate::infer::Predictor;
 use crate::model::source::resolve_model_dir;
 use crate::model::NewsTagger;
@@ -79,12 +80,16 @@ pub fn run(a: TagArgs) -> anyhow::Result<ExitCode> {
     // Articles are read, tagged and written a chunk at a time: memory stays flat, and a chunk
     // of many batches lets batches be formed of windows of similar lengths (little padding).
     let chunk_size = a.run.batch_size.max(1) * 32;
+    let progress = TagProgress::new(None);
     loop {
         let chunk: Vec<InputItem> = inputs
             .by_ref()
             .filter(|item| select.keep(item))
             .take(chunk_size)
             .collect();
+        for note in select.notes.drain(..) {
+            progress.println(&note);
+        }
         if chunk.is_empty() {
             break;
         }
@@ -104,14 +109,16 @@ pub fn run(a: TagArgs) -> anyhow::Result<ExitCode> {
         for item in &chunk {
             let record = match item {
                 InputItem::Article(_) => {
-                    let (article, p) = preds.next().expect("one prediction per article");
+                    let (article, p) = preds.next().ok_or_else(|| {
+                        anyhow::anyhow!("the model gave fewer predictions than articles")
+                    })?;
                     tagged += 1;
                     tokens += p.tokens;
                     OutputRecord::tagged(article, &p, model.topics(), model.thresholds())
                 }
                 InputItem::Failed { id, error } => {
                     failed += 1;
-                    eprintln!("error: {id}: {error}");
+                    progress.println(&format!("error: {id}: {error}"));
                     OutputRecord::Failed {
                         id: id.clone(),
                         error: error.clone(),
@@ -130,7 +137,9 @@ pub fn run(a: TagArgs) -> anyhow::Result<ExitCode> {
             }
         }
         sink.write(lines.as_bytes())?;
+        progress.advance(chunk.len(), tokens);
     }
+    progress.finish();
     if select.seen == 0 {
         sink.discard();
     } else {
@@ -171,6 +180,12 @@ pub fn run(a: TagArgs) -> anyhow::Result<ExitCode> {
         notes.push_str(&format!(
             "; shard {shard}: {} article(s) left to other shards",
             select.other_shards
+        ));
+    }
+    if select.duplicates > 0 {
+        notes.push_str(&format!(
+            "; {} repeated id(s) in the inputs",
+            select.duplicates
         ));
     }
     if a.resume {
@@ -331,6 +346,8 @@ struct Select {
     /// Hashes of the ids read so far (8 bytes an article: memory stays small on long streams).
     ids: HashSet<u64>,
     duplicates: usize,
+    /// Warnings to print (the caller prints them around its progress bar).
+    notes: Vec<String>,
 }
 
 impl Select {
@@ -344,6 +361,7 @@ impl Select {
             resumed_failed: 0,
             ids: HashSet::new(),
             duplicates: 0,
+            notes: Vec::new(),
         }
     }
 
@@ -353,9 +371,9 @@ impl Select {
         if !self.ids.insert(id_hash(id)) {
             self.duplicates += 1;
             if self.duplicates <= DUPLICATES_NAMED {
-                eprintln!(
+                self.notes.push(format!(
                     "warning: id {id:?} occurs more than once in the inputs: each is tagged, and their output lines share the id"
-                );
+                ));
             }
         }
         if self.shard.is_some_and(|s| !s.contains(id)) {

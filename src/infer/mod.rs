@@ -7,6 +7,7 @@
 pub mod decode;
 pub mod html;
 pub mod output;
+pub mod progress;
 
 use crate::data::Article;
 use crate::model::batch::{Batch, Item};
