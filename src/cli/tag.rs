@@ -12,7 +12,7 @@ use anyhow::Context;
 use clap::Args;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::fs::{File, OpenOptions};
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
@@ -62,6 +62,9 @@ pub fn run(a: TagArgs) -> anyhow::Result<ExitCode> {
     let model = NewsTagger::load(&model_dir, &device)?;
     let predictor = Predictor::with_precision(&model, a.run.batch_size, a.run.precision)?;
     let mut inputs = Inputs::open(&a.inputs)?;
+    if a.inputs.iter().any(|p| p.as_os_str() == "-") && std::io::stdin().is_terminal() {
+        eprintln!("reading articles from standard input (JSONL lines or text; end with Ctrl-D)");
+    }
     for s in &inputs.skipped {
         eprintln!(
             "warning: {}: skipped (neither .txt nor .jsonl)",
