@@ -3,7 +3,7 @@
 
 use super::conll::{read_conll, read_topics_sidecar};
 use super::jsonl::{read_jsonl, ReadOptions};
-use super::{ReadOutcome, Schema, DEFAULT_ENTITY_TYPES, DEFAULT_TOPICS};
+use super::{DataError, ReadOutcome, Schema, DEFAULT_ENTITY_TYPES, DEFAULT_TOPICS};
 use std::path::{Path, PathBuf};
 
 /// An annotated file and, for CoNLL, its topics sidecar.
@@ -61,28 +61,30 @@ pub fn read_annotated(
             },
         );
     }
-    let mut outcome = read_conll(&file.path, schema)?;
-    if let Some(sidecar) = &file.topics {
-        // Sidecars count documents, including any the reader had to drop; only pair when none was.
-        if outcome.problems.is_empty() {
-            match read_topics_sidecar(sidecar, outcome.articles.len())? {
-                Ok(topics) => {
-                    for (a, t) in outcome.articles.iter_mut().zip(topics) {
-                        if let Some(s) = schema {
-                            for topic in &t {
-                                if let Err(msg) = s.check_topic(topic) {
-                                    outcome.problems.push(
-                                        super::DataError::new(sidecar, 0, msg).in_article(&a.id),
-                                    );
-                                }
-                            }
+    let conll = read_conll(&file.path, schema)?;
+    let mut outcome = conll.read;
+    let Some(sidecar) = &file.topics else {
+        return Ok(outcome);
+    };
+    // The sidecar counts every document, empty and broken ones too: each article takes the topics
+    // of its own document number.
+    match read_topics_sidecar(sidecar, conll.documents)? {
+        Ok(topics) => {
+            for (a, &n) in outcome.articles.iter_mut().zip(&conll.numbers) {
+                let doc = &topics[n];
+                if let Some(s) = schema {
+                    for topic in &doc.topics {
+                        if let Err(msg) = s.check_topic(topic) {
+                            outcome
+                                .problems
+                                .push(DataError::new(sidecar, doc.line, msg).in_article(&a.id));
                         }
-                        a.topics = Some(t);
                     }
                 }
-                Err(mut problems) => outcome.problems.append(&mut problems),
+                a.topics = Some(doc.topics.clone());
             }
         }
+        Err(mut problems) => outcome.problems.append(&mut problems),
     }
     Ok(outcome)
 }
