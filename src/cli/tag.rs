@@ -45,11 +45,11 @@ pub fn run(a: TagArgs) -> anyhow::Result<ExitCode> {
     let model = NewsTagger::load(&resolve_model_dir(&a.model, None)?, &device)?;
     let predictor = Predictor::with_precision(&model, a.run.batch_size, a.run.precision)?;
     let mut inputs = Inputs::open(&a.inputs)?;
+    for w in &inputs.warnings {
+        eprintln!("warning: {w}");
+    }
     for s in &inputs.skipped {
-        eprintln!(
-            "warning: {}: skipped (neither .txt nor .jsonl)",
-            s.display()
-        );
+        eprintln!("warning: {}: skipped ({})", s.path.display(), s.reason);
     }
     let mut done = Done::default();
     let mut sink: Box<dyn Write> = match &a.out {
@@ -104,9 +104,20 @@ pub fn run(a: TagArgs) -> anyhow::Result<ExitCode> {
             let record = match item {
                 InputItem::Article(_) => {
                     let (article, p) = preds.next().expect("one prediction per article");
-                    tagged += 1;
-                    tokens += p.tokens;
-                    OutputRecord::tagged(article, &p, model.topics(), model.thresholds())
+                    if p.tokens == 0 {
+                        // Nothing reached the model (every word dropped by the tokenizer).
+                        failed += 1;
+                        let error = "empty article (no word the model can read)".to_string();
+                        eprintln!("error: {}: {error}", article.id);
+                        OutputRecord::Failed {
+                            id: article.id.clone(),
+                            error,
+                        }
+                    } else {
+                        tagged += 1;
+                        tokens += p.tokens;
+                        OutputRecord::tagged(article, &p, model.topics(), model.thresholds())
+                    }
                 }
                 InputItem::Failed { id, error } => {
                     failed += 1;
