@@ -77,11 +77,12 @@ pub fn parse_conll_documents(path: &Path, bytes: &[u8], schema: Option<&Schema>)
     let mut columns: Option<(usize, usize)> = None; // (count, line where first seen)
     let mut docs: Vec<DocBuilder> = Vec::new();
     let mut iob1_note = false;
-    let mut last_line = 0;
+    // Lines as an editor counts them: a final newline ends the last line, it starts none.
+    let line_count = bytes.iter().filter(|&&b| b == b'\n').count()
+        + usize::from(!bytes.is_empty() && !bytes.ends_with(b"\n"));
 
     for (i, raw) in bytes.split(|&b| b == b'\n').enumerate() {
         let lineno = i + 1;
-        last_line = lineno;
         let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
         let line = match std::str::from_utf8(raw) {
             Ok(l) => l,
@@ -202,7 +203,7 @@ pub fn parse_conll_documents(path: &Path, bytes: &[u8], schema: Option<&Schema>)
         out.problems.push(DataError::new(
             path,
             0,
-            format!("no documents ({found}read {last_line} lines)"),
+            format!("no documents ({found}read {line_count} lines)"),
         ));
         return ConllDocuments {
             read: out,
@@ -441,11 +442,11 @@ mod tests {
     fn empty_and_docstart_only_files_have_no_documents() {
         assert_eq!(
             parse("").problems[0].to_string(),
-            "x.conll: no documents (read 1 lines)"
+            "x.conll: no documents (read 0 lines)"
         );
         assert_eq!(
             parse("-DOCSTART- -X- O\n\n-DOCSTART- -X- O\n").problems[0].to_string(),
-            "x.conll: no documents (2 empty document(s), read 4 lines)"
+            "x.conll: no documents (2 empty document(s), read 3 lines)"
         );
     }
 

@@ -151,3 +151,65 @@ fn ordered(found: &mut Vec<String>, known: &[&str]) -> Vec<String> {
     );
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn skipped_empty_documents_do_not_shift_sidecar_topics() {
+        let dir = tempfile::tempdir().unwrap();
+        let (conll, sidecar) = (
+            dir.path().join("w.conll"),
+            dir.path().join("w.topics.jsonl"),
+        );
+        // Documents 1 (middle) and 3 (a bare -DOCSTART- at the end, as WikiGold has) are empty.
+        std::fs::write(
+            &conll,
+            "-DOCSTART- O\n\nOil O\n\n-DOCSTART- O\n\n-DOCSTART- O\n\nTroops O\n\n-DOCSTART- O\n",
+        )
+        .unwrap();
+        std::fs::write(
+            &sidecar,
+            "{\"doc\": 0, \"topics\": [\"energy\"]}\n{\"doc\": 1, \"topics\": [\"trade\"]}\n{\"doc\": 2, \"topics\": [\"defense\"]}\n{\"doc\": 3, \"topics\": []}\n",
+        )
+        .unwrap();
+        let file = AnnotatedFile {
+            path: conll,
+            topics: Some(sidecar),
+        };
+        let out = read_annotated(&file, Some(&Schema::default())).unwrap();
+        assert!(out.problems.is_empty(), "{:?}", out.problems);
+        assert_eq!(out.warnings.len(), 1, "{:?}", out.warnings);
+        let got: Vec<(&str, &str, Vec<String>)> = out
+            .articles
+            .iter()
+            .map(|a| (a.id.as_str(), a.text.as_str(), a.topics.clone().unwrap()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("w#0", "Oil", vec!["energy".to_string()]),
+                ("w#2", "Troops", vec!["defense".to_string()])
+            ]
+        );
+        // The sidecar's topics are checked against the schema on their own line.
+        let bad = dir.path().join("bad.topics.jsonl");
+        std::fs::write(
+            &bad,
+            "{\"doc\": 0, \"topics\": []}\n{\"doc\": 1, \"topics\": []}\n{\"doc\": 2, \"topics\": [\"sport\"]}\n{\"doc\": 3, \"topics\": []}\n",
+        )
+        .unwrap();
+        let file = AnnotatedFile {
+            topics: Some(bad),
+            ..file
+        };
+        let out = read_annotated(&file, Some(&Schema::default())).unwrap();
+        let msgs: Vec<String> = out.problems.iter().map(|p| p.to_string()).collect();
+        assert_eq!(msgs.len(), 1);
+        assert!(
+            msgs[0].ends_with("bad.topics.jsonl:3: article \"w#2\": unknown topic \"sport\" (known: energy, borders, defense, trade)"),
+            "{msgs:?}"
+        );
+    }
+}

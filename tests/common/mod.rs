@@ -115,3 +115,50 @@ pub fn newstag(args: &[&str]) -> std::process::Output {
 pub fn stderr(o: &std::process::Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
+
+/// A random (untrained) tagger saved as a model directory: PER, ORG, LOC and two topics, small
+/// windows so articles span several (as in tests/reliability.rs).
+pub fn random_model(dir: &Path) -> std::path::PathBuf {
+    use newstag::model::config::WindowConfig;
+    let base = dir.join("base");
+    tiny_base(&base);
+    let window = WindowConfig {
+        max_tokens: 16,
+        overlap: 4,
+    };
+    let types = ["PER", "ORG", "LOC"].map(String::from);
+    let topics = ["energy", "borders"].map(String::from);
+    let model = newstag::model::NewsTagger::from_base(
+        &base,
+        &types,
+        &topics,
+        window,
+        3,
+        &candle_core::Device::Cpu,
+    )
+    .unwrap();
+    let out = dir.join("model");
+    model.save(&out).unwrap();
+    out
+}
+
+/// Runs `newstag` with `args`, killing it (and failing) after `secs` seconds: for inputs that
+/// could make a careless reader wait forever.
+pub fn newstag_within(secs: u64, args: &[&str]) -> std::process::Output {
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_newstag"))
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if started.elapsed().as_secs() >= secs {
+            child.kill().unwrap();
+            panic!("newstag {args:?} still running after {secs}s");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
+}
