@@ -1,6 +1,8 @@
 //! Inputs for tagging: `.txt` files (one article each), JSONL files with `id` and `text`,
-//! directories of those, and `-` for standard input. Articles are streamed in input order, so
-//! memory stays flat however many there are.
+//! directories of those (one level deep), and `-` for standard input. A special file named on the
+//! command line (`/dev/null`, a FIFO, `<(cmd)`) is read as standard input is; inside a directory
+//! it is skipped, as subdirectories are. Articles are streamed in input order, so memory stays flat
+//! however many there are.
 //!
 //! [`Shard`] picks a deterministic part of the articles by a stable hash of their ids, so that
 //! several processes can share one batch without coordinating.

@@ -124,6 +124,10 @@ fn parse_record(
         }
         Err(e) => return (None, Err(vec![err(format!("malformed JSON: {e}"))])),
     };
+    // A map keeps the last of repeated keys: a line giving "text" twice is refused, not half read.
+    if let Err(e) = serde_json::from_str::<KnownFields>(line) {
+        return (None, Err(vec![err(format!("malformed JSON: {e}"))]));
+    }
     let own_id = match record.remove("id") {
         Some(serde_json::Value::String(s)) => Some(s),
         Some(serde_json::Value::Number(n)) => Some(n.to_string()),
@@ -149,6 +153,19 @@ fn parse_record(
     });
     let in_article = |msg: String| err(msg).in_article(&id);
     (own_id, parse_fields(&in_article, &id, record, opts))
+}
+
+/// The fields newstag reads, only to notice one given twice.
+#[derive(Deserialize)]
+struct KnownFields {
+    #[serde(rename = "id")]
+    _id: Option<serde::de::IgnoredAny>,
+    #[serde(rename = "text")]
+    _text: Option<serde::de::IgnoredAny>,
+    #[serde(rename = "entities")]
+    _entities: Option<serde::de::IgnoredAny>,
+    #[serde(rename = "topics")]
+    _topics: Option<serde::de::IgnoredAny>,
 }
 
 /// "an object", "true", "a list"...: what a JSON value is, for messages.
@@ -413,6 +430,7 @@ mod tests {
             "{\"id\": \"k\", \"text\": 5}\n",
             "{\"id\": 7, \"text\": \"x\", \"topics\": \"energy\", \"entities\": {}}\n",
             "[1, 2]\n",
+            "{\"id\": \"d\", \"text\": \"x\", \"text\": \"y\"}\n",
         ));
         assert_eq!(
             msgs[0],
@@ -440,6 +458,11 @@ mod tests {
         assert_eq!(
             msgs[5],
             "a.jsonl:5: expected a JSON object {\"id\": ..., \"text\": ...}, found a list"
+        );
+        assert!(
+            msgs[6].starts_with("a.jsonl:6: malformed JSON: duplicate field `text`"),
+            "{}",
+            msgs[6]
         );
         assert!(msgs
             .iter()
