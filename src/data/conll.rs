@@ -7,8 +7,8 @@
 //! with a warning, and the documents after it keep their numbers (and their topics).
 
 use super::{
-    check_entity_type, check_topics, entities_from_tags, Article, DataError, ReadOutcome, Schema,
-    Tag,
+    blank_reason, check_entity_type, check_topics, entities_from_tags, Article, DataError,
+    ReadOutcome, Schema, Tag,
 };
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -55,6 +55,16 @@ impl DocBuilder {
         if !self.current.is_empty() {
             self.sentences.push(std::mem::take(&mut self.current));
         }
+    }
+
+    /// Does the document hold nothing for the model (no tokens, or only invisible ones)?
+    fn is_empty(&self) -> bool {
+        !self.broken
+            && self
+                .sentences
+                .iter()
+                .flatten()
+                .all(|token| blank_reason(token).is_some())
     }
 }
 
@@ -191,10 +201,10 @@ pub fn parse_conll_documents(path: &Path, bytes: &[u8], schema: Option<&Schema>)
     let empty: Vec<(usize, usize)> = docs
         .iter()
         .enumerate()
-        .filter(|(_, d)| d.sentences.is_empty() && !d.broken)
+        .filter(|(_, d)| d.is_empty())
         .map(|(n, d)| (n, d.first_line))
         .collect();
-    if docs.iter().all(|d| d.sentences.is_empty() && !d.broken) {
+    if docs.iter().all(DocBuilder::is_empty) {
         let found = if empty.is_empty() {
             String::new()
         } else {
@@ -221,7 +231,7 @@ pub fn parse_conll_documents(path: &Path, bytes: &[u8], schema: Option<&Schema>)
     }
     let mut numbers = Vec::new();
     for (n, d) in docs.into_iter().enumerate() {
-        if d.sentences.is_empty() || d.broken {
+        if d.is_empty() || d.broken {
             continue;
         }
         let mut article = Article::from_sentences(format!("{stem}#{n}"), &d.sentences);
@@ -395,6 +405,13 @@ mod tests {
             ["w.conll:5: document 1 is empty: skipped (2 empty document(s) in the file)"]
         );
         assert_eq!(out.documents, 4);
+        // Invisible tokens only (a zero-width space, a soft hyphen) are no more than nothing.
+        let inv = parse("-DOCSTART- O\n\n\u{200b} O\n\u{ad} O\n\n-DOCSTART- O\n\nRome B-LOC\n");
+        assert_eq!(
+            inv.warnings,
+            ["x.conll:1: document 0 is empty: skipped (1 empty document(s) in the file)"]
+        );
+        assert_eq!(inv.articles.len(), 1);
         assert_eq!(out.numbers, [0, 2]);
         let ids: Vec<&str> = out.read.articles.iter().map(|a| a.id.as_str()).collect();
         assert_eq!(ids, ["w#0", "w#2"]);
