@@ -148,7 +148,7 @@ fn train_eval_and_tag_from_the_command_line() {
         .collect();
     assert_eq!(lines.len(), 3);
     assert!(lines[0]["id"].as_str().unwrap().ends_with("a.txt"));
-    assert_eq!(lines[1]["error"], "empty article");
+    assert_eq!(lines[1]["error"], "empty article (no text)");
     assert_eq!(lines[2]["id"], "j1");
     for e in lines[0]["entities"].as_array().unwrap() {
         let (s, t) = (

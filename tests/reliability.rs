@@ -523,9 +523,8 @@ fn bad_annotated_files_name_file_and_line() {
         ("onecol.conll", b"Paris\n", "onecol.conll:1: one column only"),
         ("i.conll", b"Paris I-\n", "i.conll:1: malformed tag \"I-\""),
         ("x.conll", b"Paris O\nTokayev X-PER\n", "x.conll:2: malformed tag \"X-PER\""),
-        ("emptydoc.conll", b"-DOCSTART- -X- O\n\n-DOCSTART- -X- O\n\nParis B-LOC\n", "emptydoc.conll:1: article \"emptydoc#0\": document 0 is empty"),
         ("nodocs.conll", b"\n\n", "nodocs.conll: no documents"),
-        ("docstart.conll", b"-DOCSTART- -X- O\n\n", "docstart.conll:1: article \"docstart#0\": document 0 is empty"),
+        ("docstart.conll", b"-DOCSTART- -X- O\n\n", "docstart.conll: no documents (1 empty document(s), read 2 lines)"),
         ("utf8.conll", b"Paris B-LOC\nZ\xFCrich B-LOC\n", "utf8.conll:2: invalid UTF-8"),
         ("bad.jsonl", b"{\"id\": \"a\", \"text\": \"Paris\"}\n{oops\n", "bad.jsonl:2: malformed JSON"),
         ("notext.jsonl", b"{\"id\": \"a\"}\n", "notext.jsonl:1: article \"a\": missing \"text\""),
@@ -917,18 +916,20 @@ fn awkward_tag_inputs() {
     assert_eq!(records[2]["id"], "ok");
     assert!(records[2]["entities"].is_array());
     assert_eq!(records[3]["id"], format!("{}:2", s(&lines)));
+    // The location is named once: in the id when the line has none, else in the message.
     assert!(
         records[3]["error"]
             .as_str()
             .unwrap()
-            .contains("lines.jsonl:2: malformed JSON"),
+            .starts_with("malformed JSON: "),
         "{}",
         records[3]
     );
-    assert!(records[4]["error"]
-        .as_str()
-        .unwrap()
-        .contains("lines.jsonl:3: article \"nt\": missing \"text\""));
+    assert_eq!(records[4]["id"], "nt");
+    assert_eq!(
+        records[4]["error"],
+        format!("{}:3: missing \"text\"", s(&lines))
+    );
 
     // A directory of mixed files: .txt and .jsonl tagged in name order, the rest skipped.
     let mixed = d.join("mixed");
@@ -959,7 +960,8 @@ fn awkward_tag_inputs() {
         .collect();
     assert_eq!(ids, ["j".to_string(), s(&mixed.join("b.txt")).to_string()]);
     assert!(
-        stderr(&out).contains("c.pdf: skipped (neither .txt nor .jsonl)"),
+        stderr(&out).contains("c.pdf: skipped (neither .txt nor .jsonl)")
+            && stderr(&out).contains("sub: skipped (a subdirectory: only the top level is read)"),
         "{}",
         stderr(&out)
     );

@@ -65,11 +65,11 @@ pub fn run(a: TagArgs) -> anyhow::Result<ExitCode> {
     if a.inputs.iter().any(|p| p.as_os_str() == "-") && std::io::stdin().is_terminal() {
         eprintln!("reading articles from standard input (JSONL lines or text; end with Ctrl-D)");
     }
+    for w in &inputs.warnings {
+        eprintln!("warning: {w}");
+    }
     for s in &inputs.skipped {
-        eprintln!(
-            "warning: {}: skipped (neither .txt nor .jsonl)",
-            s.display()
-        );
+        eprintln!("warning: {}: skipped ({})", s.path.display(), s.reason);
     }
     let (mut sink, done) = match &a.out {
         Some(p) => Sink::open(p, a.resume)?,
@@ -83,7 +83,12 @@ pub fn run(a: TagArgs) -> anyhow::Result<ExitCode> {
     // Articles are read, tagged and written a chunk at a time: memory stays flat, and a chunk
     // of many batches lets batches be formed of windows of similar lengths (little padding).
     let chunk_size = a.run.batch_size.max(1) * 32;
-    let progress = TagProgress::new(None);
+    // Counting ahead reads the inputs once more: only worth it for a bar someone watches.
+    let total = std::io::stderr()
+        .is_terminal()
+        .then(|| inputs.estimated_total())
+        .flatten();
+    let progress = TagProgress::new(total);
     loop {
         let chunk: Vec<InputItem> = inputs
             .by_ref()
@@ -115,9 +120,20 @@ pub fn run(a: TagArgs) -> anyhow::Result<ExitCode> {
                     let (article, p) = preds.next().ok_or_else(|| {
                         anyhow::anyhow!("the model gave fewer predictions than articles")
                     })?;
-                    tagged += 1;
-                    tokens += p.tokens;
-                    OutputRecord::tagged(article, &p, model.topics(), model.thresholds())
+                    if p.tokens == 0 {
+                        // Nothing reached the model (every word dropped by the tokenizer).
+                        failed += 1;
+                        let error = "empty article (no word the model can read)".to_string();
+                        progress.println(&format!("error: {}: {error}", article.id));
+                        OutputRecord::Failed {
+                            id: article.id.clone(),
+                            error,
+                        }
+                    } else {
+                        tagged += 1;
+                        tokens += p.tokens;
+                        OutputRecord::tagged(article, &p, model.topics(), model.thresholds())
+                    }
                 }
                 InputItem::Failed { id, error } => {
                     failed += 1;
@@ -140,7 +156,7 @@ pub fn run(a: TagArgs) -> anyhow::Result<ExitCode> {
             }
         }
         sink.write(lines.as_bytes())?;
-        progress.advance(chunk.len(), tokens);
+        progress.advance(select.seen, tokens);
     }
     progress.finish();
     if select.seen == 0 {
@@ -184,6 +200,9 @@ pub fn run(a: TagArgs) -> anyhow::Result<ExitCode> {
             "; shard {shard}: {} article(s) left to other shards",
             select.other_shards
         ));
+    }
+    if !inputs.skipped.is_empty() {
+        notes.push_str(&format!("; {} path(s) skipped", inputs.skipped.len()));
     }
     if select.duplicates > 0 {
         notes.push_str(&format!(

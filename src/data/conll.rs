@@ -2,19 +2,34 @@
 //! sentences, `-DOCSTART-` lines between articles. IOB1 and IOB2 tags are both read (IOB1 is
 //! converted); a file without `-DOCSTART-` lines is read as one article per sentence.
 //!
-//! Topics come from a sidecar JSONL file, one `{"doc": N, "topics": [...]}` line per article.
+//! Topics come from a sidecar JSONL file, one `{"doc": N, "topics": [...]}` line per document.
+//! Documents are numbered from 0 in file order, empty ones included: an empty document is skipped
+//! with a warning, and the documents after it keep their numbers (and their topics).
 
-use super::{entities_from_tags, Article, DataError, ReadOutcome, Schema, Tag};
+use super::{
+    blank_reason, check_entity_type, check_topics, entities_from_tags, Article, DataError,
+    ReadOutcome, Schema, Tag,
+};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::Path;
 
+/// What a CoNLL file holds: the articles read, and which document each one is.
+#[derive(Debug, Default)]
+pub struct ConllDocuments {
+    pub read: ReadOutcome,
+    /// Documents in the file, empty and broken ones included: what a topics sidecar counts.
+    pub documents: usize,
+    /// The document number of each article of `read.articles`, in the same order.
+    pub numbers: Vec<usize>,
+}
+
 /// Reads a CoNLL file. Problems (bad tags, column counts, encoding) are collected, not fatal.
 /// With a `schema`, entity types outside it are problems too.
-pub fn read_conll(path: &Path, schema: Option<&Schema>) -> anyhow::Result<ReadOutcome> {
+pub fn read_conll(path: &Path, schema: Option<&Schema>) -> anyhow::Result<ConllDocuments> {
     let bytes =
         std::fs::read(path).map_err(|e| anyhow::anyhow!("{}: cannot read: {e}", path.display()))?;
-    Ok(parse_conll(path, &bytes, schema))
+    Ok(parse_conll_documents(path, &bytes, schema))
 }
 
 struct DocBuilder {
@@ -41,10 +56,25 @@ impl DocBuilder {
             self.sentences.push(std::mem::take(&mut self.current));
         }
     }
+
+    /// Does the document hold nothing for the model (no tokens, or only invisible ones)?
+    fn is_empty(&self) -> bool {
+        !self.broken
+            && self
+                .sentences
+                .iter()
+                .flatten()
+                .all(|token| blank_reason(token).is_some())
+    }
 }
 
 /// Parses CoNLL bytes; `path` only names the source in messages.
 pub fn parse_conll(path: &Path, bytes: &[u8], schema: Option<&Schema>) -> ReadOutcome {
+    parse_conll_documents(path, bytes, schema).read
+}
+
+/// [`parse_conll`], keeping the document number of every article.
+pub fn parse_conll_documents(path: &Path, bytes: &[u8], schema: Option<&Schema>) -> ConllDocuments {
     let mut out = ReadOutcome::default();
     let stem = path
         .file_stem()
@@ -57,11 +87,12 @@ pub fn parse_conll(path: &Path, bytes: &[u8], schema: Option<&Schema>) -> ReadOu
     let mut columns: Option<(usize, usize)> = None; // (count, line where first seen)
     let mut docs: Vec<DocBuilder> = Vec::new();
     let mut iob1_note = false;
-    let mut last_line = 0;
+    // Lines as an editor counts them: a final newline ends the last line, it starts none.
+    let line_count = bytes.iter().filter(|&&b| b == b'\n').count()
+        + usize::from(!bytes.is_empty() && !bytes.ends_with(b"\n"));
 
     for (i, raw) in bytes.split(|&b| b == b'\n').enumerate() {
         let lineno = i + 1;
-        last_line = lineno;
         let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
         let line = match std::str::from_utf8(raw) {
             Ok(l) => l,
@@ -120,9 +151,14 @@ pub fn parse_conll(path: &Path, bytes: &[u8], schema: Option<&Schema>) -> ReadOu
             doc.broken = true;
             continue;
         }
-        let tag = Tag::parse(fields[fields.len() - 1]).and_then(|t| match (schema, t.label()) {
-            (Some(s), Some(l)) => s.check_type(l).map(|_| t),
-            _ => Ok(t),
+        let tag = Tag::parse(fields[fields.len() - 1]).and_then(|t| {
+            let Some(label) = t.label() else {
+                return Ok(t);
+            };
+            check_entity_type(label)
+                .map_err(|msg| format!("tag {:?}: {msg}", t.to_string()))
+                .and_then(|_| schema.map_or(Ok(()), |s| s.check_type(label)))
+                .map(|_| t)
         });
         let tag = match tag {
             Ok(t) => t,
@@ -161,33 +197,53 @@ pub fn parse_conll(path: &Path, bytes: &[u8], schema: Option<&Schema>) -> ReadOu
     {
         docs.pop();
     }
-    if docs.is_empty() {
+    let documents = docs.len();
+    let empty: Vec<(usize, usize)> = docs
+        .iter()
+        .enumerate()
+        .filter(|(_, d)| d.is_empty())
+        .map(|(n, d)| (n, d.first_line))
+        .collect();
+    if docs.iter().all(DocBuilder::is_empty) {
+        let found = if empty.is_empty() {
+            String::new()
+        } else {
+            format!("{} empty document(s), ", empty.len())
+        };
         out.problems.push(DataError::new(
             path,
             0,
-            format!("no documents (read {last_line} lines)"),
+            format!("no documents ({found}read {line_count} lines)"),
         ));
-        return out;
+        return ConllDocuments {
+            read: out,
+            documents,
+            numbers: Vec::new(),
+        };
     }
+    if let Some(&(n, line)) = empty.first() {
+        // Public corpora have them (WikiGold ends with a bare -DOCSTART-): not worth refusing.
+        out.warnings.push(format!(
+            "{}:{line}: document {n} is empty: skipped ({} empty document(s) in the file)",
+            path.display(),
+            empty.len()
+        ));
+    }
+    let mut numbers = Vec::new();
     for (n, d) in docs.into_iter().enumerate() {
-        let id = format!("{stem}#{n}");
-        if d.sentences.is_empty() {
-            if !d.broken {
-                out.problems.push(
-                    DataError::new(path, d.first_line, format!("document {n} is empty"))
-                        .in_article(&id),
-                );
-            }
+        if d.is_empty() || d.broken {
             continue;
         }
-        if d.broken {
-            continue;
-        }
-        let mut article = Article::from_sentences(id, &d.sentences);
+        let mut article = Article::from_sentences(format!("{stem}#{n}"), &d.sentences);
         article.entities = Some(entities_from_tags(&d.tags, &article.sentence_starts));
         out.articles.push(article);
+        numbers.push(n);
     }
-    out
+    ConllDocuments {
+        read: out,
+        documents,
+        numbers,
+    }
 }
 
 #[derive(Deserialize)]
@@ -197,21 +253,30 @@ struct SidecarLine {
     topics: Vec<String>,
 }
 
-/// Reads a topics sidecar for a CoNLL file of `n_docs` documents.
+/// The topics of one document, and the sidecar line they are on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DocTopics {
+    pub line: usize,
+    pub topics: Vec<String>,
+}
+
+/// Reads a topics sidecar for a CoNLL file of `n_docs` documents: the topics of each document, in
+/// document order.
 pub fn read_topics_sidecar(
     path: &Path,
     n_docs: usize,
-) -> anyhow::Result<Result<Vec<Vec<String>>, Vec<DataError>>> {
+) -> anyhow::Result<Result<Vec<DocTopics>, Vec<DataError>>> {
     let text =
         std::fs::read(path).map_err(|e| anyhow::anyhow!("{}: cannot read: {e}", path.display()))?;
     Ok(parse_topics_sidecar(path, &text, n_docs))
 }
 
+/// [`read_topics_sidecar`] on bytes; `path` only names the source in messages.
 pub fn parse_topics_sidecar(
     path: &Path,
     bytes: &[u8],
     n_docs: usize,
-) -> Result<Vec<Vec<String>>, Vec<DataError>> {
+) -> Result<Vec<DocTopics>, Vec<DataError>> {
     let mut problems = Vec::new();
     let mut by_doc: BTreeMap<usize, (usize, Vec<String>)> = BTreeMap::new();
     let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
@@ -226,6 +291,13 @@ pub fn parse_topics_sidecar(
         }
         match serde_json::from_str::<SidecarLine>(line) {
             Ok(l) => {
+                for msg in check_topics(&l.topics) {
+                    problems.push(DataError::new(
+                        path,
+                        lineno,
+                        format!("doc {}: {msg}", l.doc),
+                    ));
+                }
                 if let Some((first, _)) = by_doc.get(&l.doc) {
                     problems.push(DataError::new(
                         path,
@@ -265,7 +337,10 @@ pub fn parse_topics_sidecar(
     if !problems.is_empty() {
         return Err(problems);
     }
-    Ok(by_doc.into_values().map(|(_, t)| t).collect())
+    Ok(by_doc
+        .into_values()
+        .map(|(line, topics)| DocTopics { line, topics })
+        .collect())
 }
 
 #[cfg(test)]
@@ -304,11 +379,59 @@ mod tests {
             msgs[1].starts_with("x.conll:5: malformed tag \"X-PER\""),
             "{msgs:?}"
         );
-        assert!(
-            msgs[2].contains("x.conll:7: article \"x#1\": document 1 is empty"),
-            "{msgs:?}"
+        assert_eq!(
+            msgs.len(),
+            2,
+            "an empty document is not a problem: {msgs:?}"
+        );
+        assert_eq!(
+            out.warnings,
+            ["x.conll:7: document 1 is empty: skipped (1 empty document(s) in the file)"]
         );
         assert_eq!(out.articles.len(), 1);
+    }
+
+    #[test]
+    fn empty_documents_are_skipped_and_keep_the_numbers_of_the_others() {
+        // WikiGold-like: an empty document in the middle, and a bare -DOCSTART- at the end.
+        let out = parse_conll_documents(
+            Path::new("w.conll"),
+            b"-DOCSTART- O\n\nParis B-LOC\n\n-DOCSTART- O\n\n\n-DOCSTART- O\n\nRome B-LOC\n\n-DOCSTART- O\n\n",
+            None,
+        );
+        assert!(out.read.problems.is_empty(), "{:?}", out.read.problems);
+        assert_eq!(
+            out.read.warnings,
+            ["w.conll:5: document 1 is empty: skipped (2 empty document(s) in the file)"]
+        );
+        assert_eq!(out.documents, 4);
+        // Invisible tokens only (a zero-width space, a soft hyphen) are no more than nothing.
+        let inv = parse("-DOCSTART- O\n\n\u{200b} O\n\u{ad} O\n\n-DOCSTART- O\n\nRome B-LOC\n");
+        assert_eq!(
+            inv.warnings,
+            ["x.conll:1: document 0 is empty: skipped (1 empty document(s) in the file)"]
+        );
+        assert_eq!(inv.articles.len(), 1);
+        assert_eq!(out.numbers, [0, 2]);
+        let ids: Vec<&str> = out.read.articles.iter().map(|a| a.id.as_str()).collect();
+        assert_eq!(ids, ["w#0", "w#2"]);
+    }
+
+    #[test]
+    fn entity_types_are_held_to_the_type_rule() {
+        for (tag, expect) in [
+            ("B-per", "x.conll:1: tag \"B-per\": entity type \"per\" is not upper case (types look like PER, ORG, WORK_OF_ART)"),
+            ("B-B-X", "x.conll:1: tag \"B-B-X\": entity type \"B-X\" has a BIO prefix"),
+            ("I-O", "x.conll:1: tag \"I-O\": \"O\" is not an entity type"),
+            ("B-1X", "x.conll:1: tag \"B-1X\": entity type \"1X\" does not start with a letter"),
+            ("B-P\u{7}R", "x.conll:1: tag \"B-P\\u{7}R\": entity type \"P\\u{7}R\" contains a control character (U+0007)"),
+        ] {
+            let out = parse(&format!("Paris {tag}\n"));
+            assert!(out.articles.is_empty());
+            let msg = out.problems[0].to_string();
+            assert!(msg.starts_with(expect), "{tag}: {msg}");
+        }
+        assert!(parse("Paris B-WORK_OF_ART\n").problems.is_empty());
     }
 
     #[test]
@@ -334,11 +457,14 @@ mod tests {
 
     #[test]
     fn empty_and_docstart_only_files_have_no_documents() {
-        assert!(parse("").problems[0].message.starts_with("no documents"));
-        assert!(parse("-DOCSTART- -X- O\n\n")
-            .problems
-            .iter()
-            .any(|p| p.message.contains("empty")));
+        assert_eq!(
+            parse("").problems[0].to_string(),
+            "x.conll: no documents (read 0 lines)"
+        );
+        assert_eq!(
+            parse("-DOCSTART- -X- O\n\n-DOCSTART- -X- O\n").problems[0].to_string(),
+            "x.conll: no documents (2 empty document(s), read 3 lines)"
+        );
     }
 
     #[test]
@@ -358,7 +484,24 @@ mod tests {
             2,
         )
         .unwrap();
-        assert_eq!(ok, vec![vec!["trade".to_string()], vec![]]);
+        let topics: Vec<&[String]> = ok.iter().map(|d| d.topics.as_slice()).collect();
+        assert_eq!(topics, [&["trade".to_string()][..], &[]]);
+        assert_eq!(ok[0].line, 2);
+        let err = parse_topics_sidecar(
+            p,
+            b"{\"doc\": 0, \"topics\": [\"trade\", \"\", \"trade\", \"a b\"]}\n",
+            1,
+        )
+        .unwrap_err();
+        let msgs: Vec<String> = err.iter().map(|e| e.to_string()).collect();
+        assert_eq!(
+            msgs,
+            [
+                "t.jsonl:1: doc 0: topic name is empty",
+                "t.jsonl:1: doc 0: topic \"trade\" is listed twice",
+                "t.jsonl:1: doc 0: topic \"a b\" contains white space (U+0020): topic names are single words such as \"energy\"",
+            ]
+        );
         let err = parse_topics_sidecar(p, b"{\"doc\": 0, \"topics\": []}\n", 2).unwrap_err();
         assert!(err[0]
             .message

@@ -3,26 +3,13 @@
 //! Offsets count characters (Unicode scalar values, as Python does), end exclusive. `entities` and
 //! `topics` are optional; an article without them carries no annotation of that kind.
 
-use super::{Article, CharOffsets, DataError, Entity, ReadOutcome, Schema};
+use super::{
+    blank_reason, check_entity_type, check_topics, Article, CharOffsets, DataError, Entity,
+    ReadOutcome, Schema,
+};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::path::Path;
-
-#[derive(Debug, Deserialize)]
-struct RawArticle {
-    id: Option<RawId>,
-    text: Option<String>,
-    entities: Option<Vec<RawEntity>>,
-    topics: Option<Vec<String>>,
-}
-
-/// Ids may be strings or numbers.
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
-enum RawId {
-    Text(String),
-    Number(serde_json::Number),
-}
 
 /// A character-offset entity as written in JSONL.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -42,8 +29,6 @@ pub struct ArticleRecord<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub topics: Option<&'a [String]>,
 }
-
-type RawEntity = CharSpan;
 
 /// How strictly to read: with a schema, unknown entity types and topics are problems.
 #[derive(Debug, Clone, Copy, Default)]
@@ -84,7 +69,13 @@ pub fn parse_jsonl(path: &Path, bytes: &[u8], opts: ReadOptions) -> ReadOutcome 
             seen.insert(id, lineno);
         }
         match parsed {
-            Ok(article) => out.articles.push(article),
+            Ok(article) => match blank_reason(&article.text) {
+                None => out.articles.push(article),
+                Some(why) => out.problems.push(
+                    DataError::new(path, lineno, format!("empty \"text\" ({why})"))
+                        .in_article(&article.id),
+                ),
+            },
             Err(mut problems) => out.problems.append(&mut problems),
         }
     }
@@ -95,7 +86,9 @@ pub fn parse_jsonl(path: &Path, bytes: &[u8], opts: ReadOptions) -> ReadOutcome 
     out
 }
 
-/// Parses one JSONL line: the record's id (when it has one) and the article or its problems.
+/// Parses one JSONL line: the line's own `id` (when it has a readable one, even if another field
+/// is bad) and the article or its problems. An article without an id is named `FILESTEM:LINE`.
+/// Whether the text has content is left to the caller (see [`super::blank_reason`]).
 pub fn parse_line(
     path: &Path,
     lineno: usize,
@@ -118,55 +111,141 @@ fn parse_record(
     opts: ReadOptions,
 ) -> (Option<String>, Result<Article, Vec<DataError>>) {
     let err = |msg: String| DataError::new(path, lineno, msg);
-    let mut raw: RawArticle = match serde_json::from_str(line) {
-        Ok(r) => r,
+    // Read as a plain JSON object first: the id is known (and kept in every message) even when
+    // another field has the wrong shape.
+    let mut record = match serde_json::from_str::<serde_json::Value>(line) {
+        Ok(serde_json::Value::Object(map)) => map,
+        Ok(other) => {
+            let msg = format!(
+                "expected a JSON object {{\"id\": ..., \"text\": ...}}, found {}",
+                json_kind(&other)
+            );
+            return (None, Err(vec![err(msg)]));
+        }
         Err(e) => return (None, Err(vec![err(format!("malformed JSON: {e}"))])),
     };
-    let id = match raw.id.take() {
-        Some(RawId::Text(s)) => s,
-        Some(RawId::Number(n)) => n.to_string(),
-        None if opts.require_id => return (None, Err(vec![err("missing \"id\"".into())])),
-        None => format!(
+    // A map keeps the last of repeated keys: a line giving "text" twice is refused, not half read.
+    if let Err(e) = serde_json::from_str::<KnownFields>(line) {
+        return (None, Err(vec![err(format!("malformed JSON: {e}"))]));
+    }
+    let own_id = match record.remove("id") {
+        Some(serde_json::Value::String(s)) => Some(s),
+        Some(serde_json::Value::Number(n)) => Some(n.to_string()),
+        None | Some(serde_json::Value::Null) if !opts.require_id => None,
+        None | Some(serde_json::Value::Null) => {
+            return (None, Err(vec![err("missing \"id\"".into())]))
+        }
+        Some(other) => {
+            let msg = format!(
+                "\"id\" must be a string or a number, not {}",
+                json_kind(&other)
+            );
+            return (None, Err(vec![err(msg)]));
+        }
+    };
+    let id = own_id.clone().unwrap_or_else(|| {
+        format!(
             "{}:{lineno}",
             path.file_stem()
                 .map(|s| s.to_string_lossy())
                 .unwrap_or_default()
-        ),
-    };
-    (Some(id.clone()), parse_annotations(&err, id, raw, opts))
+        )
+    });
+    let in_article = |msg: String| err(msg).in_article(&id);
+    (own_id, parse_fields(&in_article, &id, record, opts))
 }
 
-fn parse_annotations(
+/// The fields newstag reads, only to notice one given twice.
+#[derive(Deserialize)]
+struct KnownFields {
+    #[serde(rename = "id")]
+    _id: Option<serde::de::IgnoredAny>,
+    #[serde(rename = "text")]
+    _text: Option<serde::de::IgnoredAny>,
+    #[serde(rename = "entities")]
+    _entities: Option<serde::de::IgnoredAny>,
+    #[serde(rename = "topics")]
+    _topics: Option<serde::de::IgnoredAny>,
+}
+
+/// "an object", "true", "a list"...: what a JSON value is, for messages.
+fn json_kind(v: &serde_json::Value) -> String {
+    match v {
+        serde_json::Value::Null => "null".into(),
+        serde_json::Value::Bool(b) => b.to_string(),
+        serde_json::Value::Number(_) => "a number".into(),
+        serde_json::Value::String(_) => "a string".into(),
+        serde_json::Value::Array(_) => "a list".into(),
+        serde_json::Value::Object(_) => "an object".into(),
+    }
+}
+
+/// Reads one optional field of a record; `Err` names the field and what it should hold.
+fn field<T: serde::de::DeserializeOwned>(
+    record: &mut serde_json::Map<String, serde_json::Value>,
+    name: &str,
+    shape: &str,
+) -> Result<Option<T>, String> {
+    match record.remove(name) {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(v) => serde_json::from_value(v)
+            .map(Some)
+            .map_err(|e| format!("{name:?} must be {shape}: {e}")),
+    }
+}
+
+fn parse_fields(
     err: &dyn Fn(String) -> DataError,
-    id: String,
-    raw: RawArticle,
+    id: &str,
+    mut record: serde_json::Map<String, serde_json::Value>,
     opts: ReadOptions,
 ) -> Result<Article, Vec<DataError>> {
-    let Some(text) = raw.text else {
-        return Err(vec![err("missing \"text\"".into()).in_article(&id)]);
+    let text = field::<String>(&mut record, "text", "a string");
+    let topics = field::<Vec<String>>(&mut record, "topics", "a list of topic names");
+    let spans = field::<Vec<CharSpan>>(
+        &mut record,
+        "entities",
+        "a list of {\"start\": N, \"end\": N, \"label\": \"TYPE\"}",
+    );
+    let mut problems: Vec<DataError> = [
+        &text.as_ref().err(),
+        &topics.as_ref().err(),
+        &spans.as_ref().err(),
+    ]
+    .into_iter()
+    .flatten()
+    .map(|msg| err(msg.to_string()))
+    .collect();
+    let (Ok(text), Ok(topics), Ok(spans)) = (text, topics, spans) else {
+        return Err(problems);
     };
-    if text.trim().is_empty() {
-        return Err(vec![err("empty \"text\"".into()).in_article(&id)]);
-    }
-    let mut article = Article::from_text(id.clone(), text);
-    let mut problems = Vec::new();
-    if let Some(topics) = raw.topics {
+    let Some(text) = text else {
+        return Err(vec![err("missing \"text\"".into())]);
+    };
+    let mut article = Article::from_text(id, text);
+    if let Some(topics) = topics {
+        problems.extend(check_topics(&topics).into_iter().map(err));
         for t in &topics {
             if let Some(Err(msg)) = opts.schema.map(|s| s.check_topic(t)) {
-                problems.push(err(msg).in_article(&id));
+                problems.push(err(msg));
             }
         }
         article.topics = Some(topics);
     }
-    if let Some(mut spans) = raw.entities {
+    if let Some(mut spans) = spans {
         spans.sort_by_key(|s| (s.start, s.end));
         let chars = CharOffsets::new(&article.text);
         let mut entities = Vec::with_capacity(spans.len());
         let mut prev: Option<&CharSpan> = None;
         for s in &spans {
+            if let Err(msg) = check_entity_type(&s.label) {
+                problems.push(err(format!("entity {}..{}: {msg}", s.start, s.end)));
+                continue;
+            }
+            // The label is well-formed from here on: messages show it as it is.
             let what = format!("entity {}..{} {}", s.start, s.end, s.label);
             if let Some(Err(msg)) = opts.schema.map(|sc| sc.check_type(&s.label)) {
-                problems.push(err(format!("{what}: {msg}")).in_article(&id));
+                problems.push(err(format!("{what}: {msg}")));
                 continue;
             }
             if s.end <= s.start {
@@ -175,27 +254,21 @@ fn parse_annotations(
                 } else {
                     "ends before it starts"
                 };
-                problems.push(err(format!("{what} {kind}")).in_article(&id));
+                problems.push(err(format!("{what} {kind}")));
                 continue;
             }
             let (Some(b0), Some(b1)) = (chars.to_byte(s.start), chars.to_byte(s.end)) else {
-                problems.push(
-                    err(format!(
-                        "{what} lies outside the text ({} characters)",
-                        chars.len()
-                    ))
-                    .in_article(&id),
-                );
+                problems.push(err(format!(
+                    "{what} lies outside the text ({} characters)",
+                    chars.len()
+                )));
                 continue;
             };
             if let Some(p) = prev.filter(|p| p.end > s.start) {
-                problems.push(
-                    err(format!(
-                        "{what} overlaps entity {}..{} {}",
-                        p.start, p.end, p.label
-                    ))
-                    .in_article(&id),
-                );
+                problems.push(err(format!(
+                    "{what} overlaps entity {}..{} {}",
+                    p.start, p.end, p.label
+                )));
                 continue;
             }
             prev = Some(s);
@@ -204,9 +277,9 @@ fn parse_annotations(
                     words,
                     label: s.label.clone(),
                 }),
-                Err(msg) => problems.push(
-                    err(format!("{what} ({:?}) {msg}", &article.text[b0..b1])).in_article(&id),
-                ),
+                Err(msg) => {
+                    problems.push(err(format!("{what} ({:?}) {msg}", &article.text[b0..b1])))
+                }
             }
         }
         article.entities = Some(entities);
@@ -306,6 +379,108 @@ mod tests {
             .last()
             .unwrap()
             .starts_with("a.jsonl:5: malformed JSON"));
+    }
+
+    /// Problems of lines read without a schema (as `train` reads).
+    fn problems_without_schema(s: &str) -> Vec<String> {
+        parse_jsonl(Path::new("a.jsonl"), s.as_bytes(), ReadOptions::default())
+            .problems
+            .iter()
+            .map(|p| p.to_string())
+            .collect()
+    }
+
+    #[test]
+    fn labels_and_topics_are_checked_without_a_schema() {
+        let line = |label: &str, topics: &str| {
+            format!(
+                r#"{{"id": "a", "text": "Paris", "entities": [{{"start": 0, "end": 5, "label": {}}}], "topics": {topics}}}"#,
+                serde_json::to_string(label).unwrap()
+            )
+        };
+        for (label, expect) in [
+            ("per", "a.jsonl:1: article \"a\": entity 0..5: entity type \"per\" is not upper case (types look like PER, ORG, WORK_OF_ART)"),
+            ("O", "a.jsonl:1: article \"a\": entity 0..5: \"O\" is not an entity type"),
+            ("B-X", "a.jsonl:1: article \"a\": entity 0..5: entity type \"B-X\" has a BIO prefix"),
+            ("PER SON", "a.jsonl:1: article \"a\": entity 0..5: entity type \"PER SON\" contains white space"),
+            ("", "a.jsonl:1: article \"a\": entity 0..5: entity type is empty"),
+            ("P\u{1b}R", "a.jsonl:1: article \"a\": entity 0..5: entity type \"P\\u{1b}R\" contains a control character (U+001B)"),
+        ] {
+            let msgs = problems_without_schema(&line(label, "[]"));
+            assert_eq!(msgs.len(), 1, "{msgs:?}");
+            assert!(msgs[0].starts_with(expect), "{label:?}: {}", msgs[0]);
+        }
+        // A well-formed new type is fine without a schema (train learns it).
+        assert!(problems_without_schema(&line("WORK_OF_ART", r#"["energy", "sport"]"#)).is_empty());
+        assert_eq!(
+            problems_without_schema(&line("PER", r#"["energy", "energy", "", "a b"]"#)),
+            [
+                "a.jsonl:1: article \"a\": topic \"energy\" is listed twice",
+                "a.jsonl:1: article \"a\": topic name is empty",
+                "a.jsonl:1: article \"a\": topic \"a b\" contains white space (U+0020): topic names are single words such as \"energy\"",
+            ]
+        );
+    }
+
+    #[test]
+    fn ids_are_kept_and_wrong_shapes_named_plainly() {
+        let msgs = problems_without_schema(concat!(
+            "{\"id\": true, \"text\": \"x\"}\n",
+            "{\"id\": {\"a\": 1}, \"text\": \"x\"}\n",
+            "{\"id\": \"k\", \"text\": 5}\n",
+            "{\"id\": 7, \"text\": \"x\", \"topics\": \"energy\", \"entities\": {}}\n",
+            "[1, 2]\n",
+            "{\"id\": \"d\", \"text\": \"x\", \"text\": \"y\"}\n",
+        ));
+        assert_eq!(
+            msgs[0],
+            "a.jsonl:1: \"id\" must be a string or a number, not true"
+        );
+        assert_eq!(
+            msgs[1],
+            "a.jsonl:2: \"id\" must be a string or a number, not an object"
+        );
+        assert_eq!(
+            msgs[2],
+            "a.jsonl:3: article \"k\": \"text\" must be a string: invalid type: integer `5`, expected a string"
+        );
+        assert!(
+            msgs[3]
+                .starts_with("a.jsonl:4: article \"7\": \"topics\" must be a list of topic names"),
+            "{}",
+            msgs[3]
+        );
+        assert!(
+            msgs[4].starts_with("a.jsonl:4: article \"7\": \"entities\" must be a list of"),
+            "{}",
+            msgs[4]
+        );
+        assert_eq!(
+            msgs[5],
+            "a.jsonl:5: expected a JSON object {\"id\": ..., \"text\": ...}, found a list"
+        );
+        assert!(
+            msgs[6].starts_with("a.jsonl:6: malformed JSON: duplicate field `text`"),
+            "{}",
+            msgs[6]
+        );
+        assert!(msgs
+            .iter()
+            .all(|m| !m.contains("RawId") && !m.contains("enum")));
+    }
+
+    #[test]
+    fn invisible_text_is_empty() {
+        let msgs = problems_without_schema(
+            "{\"id\": \"z\", \"text\": \"\\u0000\\u200b\\ufeff\\u00ad \"}\n{\"id\": \"w\", \"text\": \" \\n \"}\n",
+        );
+        assert_eq!(
+            msgs,
+            [
+                "a.jsonl:1: article \"z\": empty \"text\" (only white space and invisible characters: U+0000, U+200B, U+FEFF, U+00AD)",
+                "a.jsonl:2: article \"w\": empty \"text\" (only white space)",
+            ]
+        );
     }
 
     #[test]

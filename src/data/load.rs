@@ -3,7 +3,7 @@
 
 use super::conll::{read_conll, read_topics_sidecar};
 use super::jsonl::{read_jsonl, ReadOptions};
-use super::{ReadOutcome, Schema, DEFAULT_ENTITY_TYPES, DEFAULT_TOPICS};
+use super::{DataError, ReadOutcome, Schema, DEFAULT_ENTITY_TYPES, DEFAULT_TOPICS};
 use std::path::{Path, PathBuf};
 
 /// An annotated file and, for CoNLL, its topics sidecar.
@@ -61,28 +61,30 @@ pub fn read_annotated(
             },
         );
     }
-    let mut outcome = read_conll(&file.path, schema)?;
-    if let Some(sidecar) = &file.topics {
-        // Sidecars count documents, including any the reader had to drop; only pair when none was.
-        if outcome.problems.is_empty() {
-            match read_topics_sidecar(sidecar, outcome.articles.len())? {
-                Ok(topics) => {
-                    for (a, t) in outcome.articles.iter_mut().zip(topics) {
-                        if let Some(s) = schema {
-                            for topic in &t {
-                                if let Err(msg) = s.check_topic(topic) {
-                                    outcome.problems.push(
-                                        super::DataError::new(sidecar, 0, msg).in_article(&a.id),
-                                    );
-                                }
-                            }
+    let conll = read_conll(&file.path, schema)?;
+    let mut outcome = conll.read;
+    let Some(sidecar) = &file.topics else {
+        return Ok(outcome);
+    };
+    // The sidecar counts every document, empty and broken ones too: each article takes the topics
+    // of its own document number.
+    match read_topics_sidecar(sidecar, conll.documents)? {
+        Ok(topics) => {
+            for (a, &n) in outcome.articles.iter_mut().zip(&conll.numbers) {
+                let doc = &topics[n];
+                if let Some(s) = schema {
+                    for topic in &doc.topics {
+                        if let Err(msg) = s.check_topic(topic) {
+                            outcome
+                                .problems
+                                .push(DataError::new(sidecar, doc.line, msg).in_article(&a.id));
                         }
-                        a.topics = Some(t);
                     }
                 }
-                Err(mut problems) => outcome.problems.append(&mut problems),
+                a.topics = Some(doc.topics.clone());
             }
         }
+        Err(mut problems) => outcome.problems.append(&mut problems),
     }
     Ok(outcome)
 }
@@ -148,4 +150,66 @@ fn ordered(found: &mut Vec<String>, known: &[&str]) -> Vec<String> {
             .cloned(),
     );
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn skipped_empty_documents_do_not_shift_sidecar_topics() {
+        let dir = tempfile::tempdir().unwrap();
+        let (conll, sidecar) = (
+            dir.path().join("w.conll"),
+            dir.path().join("w.topics.jsonl"),
+        );
+        // Documents 1 (middle) and 3 (a bare -DOCSTART- at the end, as WikiGold has) are empty.
+        std::fs::write(
+            &conll,
+            "-DOCSTART- O\n\nOil O\n\n-DOCSTART- O\n\n-DOCSTART- O\n\nTroops O\n\n-DOCSTART- O\n",
+        )
+        .unwrap();
+        std::fs::write(
+            &sidecar,
+            "{\"doc\": 0, \"topics\": [\"energy\"]}\n{\"doc\": 1, \"topics\": [\"trade\"]}\n{\"doc\": 2, \"topics\": [\"defense\"]}\n{\"doc\": 3, \"topics\": []}\n",
+        )
+        .unwrap();
+        let file = AnnotatedFile {
+            path: conll,
+            topics: Some(sidecar),
+        };
+        let out = read_annotated(&file, Some(&Schema::default())).unwrap();
+        assert!(out.problems.is_empty(), "{:?}", out.problems);
+        assert_eq!(out.warnings.len(), 1, "{:?}", out.warnings);
+        let got: Vec<(&str, &str, Vec<String>)> = out
+            .articles
+            .iter()
+            .map(|a| (a.id.as_str(), a.text.as_str(), a.topics.clone().unwrap()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("w#0", "Oil", vec!["energy".to_string()]),
+                ("w#2", "Troops", vec!["defense".to_string()])
+            ]
+        );
+        // The sidecar's topics are checked against the schema on their own line.
+        let bad = dir.path().join("bad.topics.jsonl");
+        std::fs::write(
+            &bad,
+            "{\"doc\": 0, \"topics\": []}\n{\"doc\": 1, \"topics\": []}\n{\"doc\": 2, \"topics\": [\"sport\"]}\n{\"doc\": 3, \"topics\": []}\n",
+        )
+        .unwrap();
+        let file = AnnotatedFile {
+            topics: Some(bad),
+            ..file
+        };
+        let out = read_annotated(&file, Some(&Schema::default())).unwrap();
+        let msgs: Vec<String> = out.problems.iter().map(|p| p.to_string()).collect();
+        assert_eq!(msgs.len(), 1);
+        assert!(
+            msgs[0].ends_with("bad.topics.jsonl:3: article \"w#2\": unknown topic \"sport\" (known: energy, borders, defense, trade)"),
+            "{msgs:?}"
+        );
+    }
 }

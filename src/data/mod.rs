@@ -128,6 +128,132 @@ impl Schema {
     }
 }
 
+/// What an entity type must look like, for messages.
+const TYPE_SHAPE: &str = "types look like PER, ORG, WORK_OF_ART";
+
+/// Checks that `label` can be an entity type: upper-case ASCII letters, digits and `_`, starting
+/// with a letter, and not `O`. Every such type survives a model's `id2label` as `B-TYPE`/`I-TYPE`.
+pub fn check_entity_type(label: &str) -> Result<(), String> {
+    let shape = |what: &str| Err(format!("entity type {label:?} {what} ({TYPE_SHAPE})"));
+    if label.is_empty() {
+        return Err(format!("entity type is empty ({TYPE_SHAPE})"));
+    }
+    if label == "O" {
+        return Err(format!(
+            "\"O\" is not an entity type: it marks words outside entities ({TYPE_SHAPE})"
+        ));
+    }
+    if let Some(c) = label.chars().find(|c| c.is_whitespace() || c.is_control()) {
+        let what = if c.is_whitespace() {
+            "white space"
+        } else {
+            "a control character"
+        };
+        return shape(&format!("contains {what} ({})", code_point(c)));
+    }
+    if ["B-", "I-"].iter().any(|p| label.starts_with(p)) {
+        return shape("has a BIO prefix (labels name the type alone)");
+    }
+    if label.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && label.chars().any(|c| c.is_ascii_lowercase())
+    {
+        return shape("is not upper case");
+    }
+    if let Some(c) = label
+        .chars()
+        .find(|c| !(c.is_ascii_uppercase() || c.is_ascii_digit() || *c == '_'))
+    {
+        return shape(&format!(
+            "contains {c:?}: only upper-case letters, digits and _ are allowed"
+        ));
+    }
+    if !label.starts_with(|c: char| c.is_ascii_uppercase()) {
+        return shape("does not start with a letter");
+    }
+    Ok(())
+}
+
+/// Checks that `topic` can be a topic name: not empty, no white space or control characters.
+pub fn check_topic_name(topic: &str) -> Result<(), String> {
+    if topic.is_empty() {
+        return Err("topic name is empty".into());
+    }
+    if let Some(c) = topic
+        .chars()
+        .find(|&c| c.is_whitespace() || is_invisible(c))
+    {
+        return Err(format!(
+            "topic {topic:?} contains {} ({}): topic names are single words such as \"energy\"",
+            if c.is_whitespace() {
+                "white space"
+            } else {
+                "an invisible character"
+            },
+            code_point(c)
+        ));
+    }
+    Ok(())
+}
+
+/// Checks a list of topics: every name well-formed, none twice.
+pub fn check_topics(topics: &[String]) -> Vec<String> {
+    let mut problems = Vec::new();
+    for (i, t) in topics.iter().enumerate() {
+        if let Err(msg) = check_topic_name(t) {
+            problems.push(msg);
+        } else if topics[..i].contains(t) {
+            problems.push(format!("topic {t:?} is listed twice"));
+        }
+    }
+    problems
+}
+
+/// Why `text` holds nothing for the model, or `None` when it does. White space and invisible
+/// characters (control and format characters such as NUL, zero-width spaces, a byte-order mark,
+/// soft hyphens, variation selectors) are not content.
+pub fn blank_reason(text: &str) -> Option<String> {
+    if text.is_empty() {
+        return Some("no text".into());
+    }
+    let mut invisible: Vec<char> = Vec::new();
+    for c in text.chars() {
+        if c.is_whitespace() {
+            continue;
+        }
+        if !is_invisible(c) {
+            return None;
+        }
+        if !invisible.contains(&c) {
+            invisible.push(c);
+        }
+    }
+    if invisible.is_empty() {
+        return Some("only white space".into());
+    }
+    let mut shown: Vec<String> = invisible.iter().take(4).map(|&c| code_point(c)).collect();
+    if invisible.len() > 4 {
+        shown.push("...".into());
+    }
+    Some(format!(
+        "only white space and invisible characters: {}",
+        shown.join(", ")
+    ))
+}
+
+/// Control and format characters (Unicode Cc and Cf) and variation selectors: nothing a reader
+/// sees, nothing the model reads.
+fn is_invisible(c: char) -> bool {
+    use unicode_categories::UnicodeCategories;
+    c.is_other_control()
+        || c.is_other_format()
+        || matches!(c as u32, 0xFE00..=0xFE0F | 0xE0100..=0xE01EF)
+}
+
+/// `U+200B`: how messages name a character that cannot be shown.
+fn code_point(c: char) -> String {
+    format!("U+{:04X}", c as u32)
+}
+
 /// A named entity: a label over a range of whole words.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Entity {
@@ -428,6 +554,76 @@ mod tests {
         assert_eq!(c.to_char(b), 9);
         assert_eq!(c.to_byte(9), Some(b));
         assert_eq!(c.to_byte(c.len() + 1), None);
+    }
+
+    #[test]
+    fn entity_types_look_like_per_org_work_of_art() {
+        for ok in ["PER", "ORG", "WORK_OF_ART", "X", "GPE2", "B", "I"] {
+            assert_eq!(check_entity_type(ok), Ok(()), "{ok}");
+        }
+        for (bad, expect) in [
+            ("per", "entity type \"per\" is not upper case (types look like PER, ORG, WORK_OF_ART)"),
+            ("Per_1", "entity type \"Per_1\" is not upper case"),
+            ("O", "\"O\" is not an entity type: it marks words outside entities"),
+            ("B-X", "entity type \"B-X\" has a BIO prefix (labels name the type alone)"),
+            ("PER SON", "entity type \"PER SON\" contains white space (U+0020)"),
+            ("", "entity type is empty (types look like PER, ORG, WORK_OF_ART)"),
+            ("PER\u{0}", "entity type \"PER\\0\" contains a control character (U+0000)"),
+            ("NEWS-ORG", "entity type \"NEWS-ORG\" contains '-': only upper-case letters, digits and _ are allowed"),
+            ("ÉTAT", "entity type \"ÉTAT\" contains 'É'"),
+            ("_X", "entity type \"_X\" does not start with a letter"),
+            ("1X", "entity type \"1X\" does not start with a letter"),
+        ] {
+            let err = check_entity_type(bad).unwrap_err();
+            assert!(err.starts_with(expect), "{bad:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn topic_names_are_single_words_listed_once() {
+        assert_eq!(check_topic_name("energy"), Ok(()));
+        assert_eq!(check_topic_name("foreign-trade"), Ok(()));
+        assert_eq!(check_topic_name("").unwrap_err(), "topic name is empty");
+        assert!(check_topic_name("a\tb")
+            .unwrap_err()
+            .contains("white space (U+0009)"));
+        assert!(check_topic_name("a\u{200b}")
+            .unwrap_err()
+            .contains("an invisible character (U+200B)"));
+        let topics = ["energy", "trade", "energy"].map(String::from);
+        assert_eq!(check_topics(&topics), ["topic \"energy\" is listed twice"]);
+    }
+
+    #[test]
+    fn invisible_text_is_blank() {
+        assert_eq!(blank_reason("").unwrap(), "no text");
+        assert_eq!(blank_reason(" \n\t\u{a0}").unwrap(), "only white space");
+        assert_eq!(
+            blank_reason("\u{0}\u{200b}\u{feff} \u{ad}\u{200b}").unwrap(),
+            "only white space and invisible characters: U+0000, U+200B, U+FEFF, U+00AD"
+        );
+        assert!(
+            blank_reason("\u{2060}\u{200c}\u{200d}\u{200e}\u{200f}\u{fe0f}")
+                .unwrap()
+                .ends_with(", ...")
+        );
+        for text in ["a", "\u{200b}Oil", "🚀", "\u{FFFD}", "北"] {
+            assert_eq!(blank_reason(text), None, "{text:?}");
+        }
+    }
+
+    proptest::proptest! {
+        /// Every type a reader accepts survives a saved model: `B-`/`I-` tags through `id2label`
+        /// and back, as a run directory is reloaded.
+        #[test]
+        fn accepted_types_roundtrip_through_id2label(label in "\\PC{0,6}|[A-Z][A-Z0-9_]{0,8}|[BIO]-[A-Za-z]{1,3}") {
+            if check_entity_type(&label).is_ok() {
+                let set = crate::model::config::TagSet::from_types(&[label.as_str(), "PER"]);
+                let back = crate::model::config::TagSet::from_id2label(&set.id2label());
+                proptest::prop_assert_eq!(back.ok(), Some(set));
+                proptest::prop_assert_eq!(Tag::parse(&format!("I-{label}")), Ok(Tag::Inside(label.clone())));
+            }
+        }
     }
 
     #[test]

@@ -25,7 +25,8 @@ pub struct ArticlePrediction {
     pub topic_probs: Vec<f32>,
     /// The article's embedding: the mean hidden state over all its sub-tokens (the topic head's input).
     pub embedding: Vec<f32>,
-    /// Sub-tokens the article has (excluding special tokens and padding).
+    /// Sub-tokens the article has (excluding special tokens and padding). With none, the model
+    /// saw nothing: no entities, every topic probability 0 (`tag` writes an error record).
     pub tokens: usize,
 }
 
@@ -184,7 +185,7 @@ impl<'m> Predictor<'m> {
                 sum.into_iter().map(|v| v / count).collect()
             })
             .collect();
-        let topic_probs: Vec<Vec<f32>> = if model.topics().is_empty() || articles.is_empty() {
+        let mut topic_probs: Vec<Vec<f32>> = if model.topics().is_empty() || articles.is_empty() {
             vec![Vec::new(); articles.len()]
         } else {
             let pooled = Tensor::from_vec(
@@ -197,6 +198,14 @@ impl<'m> Predictor<'m> {
                 None => vec![Vec::new(); articles.len()],
             }
         };
+
+        // An article of which the tokenizer kept nothing has an all-zero embedding: the head would
+        // answer with its biases alone. It has no topic (and no entity: every word is outside).
+        for (probs, enc) in topic_probs.iter_mut().zip(encoded) {
+            if enc.ids.is_empty() {
+                probs.iter_mut().for_each(|p| *p = 0.0);
+            }
+        }
 
         Ok(articles
             .iter()
@@ -216,5 +225,49 @@ impl<'m> Predictor<'m> {
                 }
             })
             .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::config::{BertConfig, WindowConfig};
+    use crate::model::tiny::tiny_tokenizer;
+    use candle_core::Device;
+
+    #[test]
+    fn an_article_without_sub_tokens_gets_no_made_up_topics() {
+        let tokenizer = tiny_tokenizer(&["oil", "rose"]).unwrap();
+        let bert = BertConfig::tiny(tokenizer.get_vocab_size(true));
+        let window = WindowConfig {
+            max_tokens: 12,
+            overlap: 2,
+        };
+        let topics = ["energy", "trade"].map(String::from);
+        let model = NewsTagger::random(
+            bert,
+            tokenizer,
+            &["PER".to_string()],
+            &topics,
+            window,
+            3,
+            &Device::Cpu,
+        )
+        .unwrap();
+        // A lone combining accent is a word, but the tokenizer strips accents: nothing is left.
+        let articles = [
+            Article::from_text("accent", "\u{301} \u{301}"),
+            Article::from_text("text", "oil rose"),
+        ];
+        assert_eq!(articles[0].words().len(), 2);
+        let p = Predictor::new(&model, 4)
+            .unwrap()
+            .predict(&articles)
+            .unwrap();
+        assert_eq!(p[0].tokens, 0);
+        assert!(p[0].entities.is_empty());
+        assert_eq!(p[0].topic_probs, [0.0, 0.0]);
+        assert!(p[1].tokens > 0);
+        assert!(p[1].topic_probs.iter().all(|&x| x > 0.0 && x < 1.0));
     }
 }

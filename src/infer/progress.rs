@@ -28,16 +28,20 @@ impl TagProgress {
                 .expect("valid template"),
             ),
         });
+        if let Some(bar) = &bar {
+            bar.tick();
+        }
         TagProgress {
             bar,
             started: Instant::now(),
         }
     }
 
-    /// `articles` more are done; `tokens` sub-tokens in all so far.
-    pub fn advance(&self, articles: usize, tokens: usize) {
+    /// `read` input items are done (tagged, failed or left to other shards); `tokens` sub-tokens
+    /// tagged so far.
+    pub fn advance(&self, read: usize, tokens: usize) {
         if let Some(bar) = &self.bar {
-            bar.inc(articles as u64);
+            bar.set_position(read as u64);
             let rate = tokens as f64 / self.started.elapsed().as_secs_f64().max(1e-9);
             bar.set_message(format!("{rate:.0} tokens/s"));
         }

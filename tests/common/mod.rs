@@ -140,3 +140,24 @@ pub fn random_model(dir: &Path) -> PathBuf {
     model.save(&out).unwrap();
     out
 }
+
+/// Runs `newstag` with `args`, killing it (and failing) after `secs` seconds: for inputs that
+/// could make a careless reader wait forever.
+pub fn newstag_within(secs: u64, args: &[&str]) -> std::process::Output {
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_newstag"))
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if started.elapsed().as_secs() >= secs {
+            child.kill().unwrap();
+            panic!("newstag {args:?} still running after {secs}s");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
+}
