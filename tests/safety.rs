@@ -373,6 +373,14 @@ fn numeric_options_out_of_range_are_usage_errors() {
             "must be a finite number",
         ),
         ([&base[..], &["--window", "x"]].concat(), "invalid value"),
+        (
+            vec!["validate", i, "--entity-type", "per"],
+            "is not upper case",
+        ),
+        (
+            vec!["validate", i, "--topic", "oil prices"],
+            "contains white space",
+        ),
     ];
     for (args, expect) in cases {
         let o = newstag(&args);

@@ -1,5 +1,5 @@
 use crate::data::load::{pair_sidecars, read_annotated};
-use crate::data::Schema;
+use crate::data::{check_entity_type, check_topic_name, Schema};
 use clap::Args;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -13,11 +13,20 @@ pub struct ValidateArgs {
     #[arg(long)]
     topics: Vec<PathBuf>,
     /// Extra entity types to accept besides PER, ORG, LOC, MISC.
-    #[arg(long = "entity-type")]
+    #[arg(long = "entity-type", value_parser = entity_type)]
     entity_types: Vec<String>,
     /// Extra topics to accept besides energy, borders, defense, trade.
-    #[arg(long = "topic")]
+    #[arg(long = "topic", value_parser = topic_name)]
     extra_topics: Vec<String>,
+}
+
+/// A type the readers could ever accept (a usage error otherwise, before any file is read).
+fn entity_type(s: &str) -> Result<String, String> {
+    check_entity_type(s).map(|_| s.to_string())
+}
+
+fn topic_name(s: &str) -> Result<String, String> {
+    check_topic_name(s).map(|_| s.to_string())
 }
 
 pub fn run(a: ValidateArgs) -> anyhow::Result<ExitCode> {
