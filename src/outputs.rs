@@ -205,7 +205,7 @@ impl RunPaths {
                         if out.at.path.parent() == Some(input.at.path.as_path())
                             && is_input_name(&out.at.path) =>
                     {
-                        return Err(refuse("would be read as an input of the directory"))
+                        return Err(refuse("would be read back as an input: it lies in"))
                     }
                     (Kind::RunDir, Kind::File | Kind::InputDir | Kind::ModelDir)
                         if input.at.inside(&out.at) =>
@@ -316,7 +316,7 @@ mod tests {
                 &[("the input", &inputs)],
                 &[("--out", &inputs.join("tagged.jsonl"))],
             ),
-            "would be read as an input of the directory",
+            "would be read back as an input: it lies in",
         );
         // A page beside the articles is not read back as an article.
         paths(

@@ -63,7 +63,7 @@ fn an_output_that_names_an_input_is_refused_and_the_input_kept() {
             "--out",
             s(&into_inbox),
         ],
-        "would be read as an input of the directory the input",
+        "would be read back as an input: it lies in the input",
     );
     let into_model = model.join("config.json");
     refused(
@@ -479,6 +479,14 @@ fn tag_and_eval_say_what_they_could_not_do() {
         "{}",
         stderr(&o)
     );
+    // No articles at all: an error, and no output file comes into being.
+    let empty = d.join("empty.jsonl");
+    std::fs::write(&empty, "\n").unwrap();
+    let out = d.join("never.jsonl");
+    let o = newstag(&["tag", "--model", s(&model), s(&empty), "--out", s(&out)]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("no articles in the inputs"));
+    assert!(!out.exists() && !d.join("never.jsonl.partial").exists());
     // Gold without "entities": its entities are not scored, and eval says so.
     let gold = d.join("gold.jsonl");
     std::fs::write(
