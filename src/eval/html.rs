@@ -9,6 +9,7 @@
 //! The analysis works on [`Compared`] articles, which both a newstag model's predictions and another
 //! system's (`eval --predictions`) become, so both are scored and shown the same way.
 
+use super::calibration::{Calibration, ReliabilityScorer};
 use super::metrics::{EntityScorer, Scores, TopicScorer};
 use super::report::{Prf, Report};
 use crate::data::{Article, CharOffsets, Entity};
@@ -43,15 +44,25 @@ pub struct Compared<'a> {
 pub fn score_compared(items: &[Compared], topic_labels: Option<&[String]>) -> Report {
     let mut entities = EntityScorer::default();
     let mut topics = topic_labels.map(TopicScorer::new);
+    // Another system's predictions carry the topics it chose, with their scores: their
+    // calibration is that of those choices.
+    let (mut entity_scores, mut topic_scores) =
+        (ReliabilityScorer::default(), ReliabilityScorer::default());
     let (mut any_entities, mut any_topics) = (false, false);
     for item in items {
         if let Some(gold) = &item.article.entities {
             entities.add(gold, &predicted_entities(item));
+            for e in &item.entities {
+                entity_scores.add(e.score, gold.contains(&e.entity));
+            }
             any_entities = true;
         }
         if let (Some(scorer), Some(gold)) = (&mut topics, &item.article.topics) {
             let pred: Vec<String> = item.topics.iter().map(|(t, _)| t.clone()).collect();
             scorer.add(gold, &pred);
+            for (t, score) in &item.topics {
+                topic_scores.add(*score, gold.contains(t));
+            }
             any_topics = true;
         }
     }
@@ -60,6 +71,10 @@ pub fn score_compared(items: &[Compared], topic_labels: Option<&[String]>) -> Re
         topics.as_ref().filter(|_| any_topics),
         items.len(),
     )
+    .with_calibration(Calibration {
+        entities: entity_scores.reliability(),
+        topics: topic_scores.reliability(),
+    })
 }
 
 fn predicted_entities(item: &Compared) -> Vec<Entity> {

@@ -5,6 +5,7 @@ use std::fmt::Write;
 
 use serde::Serialize;
 
+use super::calibration::Calibration;
 use super::metrics::{EntityScorer, Scores, TopicScorer};
 
 /// Entity and topic results of one evaluation; a part is `None` when nothing was scored for it.
@@ -14,6 +15,8 @@ pub struct Report {
     pub topics: Option<TopicReport>,
     /// Documents evaluated in all.
     pub documents: usize,
+    /// Do the entity scores and topic probabilities mean what they say?
+    pub calibration: Calibration,
 }
 
 /// Strict entity-level results.
@@ -83,7 +86,14 @@ impl Report {
             entities,
             topics,
             documents,
+            calibration: Calibration::default(),
         }
+    }
+
+    /// The report with its calibration part.
+    pub fn with_calibration(mut self, calibration: Calibration) -> Self {
+        self.calibration = calibration;
+        self
     }
 
     /// A plain-text table: per entity type precision/recall/F1/support, micro and macro averages;
@@ -98,6 +108,11 @@ impl Report {
             out.push('\n');
             section(&mut out, "topic", &t.per_label, t.micro, t.r#macro);
             let _ = writeln!(out, "(topics scored on {} documents)", t.documents);
+        }
+        let calibration = self.calibration.table();
+        if !calibration.is_empty() {
+            out.push('\n');
+            out.push_str(&calibration);
         }
         out
     }
@@ -160,7 +175,7 @@ mod tests {
             k.sort();
             k
         };
-        assert_eq!(keys(&v), ["documents", "entities", "topics"]);
+        assert_eq!(keys(&v), ["calibration", "documents", "entities", "topics"]);
         assert_eq!(keys(&v["entities"]), ["macro", "micro", "per_type"]);
         assert_eq!(keys(&v["entities"]["micro"]), ["f1", "precision", "recall"]);
         assert_eq!(

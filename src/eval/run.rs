@@ -1,5 +1,6 @@
 //! Running a model over annotated articles and scoring what it says.
 
+use super::calibration::{Calibration, ReliabilityScorer};
 use super::metrics::{best_thresholds, EntityScorer, TopicScorer};
 use super::report::Report;
 use crate::data::Article;
@@ -60,14 +61,22 @@ pub fn score(
 ) -> Report {
     let mut entities = EntityScorer::default();
     let mut topic_scorer = TopicScorer::new(topics);
+    let (mut entity_scores, mut topic_scores) =
+        (ReliabilityScorer::default(), ReliabilityScorer::default());
     let (mut any_entities, mut any_topics) = (false, false);
     for (a, p) in articles.iter().zip(predictions) {
         if let Some(gold) = &a.entities {
             let pred: Vec<_> = p.entities.iter().map(|e| e.entity.clone()).collect();
             entities.add(gold, &pred);
+            for e in &p.entities {
+                entity_scores.add(e.score, gold.contains(&e.entity));
+            }
             any_entities = true;
         }
         if let (Some(gold), false) = (&a.topics, topics.is_empty()) {
+            for (t, &prob) in topics.iter().zip(&p.topic_probs) {
+                topic_scores.add(prob, gold.contains(t));
+            }
             let pred: Vec<String> = p
                 .topics_above(topics, thresholds)
                 .into_iter()
@@ -82,4 +91,8 @@ pub fn score(
         any_topics.then_some(&topic_scorer),
         articles.len(),
     )
+    .with_calibration(Calibration {
+        entities: entity_scores.reliability(),
+        topics: topic_scores.reliability(),
+    })
 }

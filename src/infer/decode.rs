@@ -2,10 +2,12 @@
 //! IOB2 (an `I-X` only after `B-X` or `I-X`, never at a sentence start), so every entity is a run
 //! of whole words and strict and lenient scoring agree on it.
 
+use super::marginals::{Marginals, Transitions};
 use crate::data::{entities_from_tags, Entity, Tag};
 use crate::model::config::TagSet;
 
-/// An entity with its score: the mean probability of its words' tags.
+/// An entity with its score: the probability of exactly this span and type under the
+/// constrained tag distribution ([`super::marginals`]).
 #[derive(Debug, Clone, PartialEq)]
 pub struct ScoredEntity {
     pub entity: Entity,
@@ -19,29 +21,11 @@ pub fn decode(probs: &[Vec<f32>], tags: &TagSet, sentence_starts: &[usize]) -> V
     if n == 0 {
         return Vec::new();
     }
-    // allowed[p][c]: may tag c follow tag p inside a sentence?
-    let allowed: Vec<Vec<bool>> = tags
-        .tags()
-        .iter()
-        .map(|p| {
-            tags.tags()
-                .iter()
-                .map(|c| match c {
-                    Tag::Inside(l) => p.label() == Some(l.as_str()),
-                    _ => true,
-                })
-                .collect()
-        })
-        .collect();
-    let can_start: Vec<bool> = tags
-        .tags()
-        .iter()
-        .map(|t| !matches!(t, Tag::Inside(_)))
-        .collect();
+    let transitions = Transitions::new(tags);
     let logp = |w: usize, t: usize| probs[w][t].max(1e-12).ln();
     let mut score: Vec<f32> = (0..k)
         .map(|t| {
-            if can_start[t] {
+            if transitions.can_start(t) {
                 logp(0, t)
             } else {
                 f32::NEG_INFINITY
@@ -57,11 +41,11 @@ pub fn decode(probs: &[Vec<f32>], tags: &TagSet, sentence_starts: &[usize]) -> V
         let at_start = breaks.peek().is_some_and(|&&b| b == w);
         let mut next = vec![f32::NEG_INFINITY; k];
         for c in 0..k {
-            if at_start && !can_start[c] {
+            if at_start && !transitions.can_start(c) {
                 continue;
             }
             let (best_p, best) = (0..k)
-                .filter(|&p| at_start || allowed[p][c])
+                .filter(|&p| transitions.ok(at_start, p, c))
                 .map(|p| (p, score[p]))
                 .fold(
                     (0, f32::NEG_INFINITY),
@@ -81,7 +65,7 @@ pub fn decode(probs: &[Vec<f32>], tags: &TagSet, sentence_starts: &[usize]) -> V
     path
 }
 
-/// Entities of a decoded path, scored.
+/// Entities of a decoded path, each scored with the probability of its exact span and type.
 pub fn scored_entities(
     path: &[usize],
     probs: &[Vec<f32>],
@@ -89,11 +73,23 @@ pub fn scored_entities(
     sentence_starts: &[usize],
 ) -> Vec<ScoredEntity> {
     let seq: Vec<Tag> = path.iter().map(|&t| tags.tags()[t].clone()).collect();
-    entities_from_tags(&seq, sentence_starts)
+    let entities = entities_from_tags(&seq, sentence_starts);
+    if entities.is_empty() {
+        return Vec::new();
+    }
+    let transitions = Transitions::new(tags);
+    let marginals = Marginals::new(probs, &transitions, sentence_starts);
+    entities
         .into_iter()
         .map(|entity| {
-            let sum: f32 = entity.words.clone().map(|w| probs[w][path[w]]).sum();
-            let score = sum / entity.words.len() as f32;
+            let b = tags.index(&Tag::Begin(entity.label.clone()));
+            let i = tags.index(&Tag::Inside(entity.label.clone()));
+            let score = match (b, i) {
+                (Some(b), Some(i)) => {
+                    marginals.span(entity.words.clone(), b, i, &transitions) as f32
+                }
+                _ => 0.0,
+            };
             ScoredEntity { entity, score }
         })
         .collect()
@@ -120,7 +116,27 @@ mod tests {
         let e = scored_entities(&path, &probs, &tagset(), &[]);
         assert_eq!(e.len(), 1);
         assert_eq!(e[0].entity.words, 1..3);
-        assert!((e[0].score - 0.6).abs() < 1e-6);
+        // The span's probability among the valid sequences, not the mean of its tags' (0.6).
+        let tr = Transitions::new(&tagset());
+        let (mut span, mut z) = (0f64, 0f64);
+        for code in 0..125 {
+            let t = [code % 5, code / 5 % 5, code / 25];
+            if !tr.can_start(t[0]) || !tr.ok(false, t[0], t[1]) || !tr.ok(false, t[1], t[2]) {
+                continue;
+            }
+            let w: f64 = (0..3)
+                .map(|i| f64::from(probs[i][t[i]].max(1e-12)))
+                .product();
+            z += w;
+            if t[1] == 1 && t[2] == 2 {
+                span += w;
+            }
+        }
+        assert!(
+            (f64::from(e[0].score) - span / z).abs() < 1e-6,
+            "{}",
+            e[0].score
+        );
     }
 
     #[test]

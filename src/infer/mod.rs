@@ -6,6 +6,7 @@
 
 pub mod decode;
 pub mod html;
+pub mod marginals;
 pub mod output;
 pub mod progress;
 

@@ -145,6 +145,7 @@ fn dev_report(r: &EpochRecord) -> Option<Report> {
             documents: t.documents,
         }),
         documents: dev.documents,
+        calibration: Default::default(),
     })
 }
 
