@@ -82,9 +82,10 @@ impl BertConfig {
             self.hidden_size > 0 && self.num_attention_heads > 0 && self.vocab_size > 0,
             "hidden_size, num_attention_heads and vocab_size must be positive"
         );
+        // No encoder layers is allowed (embeddings straight into the heads: a test model).
         anyhow::ensure!(
-            self.num_hidden_layers > 0 && self.intermediate_size > 0 && self.type_vocab_size > 0,
-            "num_hidden_layers, intermediate_size and type_vocab_size must be positive"
+            self.intermediate_size > 0 && self.type_vocab_size > 0,
+            "intermediate_size and type_vocab_size must be positive"
         );
         anyhow::ensure!(
             self.layer_norm_eps.is_finite() && self.layer_norm_eps > 0.0,
@@ -435,8 +436,8 @@ mod tests {
                 .contains("attention_probs_dropout_prob must be at least 0 and below 1"));
         }
         let mut c = BertConfig::tiny(10);
-        c.num_hidden_layers = 0;
-        assert!(message(c.validate()).contains("num_hidden_layers"));
+        c.intermediate_size = 0;
+        assert!(message(c.validate()).contains("intermediate_size and type_vocab_size"));
         let json = r#"{"vocab_size": 10, "hidden_size": 8, "num_hidden_layers": 1, "num_attention_heads": 2,
             "intermediate_size": 16, "max_position_embeddings": 32, "hidden_act": "swish"}"#;
         let err = serde_json::from_str::<ModelConfig>(json)

@@ -5,7 +5,9 @@
 use newstag::data::jsonl::parse_jsonl;
 use newstag::data::jsonl::ReadOptions;
 use newstag::data::Article;
-use std::path::Path;
+use newstag::model::config::WindowConfig;
+use newstag::model::NewsTagger;
+use std::path::{Path, PathBuf};
 
 pub const PEOPLE: [&str; 4] = ["Tokayev", "Mirziyoyev", "Japarov", "Rahmon"];
 pub const PLACES: [&str; 4] = ["Astana", "Tashkent", "Bishkek", "Dushanbe"];
@@ -114,4 +116,57 @@ pub fn newstag(args: &[&str]) -> std::process::Output {
 /// A command's standard error as text.
 pub fn stderr(o: &std::process::Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// A random (untrained) tagger saved as a model directory: PER, ORG, LOC and two topics, small
+/// windows so articles span several. Random weights predict entities all over the text.
+pub fn random_model(dir: &Path) -> PathBuf {
+    let base = dir.join("base");
+    tiny_base(&base);
+    let window = WindowConfig {
+        max_tokens: 16,
+        overlap: 4,
+    };
+    let types = ["PER", "ORG", "LOC"].map(String::from);
+    let topics = ["energy", "borders"].map(String::from);
+    let device = candle_core::Device::Cpu;
+    let model = NewsTagger::from_base(&base, &types, &topics, window, 3, &device).unwrap();
+    let out = dir.join("model");
+    model.save(&out).unwrap();
+    out
+}
+
+/// Copies a model directory's three files.
+pub fn copy_model(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for f in ["config.json", "model.safetensors", "tokenizer.json"] {
+        std::fs::copy(from.join(f), to.join(f)).unwrap();
+    }
+}
+
+/// Edits a model directory's `config.json` in place.
+pub fn edit_config(dir: &Path, edit: impl FnOnce(&mut serde_json::Value)) {
+    let path = dir.join("config.json");
+    let mut v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    edit(&mut v);
+    std::fs::write(&path, serde_json::to_string(&v).unwrap()).unwrap();
+}
+
+/// Runs `newstag tag --model MODEL` on a small article and expects it to fail with `expect` in
+/// its message, and no panic.
+pub fn expect_model_error(model: &Path, expect: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let txt = dir.path().join("a.txt");
+    std::fs::write(&txt, "Tokayev met Japarov.").unwrap();
+    let out = newstag(&[
+        "tag",
+        "--model",
+        model.to_str().unwrap(),
+        txt.to_str().unwrap(),
+    ]);
+    eprint!("{}", stderr(&out));
+    assert!(!out.status.success(), "{} loaded", model.display());
+    assert!(stderr(&out).contains(expect), "{}", stderr(&out));
+    assert!(!stderr(&out).contains("panicked"), "{}", stderr(&out));
 }
