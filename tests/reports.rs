@@ -146,7 +146,11 @@ fn run_pages_eval_page_and_predictions_scoring() {
         "--html",
         &s(&pred_page),
     ]));
-    assert_eq!(json(&pred_report), report);
+    // The same scores; topic calibration needs every topic's probability, which tag's output
+    // (the topics above threshold) does not carry.
+    let mut expected = report.clone();
+    expected["calibration"]["topics"] = serde_json::Value::Null;
+    assert_eq!(json(&pred_report), expected);
     assert!(read(&pred_page).contains("predictions: "));
 
     // Mismatches name the line and the article.

@@ -436,7 +436,7 @@ fn user_errors_print_no_backtrace_even_with_rust_backtrace_set() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let model = random_model(d);
-    // More layers in the config than in the weights: a tensor candle cannot find.
+    // More layers in the config than in the weights.
     let cfg = model.join("config.json");
     let mut c: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&cfg).unwrap()).unwrap();
@@ -451,14 +451,53 @@ fn user_errors_print_no_backtrace_even_with_rust_backtrace_set() {
     let err = stderr(&o);
     assert_eq!(o.status.code(), Some(1), "{err}");
     assert_eq!(err.lines().count(), 1, "one line, no backtrace: {err}");
-    // The error is one candle would attach a backtrace to: asked for, it comes.
-    let o = Command::new(env!("CARGO_BIN_EXE_newstag"))
-        .args(["tag", "--model", s(&model), s(&input)])
-        .env("RUST_BACKTRACE", "1")
-        .env("RUST_LIB_BACKTRACE", "1")
-        .output()
-        .unwrap();
-    assert!(stderr(&o).lines().count() > 5, "{}", stderr(&o));
+}
+
+/// Run in a child process of this test binary (std decides once per process whether errors
+/// capture backtraces): a candle error, which prints its backtrace with its message when one was
+/// captured, made after `set_up_process` or (`control`) without it.
+#[test]
+fn candle_error_display() {
+    let Ok(mode) = std::env::var("NEWSTAG_BACKTRACE_CHILD") else {
+        return; // only as a child of the test below
+    };
+    if mode == "set-up" {
+        // SAFETY: the only test running in this process (--exact), before any error is made.
+        unsafe { newstag::cli::set_up_process() };
+    }
+    let shown = candle_core::Error::Msg("bad input".into()).bt().to_string();
+    println!("LINES={}", shown.lines().count());
+}
+
+#[test]
+fn the_process_set_up_keeps_backtraces_out_of_error_messages() {
+    let lines = |mode: &str| {
+        let o = Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "candle_error_display",
+                "--nocapture",
+                "--test-threads",
+                "1",
+            ])
+            .env("NEWSTAG_BACKTRACE_CHILD", mode)
+            .env("RUST_BACKTRACE", "1")
+            .env_remove("RUST_LIB_BACKTRACE")
+            .output()
+            .unwrap();
+        let out = String::from_utf8_lossy(&o.stdout).into_owned();
+        assert!(o.status.success(), "{out}");
+        out.lines()
+            .find_map(|l| l.split("LINES=").nth(1))
+            .unwrap_or_else(|| panic!("{out}"))
+            .parse::<usize>()
+            .unwrap()
+    };
+    assert!(
+        lines("control") > 3,
+        "without the set-up candle shows a backtrace"
+    );
+    assert_eq!(lines("set-up"), 1, "with it, the message alone");
 }
 
 #[test]

@@ -222,6 +222,11 @@ pub fn run(a: TrainArgs, explicit: &[String]) -> anyhow::Result<ExitCode> {
                 run_args.options.seed,
                 &device,
             )?;
+            eprintln!(
+                "{}: encoder loaded; new heads initialised: {}",
+                base.display(),
+                model.initialised_heads().join(", ")
+            );
             std::fs::create_dir_all(&out)
                 .with_context(|| format!("{}: cannot create", out.display()))?;
             write_json_atomic(&out.join("training_args.json"), &run_args)?;

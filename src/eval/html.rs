@@ -44,10 +44,11 @@ pub struct Compared<'a> {
 pub fn score_compared(items: &[Compared], topic_labels: Option<&[String]>) -> Report {
     let mut entities = EntityScorer::default();
     let mut topics = topic_labels.map(TopicScorer::new);
-    // Another system's predictions carry the topics it chose, with their scores: their
-    // calibration is that of those choices.
+    // Topic calibration needs a probability for every topic of every article; a predictions
+    // file that lists only the topics it chose (as tag writes them) gets none.
     let (mut entity_scores, mut topic_scores) =
         (ReliabilityScorer::default(), ReliabilityScorer::default());
+    let mut every_topic_scored = true;
     let (mut any_entities, mut any_topics) = (false, false);
     for item in items {
         if let Some(gold) = &item.article.entities {
@@ -60,6 +61,10 @@ pub fn score_compared(items: &[Compared], topic_labels: Option<&[String]>) -> Re
         if let (Some(scorer), Some(gold)) = (&mut topics, &item.article.topics) {
             let pred: Vec<String> = item.topics.iter().map(|(t, _)| t.clone()).collect();
             scorer.add(gold, &pred);
+            let labels = topic_labels.unwrap_or_default();
+            every_topic_scored &= labels
+                .iter()
+                .all(|l| item.topics.iter().any(|(t, s)| t == l && s.is_finite()));
             for (t, score) in &item.topics {
                 topic_scores.add(*score, gold.contains(t));
             }
@@ -73,7 +78,9 @@ pub fn score_compared(items: &[Compared], topic_labels: Option<&[String]>) -> Re
     )
     .with_calibration(Calibration {
         entities: entity_scores.reliability(),
-        topics: topic_scores.reliability(),
+        topics: every_topic_scored
+            .then(|| topic_scores.reliability())
+            .flatten(),
     })
 }
 

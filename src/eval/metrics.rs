@@ -274,8 +274,9 @@ fn best_threshold(mut column: Vec<(f32, bool)>) -> f32 {
     let mut i = 0;
     while i < column.len() {
         let value = column[i].0;
-        // Take in every document with this probability: a threshold cannot split them.
-        while i < column.len() && column[i].0 == value {
+        // Take in every document with this probability: a threshold cannot split them. Compared
+        // bit for bit, so that a NaN (equal to nothing, itself included) is taken in too.
+        while i < column.len() && column[i].0.total_cmp(&value).is_eq() {
             if column[i].1 {
                 tp += 1;
             } else {
@@ -483,5 +484,20 @@ mod tests {
         let gold = [vec![true], vec![false], vec![false], vec![true]];
         let t = best_thresholds(&probs, &gold);
         assert!((t[0] - 0.7).abs() < 1e-6, "{t:?}");
+    }
+
+    #[test]
+    fn threshold_search_ends_on_nan_probabilities() {
+        // Before the fix a NaN never compared equal to itself and the sweep never advanced.
+        let (send, receive) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let probs = [vec![f32::NAN], vec![0.4], vec![f32::NAN]];
+            let gold = [vec![true], vec![false], vec![false]];
+            send.send(best_thresholds(&probs, &gold)).unwrap();
+        });
+        let t = receive
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .expect("the threshold search ends");
+        assert!((0.0..=1.0).contains(&t[0]), "{t:?}");
     }
 }

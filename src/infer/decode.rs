@@ -145,4 +145,23 @@ mod tests {
         let path = decode(&probs, &tagset(), &[0, 1]);
         assert_eq!(path, [1, 1]);
     }
+
+    #[test]
+    fn nan_probabilities_still_decode_to_a_valid_path() {
+        let probs = vec![vec![f32::NAN; 5]; 4];
+        let path = decode(&probs, &tagset(), &[0, 2]);
+        assert_eq!(path.len(), 4);
+        // No I- tag at a sentence start, and every I- continues its type.
+        let tags = tagset();
+        for (w, &t) in path.iter().enumerate() {
+            if let Tag::Inside(l) = &tags.tags()[t] {
+                assert!(w != 0 && w != 2, "{path:?}");
+                assert_eq!(
+                    tags.tags()[path[w - 1]].label(),
+                    Some(l.as_str()),
+                    "{path:?}"
+                );
+            }
+        }
+    }
 }

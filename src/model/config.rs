@@ -76,11 +76,34 @@ impl BertConfig {
         }
     }
 
+    /// Checks the hyper-parameters on their own (agreement with the weights is checked at load).
     pub fn validate(&self) -> anyhow::Result<()> {
         anyhow::ensure!(
             self.hidden_size > 0 && self.num_attention_heads > 0 && self.vocab_size > 0,
             "hidden_size, num_attention_heads and vocab_size must be positive"
         );
+        // No encoder layers is allowed (embeddings straight into the heads: a test model).
+        anyhow::ensure!(
+            self.intermediate_size > 0 && self.type_vocab_size > 0,
+            "intermediate_size and type_vocab_size must be positive"
+        );
+        anyhow::ensure!(
+            self.layer_norm_eps.is_finite() && self.layer_norm_eps > 0.0,
+            "layer_norm_eps must be a positive number (got {})",
+            self.layer_norm_eps
+        );
+        for (name, p) in [
+            ("hidden_dropout_prob", self.hidden_dropout_prob),
+            (
+                "attention_probs_dropout_prob",
+                self.attention_probs_dropout_prob,
+            ),
+        ] {
+            anyhow::ensure!(
+                (0.0..1.0).contains(&p),
+                "{name} must be at least 0 and below 1 (got {p})"
+            );
+        }
         anyhow::ensure!(
             self.hidden_size.is_multiple_of(self.num_attention_heads),
             "hidden_size {} is not a multiple of num_attention_heads {}",
@@ -154,6 +177,41 @@ pub struct NewstagSection {
     pub topic_head: String,
 }
 
+/// The values of `model_type` newstag can load.
+pub const SUPPORTED_MODEL_TYPES: [&str; 1] = ["bert"];
+
+impl NewstagSection {
+    /// Topics, thresholds and windows on their own (the topic head's shape is checked at load).
+    pub fn validate(&self, max_positions: usize) -> anyhow::Result<()> {
+        self.window.validate(max_positions)?;
+        anyhow::ensure!(
+            self.thresholds.len() == self.topics.len(),
+            "{} topics but {} thresholds: one threshold per topic",
+            self.topics.len(),
+            self.thresholds.len()
+        );
+        for (i, topic) in self.topics.iter().enumerate() {
+            anyhow::ensure!(!topic.trim().is_empty(), "topic {i} has an empty name");
+            anyhow::ensure!(
+                !self.topics[..i].contains(topic),
+                "topic {topic:?} is listed twice"
+            );
+        }
+        for (topic, t) in self.topics.iter().zip(&self.thresholds) {
+            anyhow::ensure!(
+                (0.0..=1.0).contains(t),
+                "the threshold of topic {topic:?} is {t}: thresholds are probabilities, from 0 to 1"
+            );
+        }
+        anyhow::ensure!(
+            !self.topic_head.is_empty() && !self.topic_head.starts_with("bert."),
+            "topic_head {:?} is not a tensor prefix of its own",
+            self.topic_head
+        );
+        Ok(())
+    }
+}
+
 /// The whole `config.json` of a saved model: loadable by Hugging Face transformers as a
 /// `BertForTokenClassification`, with newstag's topics and windows in `newstag`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -173,6 +231,22 @@ pub struct ModelConfig {
 }
 
 impl ModelConfig {
+    /// Checks the whole configuration on its own: the model type, the encoder's hyper-parameters
+    /// and newstag's section.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            SUPPORTED_MODEL_TYPES.contains(&self.model_type.as_str()),
+            "model_type {:?} is not supported (supported: {})",
+            self.model_type,
+            SUPPORTED_MODEL_TYPES.map(|t| format!("{t:?}")).join(", ")
+        );
+        self.bert.validate()?;
+        if let Some(n) = &self.newstag {
+            n.validate(self.bert.max_position_embeddings)?;
+        }
+        Ok(())
+    }
+
     /// The config of a newstag tagger on `bert`: a `BertForTokenClassification` over `tags` with a
     /// topic head over `topics` (thresholds 0.5 until chosen on dev).
     pub fn for_tagger(
@@ -231,7 +305,13 @@ impl TagSet {
                 .parse()
                 .map_err(|_| anyhow::anyhow!("id2label key {k:?} is not a number"))?;
             let tag = Tag::parse(v).map_err(|e| anyhow::anyhow!("id2label[{k}]: {e}"))?;
-            by_id.insert(id, tag);
+            if let Some((other, _)) = by_id.iter().find(|(_, t)| **t == tag) {
+                anyhow::bail!("id2label gives {v:?} to both {other} and {id}");
+            }
+            anyhow::ensure!(
+                by_id.insert(id, tag).is_none(),
+                "id2label lists id {id} twice"
+            );
         }
         anyhow::ensure!(
             by_id.keys().copied().eq(0..by_id.len()),
@@ -333,5 +413,85 @@ mod tests {
         let c: ModelConfig = serde_json::from_str(json).unwrap();
         assert_eq!(c.bert.layer_norm_eps, 1e-12);
         assert!(c.newstag.is_none());
+    }
+
+    fn message(r: anyhow::Result<()>) -> String {
+        r.unwrap_err().to_string()
+    }
+
+    #[test]
+    fn hyper_parameters_out_of_range_are_refused() {
+        for eps in [0.0, -1e-12, f64::NAN, f64::INFINITY] {
+            let mut c = BertConfig::tiny(10);
+            c.layer_norm_eps = eps;
+            assert!(
+                message(c.validate()).contains("layer_norm_eps must be a positive number"),
+                "{eps}"
+            );
+        }
+        for p in [1.0, -0.1, f64::NAN] {
+            let mut c = BertConfig::tiny(10);
+            c.attention_probs_dropout_prob = p;
+            assert!(message(c.validate())
+                .contains("attention_probs_dropout_prob must be at least 0 and below 1"));
+        }
+        let mut c = BertConfig::tiny(10);
+        c.intermediate_size = 0;
+        assert!(message(c.validate()).contains("intermediate_size and type_vocab_size"));
+        let json = r#"{"vocab_size": 10, "hidden_size": 8, "num_hidden_layers": 1, "num_attention_heads": 2,
+            "intermediate_size": 16, "max_position_embeddings": 32, "hidden_act": "swish"}"#;
+        let err = serde_json::from_str::<ModelConfig>(json)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("unknown variant `swish`, expected one of `gelu`, `gelu_new`, `relu`"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn topics_thresholds_and_model_type_are_checked() {
+        let tags = TagSet::from_types(&["PER"]);
+        let topics = ["energy".to_string(), "borders".to_string()];
+        let good = ModelConfig::for_tagger(
+            BertConfig::tiny(10),
+            &tags,
+            &topics,
+            WindowConfig::default(),
+        );
+        good.validate().unwrap();
+        let with = |edit: &dyn Fn(&mut NewstagSection)| {
+            let mut c = good.clone();
+            edit(c.newstag.as_mut().unwrap());
+            message(c.validate())
+        };
+        assert!(with(&|n| n.thresholds = vec![0.5]).contains("2 topics but 1 thresholds"));
+        assert!(with(&|n| n.thresholds = vec![0.5, 1.5]).contains(
+            "the threshold of topic \"borders\" is 1.5: thresholds are probabilities, from 0 to 1"
+        ));
+        assert!(with(&|n| n.thresholds = vec![f32::NAN, 0.5]).contains("is NaN"));
+        assert!(
+            with(&|n| n.topics[1] = "energy".into()).contains("topic \"energy\" is listed twice")
+        );
+        assert!(with(&|n| n.topics[0] = " ".into()).contains("topic 0 has an empty name"));
+        assert!(with(&|n| n.window.max_tokens = 4).contains("too small"));
+        let mut c = good.clone();
+        c.model_type = "electra".into();
+        assert_eq!(
+            message(c.validate()),
+            "model_type \"electra\" is not supported (supported: \"bert\")"
+        );
+    }
+
+    #[test]
+    fn a_tag_given_twice_in_id2label_is_refused() {
+        let mut m = TagSet::from_types(&["PER"]).id2label();
+        m.insert("3".into(), "B-PER".into());
+        m.insert("4".into(), "I-PER".into());
+        let err = TagSet::from_id2label(&m).unwrap_err().to_string();
+        assert!(
+            err.contains("id2label gives \"B-PER\" to both 1 and 3"),
+            "{err}"
+        );
     }
 }

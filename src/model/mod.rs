@@ -89,13 +89,78 @@ fn read_config(dir: &Path) -> anyhow::Result<ModelConfig> {
     let path = dir.join("config.json");
     let text = std::fs::read_to_string(&path)
         .with_context(|| format!("{}: cannot read", path.display()))?;
-    let config: ModelConfig = serde_json::from_str(&text)
-        .map_err(|e| anyhow::anyhow!("{}: invalid model config: {e}", path.display()))?;
+    let invalid =
+        |e: serde_json::Error| anyhow::anyhow!("{}: invalid model config: {e}", path.display());
+    // The model type first: another architecture's config lacks BERT's fields, and saying which
+    // field is missing would hide what is wrong.
+    let value: serde_json::Value = serde_json::from_str(&text).map_err(invalid)?;
+    if let Some(t) = value.get("model_type").and_then(|t| t.as_str()) {
+        anyhow::ensure!(
+            config::SUPPORTED_MODEL_TYPES.contains(&t),
+            "{}: model_type {t:?} is not supported (supported: {})",
+            path.display(),
+            config::SUPPORTED_MODEL_TYPES
+                .map(|t| format!("{t:?}"))
+                .join(", ")
+        );
+    }
+    let config: ModelConfig = serde_json::from_value(value).map_err(invalid)?;
     config
-        .bert
         .validate()
         .with_context(|| format!("{}", path.display()))?;
     Ok(config)
+}
+
+/// The topic head's tensor prefix a configuration names (the default one without a newstag
+/// section, so that a stray head is noticed there too).
+fn topic_head_prefix(config: &ModelConfig) -> &str {
+    config
+        .newstag
+        .as_ref()
+        .map_or(TOPIC_HEAD, |n| n.topic_head.as_str())
+}
+
+/// Checks that `config.json` and the checkpoint in `store` describe the same model, before any
+/// module is built from them (a tensor's shape is checked as it is taken).
+fn check_agreement(
+    config: &ModelConfig,
+    store: &ParamStore,
+    config_path: &Path,
+    weights: &Path,
+) -> anyhow::Result<()> {
+    if let Some(layers) = store.encoder_layers() {
+        anyhow::ensure!(
+            layers == config.bert.num_hidden_layers,
+            "{}: num_hidden_layers is {} but {} has {layers} encoder layers",
+            config_path.display(),
+            config.bert.num_hidden_layers,
+            weights.display()
+        );
+    }
+    let topics = config.newstag.as_ref().map_or(&[][..], |n| &n.topics[..]);
+    let head = format!("{}.weight", topic_head_prefix(config));
+    match store.source_tensor(&head).map(|t| t.dims().to_vec()) {
+        Some(dims) if topics.is_empty() => anyhow::bail!(
+            "{}: lists no topics, but {} has a topic head with {} outputs ({head}): list its topics in newstag.topics, in head order",
+            config_path.display(),
+            weights.display(),
+            dims.first().copied().unwrap_or(0)
+        ),
+        Some(dims) if dims.first() != Some(&topics.len()) => anyhow::bail!(
+            "{}: lists {} topics, but the topic head in {} has {} outputs ({head:?} has shape {dims:?})",
+            config_path.display(),
+            topics.len(),
+            weights.display(),
+            dims.first().copied().unwrap_or(0)
+        ),
+        None if !topics.is_empty() && store.missing() == Missing::Error => anyhow::bail!(
+            "{}: lists {} topics, but {} has no topic head ({head} is missing)",
+            config_path.display(),
+            topics.len(),
+            weights.display()
+        ),
+        _ => Ok(()),
+    }
 }
 
 impl NewsTagger {
@@ -113,7 +178,15 @@ impl NewsTagger {
         let config = ModelConfig::for_tagger(read_config(base)?.bert, &tags, topics, window);
         let weights = base.join("model.safetensors");
         let mut store = ParamStore::load(&weights, Missing::InitHeads, seed)?;
-        // A base model's own heads (a pooler, another task's classifier) are never reused.
+        // Without an encoder in the checkpoint every encoder weight would be initialised at
+        // random and trained from scratch: not what a base model is for.
+        anyhow::ensure!(
+            store.encoder_tensors() > 0,
+            "{}: not a BERT checkpoint: no tensor under bert., embeddings. or encoder. (it holds {}); newstag fine-tunes BERT encoders (model_type \"bert\")",
+            weights.display(),
+            store.sample_names(3).join(", ")
+        );
+        // A base model's own heads (another task's classifier, a masked-LM head) are never reused.
         store.retain_encoder();
         let tokenizer = load_tokenizer(&base.join("tokenizer.json"))?;
         Self::build(config, tags, tokenizer, store, device, &weights)
@@ -168,22 +241,17 @@ impl NewsTagger {
         device: &Device,
         weights: &Path,
     ) -> anyhow::Result<Self> {
-        config.bert.validate()?;
+        let config_path = weights.with_file_name("config.json");
+        config
+            .validate()
+            .with_context(|| format!("{}", config_path.display()))?;
+        check_agreement(&config, &store, &config_path, weights)?;
         let vocab = tokenizer.get_vocab_size(true);
         anyhow::ensure!(
             vocab <= config.bert.vocab_size,
             "the tokenizer has {vocab} tokens but the model's vocabulary has {}: they do not belong together",
             config.bert.vocab_size
         );
-        if let Some(n) = &config.newstag {
-            n.window.validate(config.bert.max_position_embeddings)?;
-            anyhow::ensure!(
-                n.thresholds.len() == n.topics.len(),
-                "config.json: {} topics but {} thresholds",
-                n.topics.len(),
-                n.thresholds.len()
-            );
-        }
         let special = SpecialTokens::from_tokenizer(&tokenizer)?;
         // Shape mismatches between config.json and the weights are reported against the weights file.
         let build_modules = || -> candle_core::Result<_> {
@@ -201,6 +269,17 @@ impl NewsTagger {
         };
         let (bert, classifier, topic_head) =
             build_modules().with_context(|| format!("{}", weights.display()))?;
+        // Every tensor of the checkpoint must have gone into the model: one left over means the
+        // config describes a different model (fewer layers, no topics) that would tag garbage.
+        let unused = store.unused();
+        if let Some(first) = unused.first() {
+            anyhow::bail!(
+                "{}: {} tensor(s) are not part of the model {} describes, such as {first:?}: the two files do not belong together",
+                weights.display(),
+                unused.len(),
+                config_path.display()
+            );
+        }
         Ok(NewsTagger {
             config,
             tags,
@@ -212,6 +291,23 @@ impl NewsTagger {
             store,
             device: device.clone(),
         })
+    }
+
+    /// The heads initialised fresh rather than loaded (by tensor prefix, such as `classifier`):
+    /// empty for a saved model, the new heads for one made [`NewsTagger::from_base`].
+    pub fn initialised_heads(&self) -> Vec<String> {
+        let mut heads: Vec<String> = self
+            .store
+            .initialised()
+            .iter()
+            .map(|n| {
+                n.rsplit_once('.')
+                    .map_or(n.as_str(), |(p, _)| p)
+                    .to_string()
+            })
+            .collect();
+        heads.dedup();
+        heads
     }
 
     pub fn device(&self) -> &Device {

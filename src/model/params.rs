@@ -22,6 +22,17 @@ pub enum Missing {
     InitHeads,
 }
 
+/// Checkpoint tensors a model may leave unused, by canonical name prefix, and why:
+/// - `bert.pooler.`: the `[CLS]` pooler of a `BertModel` or pre-training checkpoint, which token
+///   classification has no use for (transformers drops it too);
+/// - `bert.embeddings.position_ids`, `bert.embeddings.token_type_ids`: index buffers (not weights)
+///   that transformers checkpoints before 4.31 carry.
+pub const OPTIONAL_TENSORS: [&str; 3] = [
+    "bert.pooler.",
+    "bert.embeddings.position_ids",
+    "bert.embeddings.token_type_ids",
+];
+
 /// A checkpoint's tensors under canonical names, and the variables built from them.
 pub struct ParamStore {
     source: HashMap<String, Tensor>,
@@ -65,6 +76,15 @@ impl ParamStore {
                 .load(&Device::Cpu)
                 .and_then(|t| t.to_dtype(DType::F32))
                 .with_context(|| format!("{}: tensor {name:?} cannot be read", path.display()))?;
+            // x * 0 is 0 for every finite x and NaN for NaN and ±inf.
+            let zeros = (&t * 0.0)
+                .and_then(|z| z.sum_all()?.to_scalar::<f32>())
+                .with_context(|| format!("{}: tensor {name:?} cannot be read", path.display()))?;
+            anyhow::ensure!(
+                zeros == 0.0,
+                "{}: tensor {name:?} holds NaN or infinite values",
+                path.display()
+            );
             source.insert(canonical_name(&name), t);
         }
         Ok(Self::with_source(source, missing, seed))
@@ -82,6 +102,61 @@ impl ParamStore {
     /// Forgets every checkpoint tensor outside the encoder (`bert.`).
     pub fn retain_encoder(&mut self) {
         self.source.retain(|name, _| name.starts_with("bert."));
+    }
+
+    /// What happens to tensors the checkpoint lacks.
+    pub fn missing(&self) -> Missing {
+        self.missing
+    }
+
+    /// How many checkpoint tensors belong to the encoder (`bert.`).
+    pub fn encoder_tensors(&self) -> usize {
+        self.source
+            .keys()
+            .filter(|n| n.starts_with("bert."))
+            .count()
+    }
+
+    /// Some checkpoint tensor names, sorted, for messages.
+    pub fn sample_names(&self, n: usize) -> Vec<String> {
+        let mut names: Vec<String> = self.source.keys().cloned().collect();
+        names.sort();
+        names.truncate(n);
+        names
+    }
+
+    /// The number of encoder layers the checkpoint holds (`bert.encoder.layer.N.`: the highest
+    /// N plus one), if it holds any.
+    pub fn encoder_layers(&self) -> Option<usize> {
+        self.source
+            .keys()
+            .filter_map(|n| n.strip_prefix("bert.encoder.layer.")?.split('.').next())
+            .filter_map(|i| i.parse::<usize>().ok())
+            .max()
+            .map(|i| i + 1)
+    }
+
+    /// Checkpoint tensors no variable was built from (besides [`OPTIONAL_TENSORS`]), sorted.
+    pub fn unused(&self) -> Vec<String> {
+        let vars = self.vars.lock().expect("poisoned");
+        let mut unused: Vec<String> = self
+            .source
+            .keys()
+            .filter(|n| !vars.contains_key(*n))
+            .filter(|n| !OPTIONAL_TENSORS.iter().any(|o| n.starts_with(o)))
+            .cloned()
+            .collect();
+        unused.sort();
+        unused
+    }
+
+    /// Variables initialised fresh rather than loaded from the checkpoint, sorted.
+    pub fn initialised(&self) -> Vec<String> {
+        let vars = self.vars.lock().expect("poisoned");
+        vars.keys()
+            .filter(|n| !self.source.contains_key(*n))
+            .cloned()
+            .collect()
     }
 
     /// Does the checkpoint hold this tensor (canonical name)?

@@ -132,7 +132,7 @@ impl Checkpoint {
 }
 
 /// The name of the first variable holding a NaN or an infinity, if any.
-fn first_non_finite(model: &NewsTagger) -> anyhow::Result<Option<String>> {
+pub(crate) fn first_non_finite(model: &NewsTagger) -> anyhow::Result<Option<String>> {
     for (name, var) in model.vars() {
         // x * 0 is 0 for every finite x and NaN for NaN and ±inf.
         let zeros = (var.as_tensor() * 0.0)?.sum_all()?.to_scalar::<f32>()?;

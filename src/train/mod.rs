@@ -302,6 +302,7 @@ pub fn train(
             loss_count += 1;
             progress.step(loss_value, lr, tokens_done as f64 / train_time.max(1e-9));
             if opts.checkpoint_every > 0 && state.step.is_multiple_of(opts.checkpoint_every) {
+                ensure_usable(model, &examples, batch_units, opts, out, state.step, epoch)?;
                 state.tokens = tokens_done;
                 state.train_seconds = train_time;
                 (state.epoch_loss_sum, state.epoch_loss_count, state.lr) =
@@ -309,9 +310,12 @@ pub fn train(
                 ckpt.save(model, &optimizer, &state)?;
             }
         }
-        // End of the epoch (or of the step budget): evaluate, keep the best, checkpoint.
+        // End of the epoch (or of the step budget): evaluate, keep the best, checkpoint. The last
+        // step's update has not been looked at yet: weights it made unusable must neither be
+        // evaluated (NaN scores) nor saved over the run's model.
         let finished_epoch = state.batch >= batches.len();
         let step = state.step;
+        ensure_usable(model, &examples, &batches[0], opts, out, step, epoch)?;
         let record = evaluate_and_keep(
             model,
             dev,
@@ -367,6 +371,37 @@ pub fn train(
     })
 }
 
+/// Stops the run (with the message a non-finite training loss gives) when the weights after step
+/// `step` hold a NaN or an infinity, or give a non-finite loss on `probe` (finite but huge weights
+/// do: a `--lr` far too high).
+fn ensure_usable(
+    model: &NewsTagger,
+    examples: &[Example],
+    probe: &[Unit],
+    opts: &TrainOptions,
+    out: &Path,
+    step: usize,
+    epoch: usize,
+) -> anyhow::Result<()> {
+    if let Some(name) = checkpoint::first_non_finite(model)? {
+        anyhow::bail!(
+            "the weights became non-finite at step {step} (epoch {}, tensor {name}): stopping; {}. Try a lower --lr.",
+            epoch + 1,
+            Checkpoint::last_good(out)
+        );
+    }
+    let (loss, _) = batch_loss(model, examples, probe, opts, &mut Mode::Infer)?;
+    let loss = loss.to_scalar::<f32>()?;
+    if !loss.is_finite() {
+        anyhow::bail!(
+            "the loss became {loss} after step {step} (epoch {}): stopping; {}. Try a lower --lr.",
+            epoch + 1,
+            Checkpoint::last_good(out)
+        );
+    }
+    Ok(())
+}
+
 fn record_line(r: &EpochRecord) -> String {
     let score = r.score.map_or("-".to_string(), |s| format!("{s:.4}"));
     format!(
@@ -388,8 +423,19 @@ fn evaluate_and_keep(
         true
     } else {
         let Evaluation {
-            report, thresholds, ..
+            report,
+            thresholds,
+            predictions,
         } = evaluate(&Predictor::new(model, 32)?, dev, true)?;
+        if let Some((a, _)) = dev.iter().zip(&predictions).find(|(_, p)| !is_finite(p)) {
+            anyhow::bail!(
+                "the predictions for dev article {:?} became non-finite after step {} (epoch {}): stopping; {}. Try a lower --lr.",
+                a.id,
+                record.step,
+                record.epoch,
+                Checkpoint::last_good(out)
+            );
+        }
         let score = selection_score(&report);
         record.dev = Some(serde_json::to_value(&report)?);
         record.score = Some(score);
@@ -414,6 +460,16 @@ fn evaluate_and_keep(
     Ok(record)
 }
 
+/// Whether every number of a prediction is finite.
+fn is_finite(p: &crate::infer::ArticlePrediction) -> bool {
+    let scores = p.entities.iter().map(|e| &e.score);
+    p.embedding
+        .iter()
+        .chain(&p.topic_probs)
+        .chain(scores)
+        .all(|v| v.is_finite())
+}
+
 /// Writes `metrics.jsonl` and the curves from the run's history.
 fn write_history(out: &Path, history: &[EpochRecord]) -> anyhow::Result<()> {
     let mut lines = String::new();
@@ -436,7 +492,16 @@ fn refit_topic_head(
     state: &mut TrainState,
 ) -> anyhow::Result<NewsTagger> {
     let mut kept = NewsTagger::load(out, model.device())?;
-    topic_head::refit(&mut kept, train, dev, 32)?;
+    if let Err(e) = topic_head::refit(&mut kept, train, dev, 32) {
+        return Err(match e.downcast_ref::<topic_head::NonFiniteEmbedding>() {
+            Some(bad) => anyhow::anyhow!(
+                "{bad} under the kept model in {}: stopping before the topic head refit; {}. Try a lower --lr.",
+                out.display(),
+                Checkpoint::last_good(out)
+            ),
+            None => e,
+        });
+    }
     kept.save(out)
         .with_context(|| format!("{}: cannot save the model", out.display()))?;
     if dev.is_empty() {

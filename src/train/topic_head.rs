@@ -26,6 +26,25 @@ struct Head {
 /// probabilities `[n][topics]`.
 type Features = (Vec<Vec<f32>>, Vec<Vec<bool>>, Vec<Vec<f32>>);
 
+/// An article whose embedding under the model holds a NaN or an infinity: the encoder's weights
+/// are no longer usable, and a fit on them would never give a usable head.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NonFiniteEmbedding {
+    pub article: String,
+}
+
+impl std::fmt::Display for NonFiniteEmbedding {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "the embedding of article {:?} is not finite",
+            self.article
+        )
+    }
+}
+
+impl std::error::Error for NonFiniteEmbedding {}
+
 /// The features of the articles that carry topics.
 fn features(model: &NewsTagger, articles: &[Article], batch: usize) -> anyhow::Result<Features> {
     let labelled: Vec<Article> = articles
@@ -34,6 +53,19 @@ fn features(model: &NewsTagger, articles: &[Article], batch: usize) -> anyhow::R
         .cloned()
         .collect();
     let preds = Predictor::new(model, batch)?.predict(&labelled)?;
+    for (a, p) in labelled.iter().zip(&preds) {
+        if !p
+            .embedding
+            .iter()
+            .chain(&p.topic_probs)
+            .all(|v| v.is_finite())
+        {
+            return Err(NonFiniteEmbedding {
+                article: a.id.clone(),
+            }
+            .into());
+        }
+    }
     let gold = labelled
         .iter()
         .map(|a| {
@@ -94,6 +126,13 @@ fn fit(x: &[Vec<f32>], y: &[Vec<bool>], penalty: f64) -> anyhow::Result<Head> {
     })
 }
 
+impl Head {
+    /// Whether every weight is a number (a fit on extreme embeddings can overflow).
+    fn is_finite(&self) -> bool {
+        self.weight.iter().chain(&self.bias).all(|v| v.is_finite())
+    }
+}
+
 fn probs(head: &Head, x: &[Vec<f32>]) -> Vec<Vec<f32>> {
     let k = head.bias.len();
     x.iter()
@@ -148,15 +187,19 @@ pub fn refit(
     let (xd, yd, current) = features(model, dev, batch)?;
     let topics = model.topics().to_vec();
     let (head, thresholds, score) = if xd.is_empty() {
-        (
-            fit(&xt, &yt, DEFAULT_PENALTY)?,
-            vec![0.5; topics.len()],
-            None,
-        )
+        let head = fit(&xt, &yt, DEFAULT_PENALTY)?;
+        if !head.is_finite() {
+            // Nothing to compare with on dev: the jointly trained head stays.
+            return Ok(None);
+        }
+        (head, vec![0.5; topics.len()], None)
     } else {
         let mut best: Option<(Head, Vec<f32>, f64)> = None;
         for penalty in PENALTIES {
             let head = fit(&xt, &yt, penalty)?;
+            if !head.is_finite() {
+                continue;
+            }
             let p = probs(&head, &xd);
             let th = best_thresholds(&p, &yd);
             let f1 = micro_f1(&topics, &p, &yd, &th);
@@ -164,15 +207,16 @@ pub fn refit(
                 best = Some((head, th, f1));
             }
         }
-        let (head, th, f1) = best.expect("at least one penalty");
         // Where topics are plentiful the jointly trained head can be the better one: keep it then.
         let current_th = best_thresholds(&current, &yd);
         let current_f1 = micro_f1(&topics, &current, &yd, &current_th);
-        if current_f1 >= f1 {
-            model.set_thresholds(current_th);
-            return Ok(Some(current_f1));
+        match best {
+            Some((head, th, f1)) if f1 > current_f1 => (head, th, Some(f1)),
+            _ => {
+                model.set_thresholds(current_th);
+                return Ok(Some(current_f1));
+            }
         }
-        (head, th, Some(f1))
     };
     model.set_topic_head(&head.weight, &head.bias)?;
     model.set_thresholds(thresholds);

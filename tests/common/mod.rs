@@ -161,3 +161,38 @@ pub fn newstag_within(secs: u64, args: &[&str]) -> std::process::Output {
     }
     child.wait_with_output().unwrap()
 }
+
+/// Copies a model directory's three files.
+pub fn copy_model(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for f in ["config.json", "model.safetensors", "tokenizer.json"] {
+        std::fs::copy(from.join(f), to.join(f)).unwrap();
+    }
+}
+
+/// Edits a model directory's `config.json` in place.
+pub fn edit_config(dir: &Path, edit: impl FnOnce(&mut serde_json::Value)) {
+    let path = dir.join("config.json");
+    let mut v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    edit(&mut v);
+    std::fs::write(&path, serde_json::to_string(&v).unwrap()).unwrap();
+}
+
+/// Runs `newstag tag --model MODEL` on a small article and expects it to fail with `expect` in
+/// its message, and no panic.
+pub fn expect_model_error(model: &Path, expect: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let txt = dir.path().join("a.txt");
+    std::fs::write(&txt, "Tokayev met Japarov.").unwrap();
+    let out = newstag(&[
+        "tag",
+        "--model",
+        model.to_str().unwrap(),
+        txt.to_str().unwrap(),
+    ]);
+    eprint!("{}", stderr(&out));
+    assert!(!out.status.success(), "{} loaded", model.display());
+    assert!(stderr(&out).contains(expect), "{}", stderr(&out));
+    assert!(!stderr(&out).contains("panicked"), "{}", stderr(&out));
+}
