@@ -10,8 +10,8 @@ use rand::seq::IndexedRandom;
 use rand::{rngs::StdRng, Rng, SeedableRng};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 const SEED: u64 = 20261201;
 /// Each case is a fresh directory and one run of the binary (tiny model: well under a second).
@@ -213,26 +213,13 @@ fn random_command_lines_never_panic_hang_or_change_what_they_read() {
         workspace(d);
         std::fs::create_dir(d.join("sub")).unwrap();
         let before = snapshot(d, &reads);
-        let mut child = Command::new(env!("CARGO_BIN_EXE_newstag"))
-            .args(&args)
-            .current_dir(d)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let started = Instant::now();
-        let status = loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                break status;
-            }
-            if started.elapsed() > TIME_LIMIT {
-                child.kill().unwrap();
-                panic!("case {case}: {args:?} still running after {TIME_LIMIT:?}");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        };
-        let err = std::io::read_to_string(child.stderr.take().unwrap()).unwrap();
+        let o = common::run_within(
+            Command::new(env!("CARGO_BIN_EXE_newstag"))
+                .args(&args)
+                .current_dir(d),
+            TIME_LIMIT,
+        );
+        let (status, err) = (o.status, common::stderr(&o));
         let code = status.code().unwrap_or_else(|| {
             panic!("case {case}: {args:?} ended by a signal ({status:?}): {err}")
         });

@@ -5,12 +5,7 @@
 
 mod common;
 
-use common::{newstag, newstag_within, stderr};
-use std::path::Path;
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
+use common::{newstag, newstag_within, s, stderr};
 
 fn stdout_records(o: &std::process::Output) -> Vec<serde_json::Value> {
     String::from_utf8(o.stdout.clone())

@@ -6,15 +6,11 @@
 mod common;
 
 use candle_core::{Device, Tensor};
-use common::{copy_model, edit_config, expect_model_error, random_model, stderr};
+use common::{copy_model, edit_config, expect_model_error, random_model, s, stderr};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
+use std::process::{Command, Output};
+use std::time::Duration;
 
 /// Rewrites a model directory's `model.safetensors` through `edit`.
 fn edit_weights(dir: &Path, edit: impl FnOnce(&mut HashMap<String, Tensor>)) {
@@ -24,40 +20,15 @@ fn edit_weights(dir: &Path, edit: impl FnOnce(&mut HashMap<String, Tensor>)) {
     candle_core::safetensors::save(&tensors, &path).unwrap();
 }
 
-/// Runs `newstag` with `args` and extra environment, in `cwd`, killing it (and failing the
-/// test) after `limit`: a regression that spins cannot hang the suite.
+/// Runs `newstag` with `args` and extra environment, in `cwd`, failing after `limit`.
 fn newstag_within(args: &[&str], env: &[(&str, &str)], cwd: &Path, limit: Duration) -> Output {
-    let logs = tempfile::tempdir().unwrap();
-    let (out_path, err_path) = (logs.path().join("stdout"), logs.path().join("stderr"));
-    let mut child = Command::new(env!("CARGO_BIN_EXE_newstag"))
-        .args(args)
-        .envs(env.iter().copied())
-        .current_dir(cwd)
-        .stdin(Stdio::null())
-        .stdout(std::fs::File::create(&out_path).unwrap())
-        .stderr(std::fs::File::create(&err_path).unwrap())
-        .spawn()
-        .unwrap();
-    let started = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if started.elapsed() > limit {
-            child.kill().unwrap();
-            child.wait().unwrap();
-            panic!(
-                "newstag {args:?} still running after {limit:?}; stderr:\n{}",
-                std::fs::read_to_string(&err_path).unwrap_or_default()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    Output {
-        status,
-        stdout: std::fs::read(&out_path).unwrap(),
-        stderr: std::fs::read(&err_path).unwrap(),
-    }
+    common::run_within(
+        Command::new(env!("CARGO_BIN_EXE_newstag"))
+            .args(args)
+            .envs(env.iter().copied())
+            .current_dir(cwd),
+        limit,
+    )
 }
 
 /// As [`newstag_within`] with a minute's limit, offline (no test may reach the network).

@@ -1,12 +1,12 @@
 //! Training progress: an indicatif bar with loss, learning rate, tokens/s and ETA on a terminal;
 //! plain lines (about 50 per run) when stderr is a file or a pipe.
 
+use crate::infer::progress::TerminalBar;
 use indicatif::{ProgressBar, ProgressStyle};
-use std::io::IsTerminal;
 use std::time::Instant;
 
 pub struct Progress {
-    bar: Option<ProgressBar>,
+    bar: TerminalBar,
     total: usize,
     done: usize,
     every: usize,
@@ -17,15 +17,15 @@ pub struct Progress {
 
 impl Progress {
     pub fn new(total: usize, done: usize) -> Self {
-        let bar = std::io::stderr().is_terminal().then(|| {
-            let bar = ProgressBar::new(total as u64).with_position(done as u64);
-            bar.set_style(
-                ProgressStyle::with_template(
-                    "{bar:30} {pos}/{len} steps  {msg}  [{elapsed_precise} < {eta_precise}]",
+        let bar = TerminalBar::new(|| {
+            ProgressBar::new(total as u64)
+                .with_position(done as u64)
+                .with_style(
+                    ProgressStyle::with_template(
+                        "{bar:30} {pos}/{len} steps  {msg}  [{elapsed_precise} < {eta_precise}]",
+                    )
+                    .expect("valid template"),
                 )
-                .expect("valid template"),
-            );
-            bar
         });
         Progress {
             bar,
@@ -43,7 +43,7 @@ impl Progress {
         let ema = self.loss_ema.map_or(loss, |e| 0.95 * e + 0.05 * loss);
         self.loss_ema = Some(ema);
         let msg = format!("loss {ema:.4}  lr {lr:.2e}  {tokens_per_s:.0} tok/s");
-        match &self.bar {
+        match self.bar.bar() {
             Some(bar) => {
                 bar.set_position(self.done as u64);
                 bar.set_message(msg);
@@ -60,15 +60,10 @@ impl Progress {
 
     /// Prints a line without disturbing the bar.
     pub fn println(&self, line: &str) {
-        match &self.bar {
-            Some(bar) => bar.println(line),
-            None => eprintln!("{line}"),
-        }
+        self.bar.println(line);
     }
 
     pub fn finish(&self) {
-        if let Some(bar) = &self.bar {
-            bar.finish_and_clear();
-        }
+        self.bar.finish();
     }
 }

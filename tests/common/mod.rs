@@ -141,25 +141,50 @@ pub fn random_model(dir: &Path) -> PathBuf {
     out
 }
 
-/// Runs `newstag` with `args`, killing it (and failing) after `secs` seconds: for inputs that
-/// could make a careless reader wait forever.
-pub fn newstag_within(secs: u64, args: &[&str]) -> std::process::Output {
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_newstag"))
-        .args(args)
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
+/// Runs `cmd` with stdin closed, killing it (and failing the test) after `limit`: a regression
+/// that spins or waits cannot hang the suite. Output goes through files, so a chatty child never
+/// blocks on a full pipe.
+pub fn run_within(
+    cmd: &mut std::process::Command,
+    limit: std::time::Duration,
+) -> std::process::Output {
+    use std::process::Stdio;
+    let logs = tempfile::tempdir().unwrap();
+    let (out_path, err_path) = (logs.path().join("stdout"), logs.path().join("stderr"));
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&out_path).unwrap())
+        .stderr(std::fs::File::create(&err_path).unwrap())
         .spawn()
         .unwrap();
     let started = std::time::Instant::now();
-    while child.try_wait().unwrap().is_none() {
-        if started.elapsed().as_secs() >= secs {
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if started.elapsed() > limit {
             child.kill().unwrap();
-            panic!("newstag {args:?} still running after {secs}s");
+            child.wait().unwrap();
+            panic!(
+                "{cmd:?} still running after {limit:?}; stderr:\n{}",
+                std::fs::read_to_string(&err_path).unwrap_or_default()
+            );
         }
         std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    std::process::Output {
+        status,
+        stdout: std::fs::read(&out_path).unwrap(),
+        stderr: std::fs::read(&err_path).unwrap(),
     }
-    child.wait_with_output().unwrap()
+}
+
+/// Runs `newstag` with `args`, failing after `secs` seconds ([`run_within`]).
+pub fn newstag_within(secs: u64, args: &[&str]) -> std::process::Output {
+    run_within(
+        std::process::Command::new(env!("CARGO_BIN_EXE_newstag")).args(args),
+        std::time::Duration::from_secs(secs),
+    )
 }
 
 /// Copies a model directory's three files.
