@@ -374,6 +374,10 @@ fn numeric_options_out_of_range_are_usage_errors() {
         ),
         ([&base[..], &["--window", "x"]].concat(), "invalid value"),
         (
+            [&base[..], &["--window", "4"]].concat(),
+            "must be at least 8",
+        ),
+        (
             vec!["validate", i, "--entity-type", "per"],
             "is not upper case",
         ),

@@ -52,8 +52,8 @@ pub struct TrainArgs {
     /// Epochs without dev improvement before stopping.
     #[arg(long, default_value_t = 2)]
     patience: usize,
-    /// Sub-tokens per window (with [CLS] and [SEP]).
-    #[arg(long, default_value_t = 256)]
+    /// Sub-tokens per window (with [CLS] and [SEP]; at least 8).
+    #[arg(long, default_value_t = 256, value_parser = window_size)]
     window: usize,
     /// Sub-tokens shared by neighbouring windows.
     #[arg(long, default_value_t = 64)]
@@ -82,6 +82,16 @@ struct RunArgs {
     device: String,
     skip_invalid: bool,
     options: TrainOptions,
+}
+
+fn window_size(s: &str) -> Result<usize, String> {
+    super::at_least_one(s).and_then(|n| {
+        if n >= 8 {
+            Ok(n)
+        } else {
+            Err("must be at least 8 (room for [CLS], [SEP] and some words)".into())
+        }
+    })
 }
 
 /// Refuses a run directory that would overwrite something the run reads, or that is not a
