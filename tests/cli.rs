@@ -164,6 +164,91 @@ fn train_eval_and_tag_from_the_command_line() {
     }
     let page = std::fs::read_to_string(&html).unwrap();
     assert!(page.contains("<html") && page.contains("Tokayev"));
+    scores_are_calibrated_reported_and_filtered(d, &run, &data, &jsonl);
+}
+
+/// The run calibrated its scores on dev; eval reports calibration; tag filters on scores, types
+/// and topic thresholds.
+fn scores_are_calibrated_reported_and_filtered(d: &Path, run: &Path, data: &Path, input: &Path) {
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("config.json")).unwrap()).unwrap();
+    let calibration = &config["newstag"]["calibration"];
+    assert!(
+        calibration["entity_temperature"].as_f64().unwrap() > 0.0,
+        "{config}"
+    );
+    assert_eq!(calibration["topics"].as_array().unwrap().len(), 2);
+    let (run_s, data_s) = (run.to_str().unwrap(), data.to_str().unwrap());
+    let page = d.join("eval.html");
+    let out = newstag(&[
+        "eval",
+        "--model",
+        run_s,
+        "--data",
+        data_s,
+        "--html",
+        page.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(table.contains("calibration of topics: ECE"), "{table}");
+    assert!(std::fs::read_to_string(&page)
+        .unwrap()
+        .contains("reliability diagram"));
+
+    let tag = |extra: &[&str]| -> Vec<serde_json::Value> {
+        let mut args = vec!["tag", "--model", run_s, data_s];
+        args.extend(extra);
+        let out = newstag(&args);
+        assert!(out.status.success(), "{extra:?}: {}", stderr(&out));
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    let field = |lines: &[serde_json::Value], key: &str| -> Vec<serde_json::Value> {
+        lines
+            .iter()
+            .flat_map(|l| l[key].as_array().unwrap().clone())
+            .collect()
+    };
+    let all = field(&tag(&[]), "entities");
+    let kept = field(&tag(&["--min-score", "0.5"]), "entities");
+    let expected: Vec<_> = all
+        .iter()
+        .filter(|e| e["score"].as_f64().unwrap() >= 0.5 - 1e-6)
+        .cloned()
+        .collect();
+    assert_eq!(kept, expected);
+    let per = field(&tag(&["--labels", "PER"]), "entities");
+    assert!(per.iter().all(|e| e["label"] == "PER"));
+    assert_eq!(
+        per.len(),
+        all.iter().filter(|e| e["label"] == "PER").count()
+    );
+    assert_eq!(
+        field(&tag(&["--topic-threshold", "0"]), "topics").len(),
+        2 * 12
+    );
+    let energy_only = field(
+        &tag(&["--topic-threshold", "1", "--topic-threshold", "energy=0"]),
+        "topics",
+    );
+    assert!(energy_only.len() >= 12 && energy_only.iter().all(|t| t["label"] == "energy"));
+    for (args, expect) in [
+        (vec!["--labels", "FOO"], "the model has no such entity type"),
+        (
+            vec!["--topic-threshold", "sport=0.5"],
+            "the model has no topic \"sport\"",
+        ),
+        (vec!["--min-score", "1.5"], "must be a probability"),
+    ] {
+        let mut all_args = vec!["tag", "--model", run_s, input.to_str().unwrap()];
+        all_args.extend(args);
+        let out = newstag(&all_args);
+        assert!(!out.status.success());
+        assert!(stderr(&out).contains(expect), "{}", stderr(&out));
+    }
 }
 
 #[test]

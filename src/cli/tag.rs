@@ -39,6 +39,15 @@ pub struct TagArgs {
     /// Also write a self-contained HTML page of the tagged articles here.
     #[arg(long)]
     html: Option<PathBuf>,
+    /// Keep only entities whose score (the probability of that exact span and type) is at least S.
+    #[arg(long, value_name = "S", value_parser = probability)]
+    min_score: Option<f32>,
+    /// Keep only these entity types (comma-separated: PER,ORG).
+    #[arg(long, value_delimiter = ',')]
+    labels: Vec<String>,
+    /// Topic thresholds instead of the model's: P for every topic, or TOPIC=P (repeatable).
+    #[arg(long, value_name = "[TOPIC=]P")]
+    topic_threshold: Vec<String>,
     #[command(flatten)]
     run: super::InferenceArgs,
 }
@@ -60,6 +69,14 @@ pub fn run(a: TagArgs) -> anyhow::Result<ExitCode> {
     }
     paths.check()?;
     let model = NewsTagger::load(&model_dir, &device)?;
+    let thresholds = topic_thresholds(&a.topic_threshold, model.topics(), model.thresholds())?;
+    let types = model.tags.types();
+    if let Some(unknown) = a.labels.iter().find(|l| !types.contains(l)) {
+        anyhow::bail!(
+            "--labels {unknown}: the model has no such entity type (it predicts {})",
+            types.join(", ")
+        );
+    }
     let predictor = Predictor::with_precision(&model, a.run.batch_size, a.run.precision)?;
     let mut inputs = Inputs::open(&a.inputs)?;
     if a.inputs.iter().any(|p| p.as_os_str() == "-") && std::io::stdin().is_terminal() {
@@ -132,7 +149,12 @@ pub fn run(a: TagArgs) -> anyhow::Result<ExitCode> {
                     } else {
                         tagged += 1;
                         tokens += p.tokens;
-                        OutputRecord::tagged(article, &p, model.topics(), model.thresholds())
+                        let mut p = p;
+                        p.entities.retain(|e| {
+                            a.min_score.is_none_or(|m| e.score >= m)
+                                && (a.labels.is_empty() || a.labels.contains(&e.entity.label))
+                        });
+                        OutputRecord::tagged(article, &p, model.topics(), &thresholds)
                     }
                 }
                 InputItem::Failed { id, error } => {
@@ -224,6 +246,45 @@ pub fn run(a: TagArgs) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// A probability, 0 to 1.
+fn probability(s: &str) -> Result<f32, String> {
+    match s.parse::<f32>() {
+        Ok(v) if (0.0..=1.0).contains(&v) => Ok(v),
+        Ok(_) => Err("must be a probability, from 0 to 1".into()),
+        Err(_) => Err(format!("{s:?} is not a number")),
+    }
+}
+
+/// The model's thresholds with `--topic-threshold` overrides applied: `P` for every topic, then
+/// `TOPIC=P` for one.
+fn topic_thresholds(
+    overrides: &[String],
+    topics: &[String],
+    model: &[f32],
+) -> anyhow::Result<Vec<f32>> {
+    let mut out = model.to_vec();
+    for o in overrides {
+        let (name, value) = match o.split_once('=') {
+            Some((n, v)) => (Some(n), v),
+            None => (None, o.as_str()),
+        };
+        let p = probability(value).map_err(|e| anyhow::anyhow!("--topic-threshold {o:?}: {e}"))?;
+        match name {
+            None => out.iter_mut().for_each(|t| *t = p),
+            Some(n) => {
+                let i = topics.iter().position(|t| t == n).ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "--topic-threshold {o:?}: the model has no topic {n:?} (its topics: {})",
+                        topics.join(", ")
+                    )
+                })?;
+                out[i] = p;
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// Where the output lines go. A file is written as OUT.partial and renamed to OUT when the run is

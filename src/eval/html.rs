@@ -260,6 +260,8 @@ pub struct EvalPage<'a> {
 /// Style of the evaluation and run pages, on top of the tag page's [`CSS`].
 pub const REPORT_CSS: &str = "\
 body{max-width:76rem}
+.reliability{display:flex;gap:1.5rem;flex-wrap:wrap}
+.reliability figure{margin:0}
 table{border-collapse:collapse;font-variant-numeric:tabular-nums;margin:.25rem 0 .75rem}
 th,td{border-bottom:1px solid #d0d7de;padding:.2rem .6rem;text-align:right}
 th:first-child,td:first-child{text-align:left}
@@ -309,6 +311,7 @@ fn write_eval_page(out: &mut String, page: &EvalPage) -> fmt::Result {
     out.push_str("<section>\n<h2>Scores</h2>\n");
     write_report_tables(out, page.report)?;
     out.push_str("</section>\n");
+    super::reliability_page::write_reliability(out, &page.report.calibration)?;
     if let Some(t) = &page.report.topics {
         write_topic_bars(out, &t.per_label)?;
     }

@@ -8,5 +8,6 @@ pub use calibration::{Calibration, Reliability, ReliabilityScorer};
 pub use metrics::{best_thresholds, chunks, ChunkMode, Counts, EntityScorer, Scores, TopicScorer};
 pub use report::{EntityReport, Prf, Report, TopicReport};
 pub mod html;
+pub mod reliability_page;
 pub mod run;
 pub use run::{evaluate, score, Evaluation};

@@ -13,6 +13,7 @@ pub mod progress;
 use crate::data::Article;
 use crate::model::batch::{Batch, Item};
 use crate::model::bert::{Mode, Prepared};
+use crate::model::calibration::{sigmoid, tempered};
 use crate::model::windows::{encode_article, EncodedArticle};
 use crate::model::{NewsTagger, Precision};
 use candle_core::Tensor;
@@ -22,8 +23,13 @@ pub use decode::ScoredEntity;
 #[derive(Debug, Clone)]
 pub struct ArticlePrediction {
     pub entities: Vec<ScoredEntity>,
-    /// Probability of each of the model's topics, in model order.
+    /// Probability of each of the model's topics, in model order (calibrated when the model is).
     pub topic_probs: Vec<f32>,
+    /// The topic head's logits, in model order (what calibration is fitted on).
+    pub topic_logits: Vec<f32>,
+    /// Each word's tag distribution (uncalibrated); kept only by a predictor made
+    /// [`Predictor::keeping_word_probs`], empty otherwise.
+    pub word_probs: Vec<Vec<f32>>,
     /// The article's embedding: the mean hidden state over all its sub-tokens (the topic head's input).
     pub embedding: Vec<f32>,
     /// Sub-tokens the article has (excluding special tokens and padding). With none, the model
@@ -54,6 +60,7 @@ pub struct Predictor<'m> {
     /// Inference copies of the weights, taken when the predictor is made (`None` off the CPU).
     prepared: Option<Prepared>,
     batch_windows: usize,
+    keep_word_probs: bool,
 }
 
 impl<'m> Predictor<'m> {
@@ -80,7 +87,15 @@ impl<'m> Predictor<'m> {
             model,
             prepared,
             batch_windows: batch_windows.max(1),
+            keep_word_probs: false,
         })
+    }
+
+    /// The predictor, keeping each word's tag distribution in its predictions (for fitting
+    /// calibration).
+    pub fn keeping_word_probs(mut self) -> Self {
+        self.keep_word_probs = true;
+        self
     }
 
     /// The model it runs.
@@ -186,7 +201,7 @@ impl<'m> Predictor<'m> {
                 sum.into_iter().map(|v| v / count).collect()
             })
             .collect();
-        let mut topic_probs: Vec<Vec<f32>> = if model.topics().is_empty() || articles.is_empty() {
+        let topic_logits: Vec<Vec<f32>> = if model.topics().is_empty() || articles.is_empty() {
             vec![Vec::new(); articles.len()]
         } else {
             let pooled = Tensor::from_vec(
@@ -195,36 +210,58 @@ impl<'m> Predictor<'m> {
                 model.device(),
             )?;
             match model.topic_logits(&pooled, &mut Mode::Infer)? {
-                Some(logits) => candle_nn::ops::sigmoid(&logits)?.to_vec2::<f32>()?,
+                Some(logits) => logits.to_vec2::<f32>()?,
                 None => vec![Vec::new(); articles.len()],
             }
         };
-
-        // An article of which the tokenizer kept nothing has an all-zero embedding: the head would
-        // answer with its biases alone. It has no topic (and no entity: every word is outside).
-        for (probs, enc) in topic_probs.iter_mut().zip(encoded) {
-            if enc.ids.is_empty() {
-                probs.iter_mut().for_each(|p| *p = 0.0);
-            }
-        }
+        let calibration = model.calibration();
+        let topic_probs: Vec<Vec<f32>> = topic_logits
+            .iter()
+            .zip(encoded)
+            .map(|(logits, enc)| {
+                if enc.ids.is_empty() {
+                    // The tokenizer kept nothing: the all-zero embedding would answer with the
+                    // head's biases alone. No topic (and no entity: every word is outside).
+                    vec![0.0; logits.len()]
+                } else if let Some(c) = calibration {
+                    c.topic_probabilities(logits)
+                } else {
+                    logits.iter().map(|&z| sigmoid(z)).collect()
+                }
+            })
+            .collect();
+        let temperature = calibration.map_or(1.0, |c| c.entity_temperature);
 
         Ok(articles
             .iter()
             .zip(word_probs)
-            .zip(topic_probs)
+            .zip(topic_probs.into_iter().zip(topic_logits))
             .zip(encoded)
             .zip(embeddings)
-            .map(|((((a, probs), topic_probs), enc), embedding)| {
-                let path = decode::decode(&probs, &model.tags, a.sentence_starts());
-                let entities =
-                    decode::scored_entities(&path, &probs, &model.tags, a.sentence_starts());
-                ArticlePrediction {
-                    entities,
-                    topic_probs,
-                    embedding,
-                    tokens: enc.ids.len(),
-                }
-            })
+            .map(
+                |((((a, probs), (topic_probs, topic_logits)), enc), embedding)| {
+                    let path = decode::decode(&probs, &model.tags, a.sentence_starts());
+                    // The entities are decoded at temperature 1; only their scores are tempered.
+                    let entities = if temperature == 1.0 {
+                        decode::scored_entities(&path, &probs, &model.tags, a.sentence_starts())
+                    } else {
+                        let scored = tempered(&probs, temperature);
+                        decode::scored_entities(&path, &scored, &model.tags, a.sentence_starts())
+                    };
+                    ArticlePrediction {
+                        entities,
+                        topic_probs,
+                        topic_logits,
+                        word_probs: if self.keep_word_probs {
+                            probs
+                        } else {
+                            Vec::new()
+                        },
+                        embedding,
+                        tokens: enc.ids.len(),
+                    }
+                },
+            )
             .collect())
     }
 }

@@ -175,6 +175,9 @@ pub struct NewstagSection {
     pub window: WindowConfig,
     /// Prefix of the topic head's tensors in `model.safetensors`.
     pub topic_head: String,
+    /// Score corrections fitted on dev after training (absent: scores as the heads give them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub calibration: Option<super::calibration::ScoreCalibration>,
 }
 
 /// The values of `model_type` newstag can load.
@@ -208,6 +211,9 @@ impl NewstagSection {
             "topic_head {:?} is not a tensor prefix of its own",
             self.topic_head
         );
+        if let Some(c) = &self.calibration {
+            c.validate(self.topics.len())?;
+        }
         Ok(())
     }
 }
@@ -267,6 +273,7 @@ impl ModelConfig {
                 thresholds: vec![0.5; topics.len()],
                 window,
                 topic_head: super::TOPIC_HEAD.into(),
+                calibration: None,
             }),
         }
     }

@@ -6,6 +6,7 @@ pub mod attention;
 pub mod batch;
 pub mod bert;
 pub mod bf16;
+pub mod calibration;
 pub mod config;
 pub mod ops;
 pub mod params;
@@ -321,6 +322,17 @@ impl NewsTagger {
 
     pub fn thresholds(&self) -> &[f32] {
         self.config.newstag.as_ref().map_or(&[], |n| &n.thresholds)
+    }
+
+    /// The score corrections fitted on dev, if any.
+    pub fn calibration(&self) -> Option<&calibration::ScoreCalibration> {
+        self.config.newstag.as_ref()?.calibration.as_ref()
+    }
+
+    pub fn set_calibration(&mut self, c: Option<calibration::ScoreCalibration>) {
+        if let Some(n) = &mut self.config.newstag {
+            n.calibration = c;
+        }
     }
 
     pub fn set_thresholds(&mut self, thresholds: Vec<f32>) {

@@ -38,6 +38,9 @@ pub struct TrainState {
     /// Whether the topic head of the kept model has been refitted (the run's last stage).
     #[serde(default)]
     pub topic_head_refitted: bool,
+    /// Whether the kept model's scores have been calibrated on dev (after the refit).
+    #[serde(default)]
+    pub calibrated: bool,
     /// The checkpoint directory (under `checkpoints/`) holding this state's weights.
     pub dir: String,
 }

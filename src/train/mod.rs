@@ -2,6 +2,7 @@
 //! epoch, the best model kept, early stopping, and checkpoints a killed run resumes from exactly.
 
 pub mod batches;
+pub mod calibrate;
 pub mod checkpoint;
 pub mod curves;
 pub mod optim;
@@ -361,6 +362,12 @@ pub fn train(
         // The caller gets the model the run kept, as saved.
         *model = kept;
     }
+    if !state.calibrated && !dev.is_empty() {
+        let kept = calibrate_kept(model, dev, out, &progress)?;
+        state.calibrated = true;
+        ckpt.save(model, &optimizer, &state)?;
+        *model = kept;
+    }
     progress.finish();
     Ok(TrainSummary {
         steps: state.step,
@@ -522,6 +529,35 @@ fn refit_topic_head(
     state.best_score = record.score;
     state.history.push(record);
     write_history(out, &state.history)?;
+    Ok(kept)
+}
+
+/// Calibrates the scores of the kept model (the one in `out`) on dev, saves and returns it.
+fn calibrate_kept(
+    model: &NewsTagger,
+    dev: &[Article],
+    out: &Path,
+    progress: &Progress,
+) -> anyhow::Result<NewsTagger> {
+    let mut kept = NewsTagger::load(out, model.device())?;
+    if let Some(f) = calibrate::calibrate(&mut kept, dev, 32)? {
+        let ece = |c: &crate::eval::Calibration| {
+            let part = |r: &Option<crate::eval::Reliability>| {
+                r.as_ref()
+                    .map_or("-".to_string(), |r| format!("{:.3}", r.ece))
+            };
+            format!("entities {}, topics {}", part(&c.entities), part(&c.topics))
+        };
+        progress.println(&format!(
+            "calibrated the scores on dev: entity temperature {:.2}, Platt scaling for {} topic(s); dev ECE {} before, {} after (fitted on dev)",
+            f.calibration.entity_temperature,
+            f.calibration.topics.len(),
+            ece(&f.before),
+            ece(&f.after)
+        ));
+        kept.save(out)
+            .with_context(|| format!("{}: cannot save the model", out.display()))?;
+    }
     Ok(kept)
 }
 
