@@ -13,7 +13,6 @@ shift || true
 scripts/fetch-model.sh
 cargo build --release --locked
 bin=target/release/newstag
-mkdir -p "$run"
 if [ "${CONTEXT:-document}" = sentence ]; then
   # Without -DOCSTART- lines every sentence is its own article.
   tmp=$(mktemp -d)
@@ -29,7 +28,11 @@ else
   test_file=$data/test.conll
 fi
 [ -n "${EXTRA_TRAIN:-}" ] && train+=(--train "$EXTRA_TRAIN")
+# The log goes into the run directory afterwards: train refuses a non-empty directory that is not
+# yet a newstag run.
+log=$(mktemp)
 /usr/bin/time -v "$bin" train --base models/all-MiniLM-L6-v2 "${train[@]}" "${dev[@]}" --epochs 3 --out "$run" "$@" \
-  2> >(tee "$run/train.log" >&2)
+  2>&1 | tee "$log" >&2
+mv "$log" "$run/train.log"
 "$bin" eval --model "$run" --data "$test_file" --json "$run/test-report.json" | tee "$run/test-report.txt"
 "$bin" eval --model "$run" "${eval_dev[@]}" --json "$run/dev-report.json" | tee "$run/dev-report.txt"
