@@ -85,11 +85,6 @@ fn each_tools_export_reads_to_the_same_articles() {
     // doccano, Prodigy and brat hold the same annotations, with their own ids.
     let dc = read(Format::Doccano, &fixture("doccano.jsonl"), opts);
     assert!(dc.problems.is_empty(), "{:?}", dc.problems);
-    let ids = |v: &[(&str, &str)]| {
-        v.iter()
-            .map(|(a, b)| (a.to_string(), b.to_string()))
-            .collect::<Vec<_>>()
-    };
     let with_ids = |articles: &[Article], names: [&str; 2]| {
         let mut got = summary(articles);
         for (g, n) in got.iter_mut().zip(names) {
@@ -100,7 +95,6 @@ fn each_tools_export_reads_to_the_same_articles() {
             .for_each(|(g, e)| g.0 = e.0.clone());
         got
     };
-    let _ = ids;
     assert_eq!(with_ids(&dc.articles, ["1", "2"]), expect);
     let pr_path = fixture("prodigy.jsonl");
     assert_eq!(Format::detect(&pr_path), Format::Prodigy);
