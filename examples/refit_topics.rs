@@ -7,10 +7,7 @@ use std::path::PathBuf;
 
 fn main() -> anyhow::Result<()> {
     let a: Vec<String> = std::env::args().skip(1).collect();
-    let file = |p: &str, t: &str| AnnotatedFile {
-        path: PathBuf::from(p),
-        topics: Some(PathBuf::from(t)),
-    };
+    let file = |p: &str, t: &str| AnnotatedFile::new(PathBuf::from(p), Some(PathBuf::from(t)));
     let mut model = NewsTagger::load(a[0].as_ref(), &candle_core::Device::Cpu)?;
     let train = read_all(&[file(&a[1], &a[2])], None, false)?;
     let dev = read_all(&[file(&a[3], &a[4])], None, false)?;

@@ -135,6 +135,85 @@ pub fn copy_atomic(from: &Path, to: &Path) -> anyhow::Result<()> {
     write_atomic(to, &bytes)
 }
 
+/// A directory written whole or not at all: files go into `DIR.partial`, which becomes `DIR` when
+/// [`PartialDir::finish`] is called. `DIR` must not exist or be empty: newstag never replaces a
+/// directory of files it did not write.
+pub struct PartialDir {
+    partial: PathBuf,
+    target: PathBuf,
+}
+
+impl PartialDir {
+    /// Starts writing `dir` (a `DIR.partial` left by an interrupted run is started afresh).
+    pub fn open(dir: &Path) -> anyhow::Result<PartialDir> {
+        if dir.exists() {
+            let empty = std::fs::read_dir(dir).is_ok_and(|mut d| d.next().is_none());
+            anyhow::ensure!(
+                dir.is_dir() && empty,
+                "{}: {}: the files go into a new or empty directory",
+                dir.display(),
+                if dir.is_dir() {
+                    "not empty"
+                } else {
+                    "is a file"
+                }
+            );
+        }
+        let partial = Self::partial_path(dir);
+        if partial.is_dir() {
+            eprintln!(
+                "warning: {}: left by an interrupted run; starting afresh",
+                partial.display()
+            );
+            std::fs::remove_dir_all(&partial)
+                .with_context(|| format!("{}: cannot remove", partial.display()))?;
+        }
+        std::fs::create_dir_all(&partial)
+            .with_context(|| format!("{}: cannot create directory", partial.display()))?;
+        Ok(PartialDir {
+            partial,
+            target: dir.to_path_buf(),
+        })
+    }
+
+    /// Writes one file (a plain name) into the directory.
+    pub fn write(&self, name: &str, bytes: &[u8]) -> anyhow::Result<()> {
+        let p = self.partial.join(name);
+        let mut f =
+            std::fs::File::create(&p).with_context(|| format!("{}: cannot create", p.display()))?;
+        f.write_all(bytes)
+            .and_then(|_| f.sync_all())
+            .with_context(|| format!("{}: cannot write", p.display()))
+    }
+
+    /// Renames the partial directory into place.
+    pub fn finish(self) -> anyhow::Result<()> {
+        if self.target.is_dir() {
+            std::fs::remove_dir(&self.target)
+                .with_context(|| format!("{}: cannot replace", self.target.display()))?;
+        }
+        std::fs::rename(&self.partial, &self.target).with_context(|| {
+            format!(
+                "{}: cannot rename to {}",
+                self.partial.display(),
+                self.target.display()
+            )
+        })
+    }
+
+    /// Drops what was written, leaving `DIR` as it was.
+    pub fn discard(self) {
+        let _ = std::fs::remove_dir_all(&self.partial);
+    }
+
+    /// Where the files go until the directory is finished.
+    pub fn partial_path(dir: &Path) -> PathBuf {
+        let mut name = dir.file_name().unwrap_or_default().to_os_string();
+        name.push(".partial");
+        dir.with_file_name(name)
+    }
+}
+
 #[cfg(all(test, unix))]
 mod tests {
     use super::*;

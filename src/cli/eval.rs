@@ -36,7 +36,7 @@ pub struct EvalArgs {
     /// e.g. PERSON=PER); an empty TO drops the type (DATE=).
     #[arg(long = "map-label", value_name = "FROM=TO", requires = "predictions")]
     map_label: Vec<String>,
-    /// Annotated data, CoNLL or articles JSONL (repeatable).
+    /// Annotated data in any format newstag reads (repeatable; see --format).
     #[arg(long, required = true)]
     data: Vec<PathBuf>,
     /// Topics sidecar for the CoNLL --data file in the same position.
@@ -51,6 +51,8 @@ pub struct EvalArgs {
     html: Option<PathBuf>,
     #[command(flatten)]
     run: super::InferenceArgs,
+    #[command(flatten)]
+    read: super::ReadFormatArgs,
     /// Skip invalid records (counted) instead of stopping; with --predictions, also predicted
     /// spans that are not whole words and predictions for unknown articles.
     #[arg(long)]
@@ -58,7 +60,7 @@ pub struct EvalArgs {
 }
 
 pub fn run(a: EvalArgs) -> anyhow::Result<ExitCode> {
-    let files = pair_sidecars(&a.data, &a.topics)?;
+    let files = pair_sidecars(&a.data, &a.topics, &a.read.choice())?;
     let model_dir = match &a.model {
         Some(spec) => Some(resolve_model_dir(spec, None)?),
         None => None,

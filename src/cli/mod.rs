@@ -1,5 +1,6 @@
-//! The `newstag` command line: `train`, `tag`, `eval` and `validate`.
+//! The `newstag` command line: `train`, `tag`, `eval`, `validate` and `convert`.
 
+mod convert;
 mod eval;
 mod tag;
 mod train;
@@ -21,12 +22,42 @@ pub struct Cli {
 enum Command {
     /// Fine-tune a BERT encoder for entities and topics.
     Train(train::TrainArgs),
-    /// Tag articles with a trained model (JSONL out).
+    /// Tag articles with a trained model (JSONL, HTML, CoNLL, brat, Label Studio or CSV out).
     Tag(tag::TagArgs),
     /// Score a model on annotated data.
     Eval(eval::EvalArgs),
     /// Check annotated files and list every problem.
     Validate(validate::ValidateArgs),
+    /// Convert annotated data between formats (JSONL, CoNLL, Label Studio, doccano, Prodigy, brat).
+    Convert(convert::ConvertArgs),
+}
+
+/// How annotated files are read (train, eval, validate).
+#[derive(clap::Args, Debug, Clone)]
+struct ReadFormatArgs {
+    /// Format of the annotated files: jsonl, conll, label-studio, doccano, prodigy (spacy) or
+    /// brat. Default: from each file's name (.jsonl, .conll, .json, .doccano.jsonl,
+    /// .prodigy.jsonl, .ann or a directory), a plain .jsonl looked into.
+    #[arg(long, value_enum)]
+    format: Option<crate::data::formats::Format>,
+    /// Label Studio and Prodigy: whose annotations to read where a text has several (a user id
+    /// or e-mail; Prodigy: an _annotator_id or _session_id).
+    #[arg(long, value_name = "ID")]
+    annotator: Option<String>,
+    /// Widen a span that cuts a word to the whole words it touches (said for each span) instead
+    /// of refusing it (Label Studio, doccano, Prodigy, brat).
+    #[arg(long)]
+    snap: bool,
+}
+
+impl ReadFormatArgs {
+    fn choice(&self) -> crate::data::load::FormatChoice {
+        crate::data::load::FormatChoice {
+            format: self.format,
+            annotator: self.annotator.clone(),
+            snap: self.snap,
+        }
+    }
 }
 
 /// Options shared by the verbs that run a trained model.
@@ -136,6 +167,7 @@ pub fn main() -> ExitCode {
         Command::Tag(a) => tag::run(a),
         Command::Eval(a) => eval::run(a),
         Command::Validate(a) => validate::run(a),
+        Command::Convert(a) => convert::run(a),
     };
     match result {
         Ok(code) => code,

@@ -1,6 +1,8 @@
+use crate::data::formats::{brat, conll, csv, label_studio};
 use crate::data::input::{id_hash, InputItem, Inputs, Shard};
+use crate::data::{Article, CharOffsets, Entity};
 use crate::device::parse_device;
-use crate::fsutil::{create_parent, is_stream, write_atomic, write_target};
+use crate::fsutil::{create_parent, is_stream, write_atomic, write_target, PartialDir};
 use crate::infer::html::{render_page, PageArticle};
 use crate::infer::output::OutputRecord;
 use crate::infer::progress::TagProgress;
@@ -25,10 +27,16 @@ pub struct TagArgs {
     /// .txt files (one article each), JSONL files with id and text, directories of those, or - for stdin.
     #[arg(default_value = "-")]
     inputs: Vec<PathBuf>,
-    /// Write JSONL here instead of stdout. The lines go to OUT.partial first, which becomes OUT when
-    /// every article is done: an interrupted run leaves OUT as it was.
+    /// Write here instead of stdout (for brat: a new or empty directory). The output goes to
+    /// OUT.partial first, which becomes OUT when every article is done: an interrupted run leaves
+    /// OUT as it was.
     #[arg(long)]
     out: Option<PathBuf>,
+    /// Output format: jsonl (default), html (the --html page), conll (IOB2 tags), brat (a
+    /// directory of .txt/.ann pairs, given by --out; scores as annotator notes), label-studio
+    /// (tasks with predictions, importable as pre-annotations) or csv (one row per entity).
+    #[arg(long, value_enum, default_value_t = TagFormat::Jsonl)]
+    format: TagFormat,
     /// Continue an interrupted run: keep the complete lines of OUT.partial (or of OUT), cut off a
     /// torn last line, skip their articles and append the rest. Without either file, starts afresh.
     #[arg(long, requires = "out", conflicts_with = "html")]
@@ -52,7 +60,91 @@ pub struct TagArgs {
     run: super::InferenceArgs,
 }
 
+/// What `tag` writes.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TagFormat {
+    Jsonl,
+    Html,
+    Conll,
+    Brat,
+    LabelStudio,
+    Csv,
+}
+
+/// Turns output records into the bytes of the chosen format, a chunk at a time.
+struct Emitter {
+    format: TagFormat,
+    model_version: String,
+    records: usize,
+}
+
+impl Emitter {
+    /// The bytes of one record (brat writes files instead; html collects a page). An article
+    /// that failed has no place in CoNLL, Label Studio or CSV output (its error is on stderr).
+    fn record(&mut self, article: Option<&Article>, record: &OutputRecord) -> Vec<u8> {
+        let first = self.records == 0;
+        let out = match (self.format, article) {
+            (TagFormat::Jsonl, _) => format!("{}\n", record.to_line()).into_bytes(),
+            (TagFormat::Csv, _) => {
+                let mut out = if first { csv::header() } else { Vec::new() };
+                out.extend(csv::rows(record));
+                out
+            }
+            (TagFormat::Conll, Some(article)) => {
+                conll::document(article, &record_entities(article, record)).into_bytes()
+            }
+            (TagFormat::LabelStudio, Some(article)) => {
+                let task = label_studio::prediction_task(article, record, &self.model_version);
+                let lead = if first { "[\n" } else { ",\n" };
+                format!("{lead}{task}").into_bytes()
+            }
+            _ => Vec::new(),
+        };
+        if !out.is_empty() {
+            self.records += 1;
+        }
+        out
+    }
+
+    /// The bytes that close the output.
+    fn end(&self) -> Vec<u8> {
+        match self.format {
+            TagFormat::LabelStudio if self.records > 0 => b"\n]\n".to_vec(),
+            TagFormat::LabelStudio => b"[]\n".to_vec(),
+            TagFormat::Csv if self.records == 0 => csv::header(),
+            _ => Vec::new(),
+        }
+    }
+}
+
+/// An output record's entities as word ranges of its article.
+fn record_entities(article: &Article, record: &OutputRecord) -> Vec<Entity> {
+    let OutputRecord::Tagged { entities, .. } = record else {
+        return Vec::new();
+    };
+    let chars = CharOffsets::new(&article.text);
+    entities
+        .iter()
+        .filter_map(|e| {
+            let bytes = chars.to_byte(e.start)?..chars.to_byte(e.end)?;
+            let words = article.words_of_bytes(bytes).ok()?;
+            Some(Entity {
+                words,
+                label: e.label.clone(),
+            })
+        })
+        .collect()
+}
+
 pub fn run(a: TagArgs) -> anyhow::Result<ExitCode> {
+    anyhow::ensure!(
+        !a.resume || a.format == TagFormat::Jsonl,
+        "--resume continues JSONL output only (--format jsonl)"
+    );
+    anyhow::ensure!(
+        a.format != TagFormat::Brat || a.out.is_some(),
+        "--format brat writes a directory of .txt/.ann pairs: give it with --out DIR"
+    );
     let device = parse_device(&a.run.device)?;
     let model_dir = resolve_model_dir(&a.model, None)?;
     let mut paths = RunPaths::new();
@@ -60,9 +152,16 @@ pub fn run(a: TagArgs) -> anyhow::Result<ExitCode> {
         paths.reads("the input", input)?;
     }
     paths.reads_model("--model", &model_dir)?;
-    if let Some(out) = &a.out {
-        paths.writes("--out", out)?;
-        paths.writes("--out's partial file", &partial_path(out))?;
+    match &a.out {
+        Some(out) if a.format == TagFormat::Brat => {
+            paths.writes_run("--out", out)?;
+            paths.writes_run("--out's partial directory", &PartialDir::partial_path(out))?;
+        }
+        Some(out) => {
+            paths.writes("--out", out)?;
+            paths.writes("--out's partial file", &partial_path(out))?;
+        }
+        None => {}
     }
     if let Some(html) = &a.html {
         paths.writes("--html", html)?;
@@ -89,6 +188,9 @@ pub fn run(a: TagArgs) -> anyhow::Result<ExitCode> {
         eprintln!("warning: {}: skipped ({})", s.path.display(), s.reason);
     }
     let (mut sink, done) = match &a.out {
+        Some(p) if a.format == TagFormat::Brat => {
+            (Sink::Dir(PartialDir::open(p)?), Done::default())
+        }
         Some(p) => Sink::open(p, a.resume)?,
         None => (Sink::Stdout(std::io::stdout().lock()), Done::default()),
     };
@@ -97,6 +199,13 @@ pub fn run(a: TagArgs) -> anyhow::Result<ExitCode> {
     let (mut tagged, mut failed, mut tokens) = (0usize, 0usize, 0usize);
     // The page needs every article's text; only kept when a page is asked for.
     let mut page: Vec<(String, OutputRecord)> = Vec::new();
+    let keep_page = a.html.is_some() || a.format == TagFormat::Html;
+    let mut emitter = Emitter {
+        format: a.format,
+        model_version: format!("newstag {}: {}", env!("CARGO_PKG_VERSION"), a.model),
+        records: 0,
+    };
+    let mut brat_names = HashSet::new();
     // Articles are read, tagged and written a chunk at a time: memory stays flat, and a chunk
     // of many batches lets batches be formed of windows of similar lengths (little padding).
     let chunk_size = a.run.batch_size.max(1) * 32;
@@ -130,7 +239,7 @@ pub fn run(a: TagArgs) -> anyhow::Result<ExitCode> {
             .collect();
         let predictions = predictor.predict(&articles)?;
         let mut preds = articles.iter().zip(predictions);
-        let mut lines = String::new();
+        let mut lines: Vec<u8> = Vec::new();
         for item in &chunk {
             let record = match item {
                 InputItem::Article(_) => {
@@ -166,9 +275,22 @@ pub fn run(a: TagArgs) -> anyhow::Result<ExitCode> {
                     }
                 }
             };
-            lines.push_str(&record.to_line());
-            lines.push('\n');
-            if a.html.is_some() {
+            let article = match item {
+                InputItem::Article(art) => Some(art),
+                InputItem::Failed { .. } => None,
+            };
+            lines.extend(emitter.record(article, &record));
+            if let (TagFormat::Brat, Some(art), OutputRecord::Tagged { .. }) =
+                (a.format, article, &record)
+            {
+                let name = brat::file_name(&art.id, &mut brat_names);
+                sink.write_file(&format!("{name}.txt"), art.text.as_bytes())?;
+                sink.write_file(
+                    &format!("{name}.ann"),
+                    brat::prediction_ann(&record).as_bytes(),
+                )?;
+            }
+            if keep_page {
                 let text = if let InputItem::Article(art) = item {
                     art.text.clone()
                 } else {
@@ -177,24 +299,32 @@ pub fn run(a: TagArgs) -> anyhow::Result<ExitCode> {
                 page.push((text, record));
             }
         }
-        sink.write(lines.as_bytes())?;
+        sink.write(&lines)?;
         progress.advance(select.seen, tokens);
     }
     progress.finish();
-    if select.seen == 0 {
-        sink.discard();
-    } else {
-        sink.finish()?;
-    }
-    if let Some(path) = &a.html {
+    let rendered = keep_page.then(|| {
         let articles: Vec<PageArticle> = page
             .iter()
             .map(|(text, record)| PageArticle { text, record })
             .collect();
-        write_atomic(
-            path,
-            render_page("newstag: tagged articles", &articles).as_bytes(),
-        )?;
+        render_page("newstag: tagged articles", &articles)
+    });
+    if select.seen == 0 {
+        sink.discard();
+    } else {
+        let mut end = emitter.end();
+        if let (TagFormat::Html, Some(html)) = (a.format, &rendered) {
+            end.extend(html.as_bytes());
+        }
+        sink.write(&end)?;
+        sink.finish()?;
+    }
+    if let (Some(path), Some(html)) = (&a.html, &rendered) {
+        write_atomic(path, html.as_bytes())?;
+    }
+    if matches!(a.format, TagFormat::Brat | TagFormat::Csv) && tagged > 0 {
+        eprintln!("note: {:?} output holds no topics", a.format);
     }
     for p in &inputs.empty {
         eprintln!("warning: {}: no articles (the file is empty)", p.display());
@@ -303,6 +433,8 @@ enum Sink {
         /// The mode of the OUT being replaced, kept.
         mode: Option<std::fs::Permissions>,
     },
+    /// A directory of files (brat), written whole.
+    Dir(PartialDir),
 }
 
 /// `OUT.partial`, beside `OUT`.
@@ -366,14 +498,26 @@ impl Sink {
             Sink::Stdout(s) => (s, "standard output".into()),
             Sink::Stream { file, path } => (file, path.display().to_string()),
             Sink::Partial { file, partial, .. } => (file, partial.display().to_string()),
+            Sink::Dir(_) => return Ok(()),
         };
         out.write_all(bytes)
             .and_then(|_| out.flush())
             .with_context(|| format!("{name}: cannot write"))
     }
 
+    /// Writes one file of a directory output.
+    fn write_file(&mut self, name: &str, bytes: &[u8]) -> anyhow::Result<()> {
+        match self {
+            Sink::Dir(dir) => dir.write(name, bytes),
+            _ => Ok(()),
+        }
+    }
+
     /// Makes the output whole: the partial file, synced, becomes OUT (with OUT's old mode).
     fn finish(self) -> anyhow::Result<()> {
+        if let Sink::Dir(dir) = self {
+            return dir.finish();
+        }
         if let Sink::Partial {
             file,
             partial,
@@ -402,8 +546,12 @@ impl Sink {
 
     /// Drops an output that received nothing, leaving OUT as it was.
     fn discard(self) {
-        if let Sink::Partial { partial, .. } = self {
-            let _ = std::fs::remove_file(partial);
+        match self {
+            Sink::Partial { partial, .. } => {
+                let _ = std::fs::remove_file(partial);
+            }
+            Sink::Dir(dir) => dir.discard(),
+            _ => {}
         }
     }
 }

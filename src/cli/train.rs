@@ -18,7 +18,7 @@ pub struct TrainArgs {
     /// Base model: a local directory or a Hugging Face hub id (org/name).
     #[arg(long, required_unless_present = "resume")]
     base: Option<String>,
-    /// Training file, CoNLL or articles JSONL (repeat for several).
+    /// Training file in any format newstag reads (repeat for several; see --format).
     #[arg(long = "train", required_unless_present = "resume")]
     train: Vec<PathBuf>,
     /// Topics sidecar for the CoNLL --train file in the same position.
@@ -70,6 +70,8 @@ pub struct TrainArgs {
     /// Skip invalid records (counted) instead of stopping.
     #[arg(long)]
     skip_invalid: bool,
+    #[command(flatten)]
+    read: super::ReadFormatArgs,
 }
 
 /// Everything a run needs to be resumed, saved as `training_args.json`.
@@ -156,8 +158,8 @@ pub fn run(a: TrainArgs, explicit: &[String]) -> anyhow::Result<ExitCode> {
             let out = a.out.clone().expect("clap requires --out");
             let run_args = RunArgs {
                 base: a.base.clone().expect("clap requires --base"),
-                train: pair_sidecars(&a.train, &a.train_topics)?,
-                dev: pair_sidecars(&a.dev, &a.dev_topics)?,
+                train: pair_sidecars(&a.train, &a.train_topics, &a.read.choice())?,
+                dev: pair_sidecars(&a.dev, &a.dev_topics, &a.read.choice())?,
                 window: WindowConfig {
                     max_tokens: a.window,
                     overlap: a.overlap,

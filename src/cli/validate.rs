@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 #[derive(Args, Debug)]
 pub struct ValidateArgs {
-    /// Annotated files, CoNLL or articles JSONL.
+    /// Annotated files: articles JSONL, CoNLL, Label Studio, doccano, Prodigy or brat.
     #[arg(required = true)]
     files: Vec<PathBuf>,
     /// Topics sidecar for the CoNLL file in the same position.
@@ -18,6 +18,8 @@ pub struct ValidateArgs {
     /// Extra topics to accept besides energy, borders, defense, trade.
     #[arg(long = "topic", value_parser = topic_name)]
     extra_topics: Vec<String>,
+    #[command(flatten)]
+    read: super::ReadFormatArgs,
 }
 
 /// A type the readers could ever accept (a usage error otherwise, before any file is read).
@@ -34,7 +36,7 @@ pub fn run(a: ValidateArgs) -> anyhow::Result<ExitCode> {
     schema.entity_types.extend(a.entity_types);
     schema.topics.extend(a.extra_topics);
     let mut problems = 0;
-    for file in pair_sidecars(&a.files, &a.topics)? {
+    for file in pair_sidecars(&a.files, &a.topics, &a.read.choice())? {
         let outcome = read_annotated(&file, Some(&schema))?;
         for w in &outcome.warnings {
             println!("warning: {w}");

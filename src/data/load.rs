@@ -1,28 +1,63 @@
-//! Loading annotated files of either format by extension: `.jsonl` is articles JSONL, anything
-//! else CoNLL (optionally with a topics sidecar).
+//! Loading annotated files: each file's format comes from `--format` or from its name (see
+//! [`Format::detect`]), and [`read_annotated`] reads it through [`formats::read`], the one dispatch
+//! every verb uses. A CoNLL file's topics come from a sidecar paired by position.
 
-use super::conll::{read_conll, read_topics_sidecar};
-use super::jsonl::{read_jsonl, ReadOptions};
-use super::{DataError, ReadOutcome, Schema, DEFAULT_ENTITY_TYPES, DEFAULT_TOPICS};
+use super::formats::{self, Format};
+use super::{ReadOutcome, Schema, DEFAULT_ENTITY_TYPES, DEFAULT_TOPICS};
 use std::path::{Path, PathBuf};
 
-/// An annotated file and, for CoNLL, its topics sidecar.
+/// An annotated file, its format and how to read it, and for CoNLL its topics sidecar.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct AnnotatedFile {
     pub path: PathBuf,
     pub topics: Option<PathBuf>,
+    /// `None` (runs saved before formats were chosen): detected from the file.
+    #[serde(default)]
+    pub format: Option<Format>,
+    /// Whose annotations to read where a tool's file has several annotators.
+    #[serde(default)]
+    pub annotator: Option<String>,
+    /// Widen spans that cut a word to whole words instead of refusing them.
+    #[serde(default)]
+    pub snap: bool,
+}
+
+impl AnnotatedFile {
+    /// A file whose format is detected from its name, with its sidecar (CoNLL).
+    pub fn new(path: PathBuf, topics: Option<PathBuf>) -> Self {
+        AnnotatedFile {
+            path,
+            topics,
+            format: None,
+            annotator: None,
+            snap: false,
+        }
+    }
+}
+
+/// How the files of one flag are read: `--format` (else detected), `--annotator`, `--snap`.
+#[derive(Debug, Clone, Default)]
+pub struct FormatChoice {
+    pub format: Option<Format>,
+    pub annotator: Option<String>,
+    pub snap: bool,
 }
 
 pub fn is_jsonl(path: &Path) -> bool {
     path.extension().is_some_and(|e| e == "jsonl")
 }
 
-/// Pairs topics sidecars with the CoNLL files among `files`, in order.
+/// Pairs topics sidecars with the CoNLL files among `files`, in order, and fixes each file's format.
 pub fn pair_sidecars(
     files: &[PathBuf],
     sidecars: &[PathBuf],
+    choice: &FormatChoice,
 ) -> anyhow::Result<Vec<AnnotatedFile>> {
-    let conll = files.iter().filter(|f| !is_jsonl(f)).count();
+    let formats: Vec<Format> = files
+        .iter()
+        .map(|f| choice.format.unwrap_or_else(|| Format::detect(f)))
+        .collect();
+    let conll = formats.iter().filter(|f| **f == Format::Conll).count();
     anyhow::ensure!(
         sidecars.len() <= conll,
         "{} topics sidecar(s) but only {conll} CoNLL file(s): each sidecar belongs to the CoNLL file in the same position",
@@ -31,13 +66,17 @@ pub fn pair_sidecars(
     let mut sidecars = sidecars.iter();
     Ok(files
         .iter()
-        .map(|f| AnnotatedFile {
+        .zip(formats)
+        .map(|(f, format)| AnnotatedFile {
             path: f.clone(),
-            topics: if is_jsonl(f) {
-                None
-            } else {
+            topics: if format == Format::Conll {
                 sidecars.next().cloned()
+            } else {
+                None
             },
+            format: Some(format),
+            annotator: choice.annotator.clone(),
+            snap: choice.snap,
         })
         .collect())
 }
@@ -47,46 +86,17 @@ pub fn read_annotated(
     file: &AnnotatedFile,
     schema: Option<&Schema>,
 ) -> anyhow::Result<ReadOutcome> {
-    if is_jsonl(&file.path) {
-        anyhow::ensure!(
-            file.topics.is_none(),
-            "{}: JSONL files carry their own topics; no sidecar needed",
-            file.path.display()
-        );
-        return read_jsonl(
-            &file.path,
-            ReadOptions {
-                schema,
-                require_id: false,
-            },
-        );
-    }
-    let conll = read_conll(&file.path, schema)?;
-    let mut outcome = conll.read;
-    let Some(sidecar) = &file.topics else {
-        return Ok(outcome);
-    };
-    // The sidecar counts every document, empty and broken ones too: each article takes the topics
-    // of its own document number.
-    match read_topics_sidecar(sidecar, conll.documents)? {
-        Ok(topics) => {
-            for (a, &n) in outcome.articles.iter_mut().zip(&conll.numbers) {
-                let doc = &topics[n];
-                if let Some(s) = schema {
-                    for topic in &doc.topics {
-                        if let Err(msg) = s.check_topic(topic) {
-                            outcome
-                                .problems
-                                .push(DataError::new(sidecar, doc.line, msg).in_article(&a.id));
-                        }
-                    }
-                }
-                a.topics = Some(doc.topics.clone());
-            }
-        }
-        Err(mut problems) => outcome.problems.append(&mut problems),
-    }
-    Ok(outcome)
+    let format = file.format.unwrap_or_else(|| Format::detect(&file.path));
+    formats::read(
+        format,
+        &file.path,
+        formats::ReadOptions {
+            schema,
+            annotator: file.annotator.as_deref(),
+            snap: file.snap,
+            topics: file.topics.as_deref(),
+        },
+    )
 }
 
 /// Reads several files into one list; `skip_invalid` drops bad articles (counted in warnings)
@@ -174,10 +184,7 @@ mod tests {
             "{\"doc\": 0, \"topics\": [\"energy\"]}\n{\"doc\": 1, \"topics\": [\"trade\"]}\n{\"doc\": 2, \"topics\": [\"defense\"]}\n{\"doc\": 3, \"topics\": []}\n",
         )
         .unwrap();
-        let file = AnnotatedFile {
-            path: conll,
-            topics: Some(sidecar),
-        };
+        let file = AnnotatedFile::new(conll, Some(sidecar));
         let out = read_annotated(&file, Some(&Schema::default())).unwrap();
         assert!(out.problems.is_empty(), "{:?}", out.problems);
         assert_eq!(out.warnings.len(), 1, "{:?}", out.warnings);

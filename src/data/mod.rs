@@ -4,6 +4,7 @@
 //! topic annotations. Entities are spans of whole words, so offsets can never cut a word.
 
 pub mod conll;
+pub mod formats;
 pub mod input;
 pub mod jsonl;
 pub mod load;
