@@ -1,6 +1,7 @@
-//! The `newstag` command line: `train`, `tag`, `eval` and `validate`.
+//! The `newstag` command line: `train`, `tag`, `eval`, `validate` and `serve`.
 
 mod eval;
+mod serve;
 mod tag;
 mod train;
 mod validate;
@@ -27,6 +28,8 @@ enum Command {
     Eval(eval::EvalArgs),
     /// Check annotated files and list every problem.
     Validate(validate::ValidateArgs),
+    /// Serve tagging over HTTP, with dynamic batching.
+    Serve(serve::ServeArgs),
 }
 
 /// Options shared by the verbs that run a trained model.
@@ -136,6 +139,7 @@ pub fn main() -> ExitCode {
         Command::Tag(a) => tag::run(a),
         Command::Eval(a) => eval::run(a),
         Command::Validate(a) => validate::run(a),
+        Command::Serve(a) => serve::run(a),
     };
     match result {
         Ok(code) => code,
