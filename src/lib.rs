@@ -24,4 +24,5 @@ pub mod fsutil;
 pub mod infer;
 pub mod model;
 pub mod outputs;
+pub mod serve;
 pub mod train;

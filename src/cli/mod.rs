@@ -1,7 +1,8 @@
-//! The `newstag` command line: `train`, `tag`, `eval`, `validate` and `convert`.
+//! The `newstag` command line: `train`, `tag`, `eval`, `validate`, `convert` and `serve`.
 
 mod convert;
 mod eval;
+mod serve;
 mod tag;
 mod train;
 mod validate;
@@ -30,6 +31,8 @@ enum Command {
     Validate(validate::ValidateArgs),
     /// Convert annotated data between formats (JSONL, CoNLL, Label Studio, doccano, Prodigy, brat).
     Convert(convert::ConvertArgs),
+    /// Serve tagging over HTTP, with dynamic batching.
+    Serve(serve::ServeArgs),
 }
 
 /// How annotated files are read (train, eval, validate).
@@ -168,6 +171,7 @@ pub fn main() -> ExitCode {
         Command::Eval(a) => eval::run(a),
         Command::Validate(a) => validate::run(a),
         Command::Convert(a) => convert::run(a),
+        Command::Serve(a) => serve::run(a),
     };
     match result {
         Ok(code) => code,
