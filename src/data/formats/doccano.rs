@@ -86,17 +86,17 @@ pub(crate) fn record_id(path: &Path, lineno: usize, record: &Map<String, Value>)
     }
 }
 
-/// The record's text, or the problem (already located).
-pub(crate) fn record_text(
+/// The record as an unannotated article (its id and text), or the problem (already located).
+pub(crate) fn record_article(
     path: &Path,
     lineno: usize,
-    id: &str,
     record: &Map<String, Value>,
-) -> Result<String, DataError> {
-    let err = |m: String| DataError::new(path, lineno, m).in_article(id);
+) -> Result<Article, DataError> {
+    let id = record_id(path, lineno, record);
+    let err = |m: String| DataError::new(path, lineno, m).in_article(&id);
     match record.get("text") {
         Some(Value::String(t)) => match blank_reason(t) {
-            None => Ok(t.clone()),
+            None => Ok(Article::from_text(&id, t.clone())),
             Some(why) => Err(err(format!("empty \"text\" ({why})"))),
         },
         None => Err(err("missing \"text\"".into())),
@@ -128,15 +128,10 @@ fn line_article(
     opts: ReadOptions,
     out: &mut ReadOutcome,
 ) -> Option<Article> {
-    let id = record_id(path, lineno, &record);
-    let text = match record_text(path, lineno, &id, &record) {
-        Ok(t) => t,
-        Err(e) => {
-            out.problems.push(e);
-            return None;
-        }
-    };
-    let mut article = Article::from_text(&id, text);
+    let mut article = record_article(path, lineno, &record)
+        .map_err(|e| out.problems.push(e))
+        .ok()?;
+    let id = article.id.clone();
     let mut problems: Vec<(String, String)> = Vec::new();
     let mut topics: Option<Vec<String>> = None;
     let mut collector = SpanCollector::new(&article, opts.schema, opts.snap);

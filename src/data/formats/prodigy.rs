@@ -11,7 +11,7 @@
 //! `_annotator_id` or `_session_id` is ID; without it, one text answered by two annotators is
 //! refused, naming both.
 
-use super::doccano::{json_lines, record_id, record_text};
+use super::doccano::{json_lines, record_article, record_id};
 use super::spans::{SpanCollector, Unit};
 use super::{located, topic_problems, ReadOptions};
 use crate::data::{Article, DataError, ReadOutcome};
@@ -101,15 +101,10 @@ fn task_article(
     opts: ReadOptions,
     out: &mut ReadOutcome,
 ) -> Option<Article> {
-    let id = record_id(path, lineno, &record);
-    let text = match record_text(path, lineno, &id, &record) {
-        Ok(t) => t,
-        Err(e) => {
-            out.problems.push(e);
-            return None;
-        }
-    };
-    let mut article = Article::from_text(&id, text);
+    let mut article = record_article(path, lineno, &record)
+        .map_err(|e| out.problems.push(e))
+        .ok()?;
+    let id = article.id.clone();
     let mut problems: Vec<(String, String)> = Vec::new();
     // Token character offsets, to check (or supply) the spans' offsets.
     let tokens: Vec<(Option<u64>, Option<u64>)> = record
