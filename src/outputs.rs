@@ -2,10 +2,10 @@
 //!
 //! Every path is resolved first (symbolic links, `..`, and hard links by device and inode), so
 //! `--out ./x/../a.jsonl`, a link to the input or a second name of the same file are all seen for
-//! what they are. An output is refused, naming both flags, when it is also an input, lies inside a
-//! model directory the run reads, would be read as an input of a directory the run reads, or is
-//! another output of the same run. Outputs that are streams (`/dev/stdout`, a FIFO) are written to,
-//! never replaced, and so never conflict.
+//! what they are. An output is refused, naming both flags, when it is also an input, would replace
+//! a part of a model directory the run reads (a report beside the model is fine), would be read as
+//! an input of a directory the run reads, or is another output of the same run. Outputs that are
+//! streams (`/dev/stdout`, a FIFO) are written to, never replaced, and so never conflict.
 
 use crate::fsutil::{is_stream, write_target};
 use std::path::{Component, Path, PathBuf};
@@ -106,6 +106,27 @@ fn resolve(path: &Path) -> anyhow::Result<PathBuf> {
     Ok(resolved)
 }
 
+/// What a model or run directory is made of: a report beside them (`--json RUN/test.json`) is
+/// fine, replacing one of them is not.
+const MODEL_PARTS: [&str; 8] = [
+    "config.json",
+    "model.safetensors",
+    "tokenizer.json",
+    "training_args.json",
+    "metrics.jsonl",
+    "checkpoints",
+    "curves.svg",
+    "index.html",
+];
+
+/// Is `path` (inside the model directory `dir`) one of its parts or under one?
+fn is_model_part(path: &Path, dir: &Path) -> bool {
+    path.strip_prefix(dir)
+        .ok()
+        .and_then(|rel| rel.components().next())
+        .is_some_and(|first| MODEL_PARTS.iter().any(|p| first.as_os_str() == *p))
+}
+
 fn is_input_name(path: &Path) -> bool {
     matches!(
         path.extension().and_then(|e| e.to_str()),
@@ -198,7 +219,12 @@ impl RunPaths {
                             "is the same file as"
                         }))
                     }
-                    (_, Kind::ModelDir) if out.at.inside(&input.at) => {
+                    (Kind::RunDir, Kind::ModelDir) if out.at.inside(&input.at) => {
+                        return Err(refuse("lies inside the model directory"))
+                    }
+                    (Kind::File, Kind::ModelDir)
+                        if is_model_part(&out.at.path, &input.at.path) =>
+                    {
                         return Err(refuse("lies inside the model directory"))
                     }
                     (Kind::File, Kind::InputDir)
@@ -301,6 +327,19 @@ mod tests {
         refused(
             paths(&[("--base", &model)], &[("--run", &model)]),
             "is the directory of --base",
+        );
+        // A report beside the model's files is fine; under its checkpoints it is not.
+        paths(
+            &[("--model", &model)],
+            &[("--json", &model.join("test-report.json"))],
+        )
+        .unwrap();
+        refused(
+            paths(
+                &[("--model", &model)],
+                &[("--json", &model.join("checkpoints/x.json"))],
+            ),
+            "lies inside the model directory",
         );
         refused(
             paths(
