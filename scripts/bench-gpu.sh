@@ -28,7 +28,7 @@
 #   SENTENCES (test sentences to use; default all 3,453), TRAIN_STEPS (200), TRAIN_BATCH (32),
 #   PY (python3), PACK (.gpu-bench), OUT (out/bench-gpu where the device tool sets none).
 # Environment (pack): BIN_SRC (default target/cuda/release/newstag), CONLL (default
-#   ../shared/data/conll2003), TRAIN_SENTENCES (sentences of train.conll to pack, default 8000).
+#   ../shared/data/conll2003), TRAIN_SENTENCES (sentences of train.conll to pack, default 6400: 200 steps of 32).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 pack=${PACK:-.gpu-bench}
@@ -91,10 +91,14 @@ cmd_pack() {
   [[ -f $conll/test.conll && -f $conll/train.conll ]] || die "$conll/{test,train}.conll not found"
   rm -rf -- "$pack"
   mkdir -p "$pack/model" "$pack/data"
-  # Stripped and gzipped (its embedded PTX is text): `run` unpacks it.
+  # Stripped and xz-compressed with Python's lzma (its embedded PTX is text; xz the tool may be
+  # missing there, Python's module is not): `run` unpacks it.
   cp "$bin" "$pack/newstag"
   strip "$pack/newstag" 2>/dev/null || true
-  gzip -9 "$pack/newstag"
+  python3 -c 'import lzma, shutil, sys
+with open(sys.argv[1], "rb") as s, lzma.open(sys.argv[1] + ".xz", "wb", preset=9 | lzma.PRESET_EXTREME) as d:
+    shutil.copyfileobj(s, d)' "$pack/newstag"
+  rm "$pack/newstag"
   cp "$model/config.json" "$model/tokenizer.json" "$pack/model/"
   to_bf16 "$model/model.safetensors" "$pack/model/model.safetensors"
   local tmp
@@ -103,11 +107,11 @@ cmd_pack() {
   cp "$tmp/test.jsonl" "$pack/data/test.jsonl"
   grep -v -- '-DOCSTART-' "$conll/test.conll" > "$pack/data/test.conll"
   # The first TRAIN_SENTENCES sentences (blank-line separated) of the training sentences.
-  awk -v n="${TRAIN_SENTENCES:-8000}" 'BEGIN {RS=""; ORS="\n\n"} NR <= n' "$tmp/train.conll" \
+  awk -v n="${TRAIN_SENTENCES:-6400}" 'BEGIN {RS=""; ORS="\n\n"} NR <= n' "$tmp/train.conll" \
     > "$pack/data/train.conll"
   rm -rf -- "$tmp"
   echo "packed $pack:"
-  du -b "$pack/newstag.gz" "$pack/model/"* "$pack/data/"* | awk '{printf "  %8.1f MiB  %s\n", $1 / 1048576, $2}'
+  du -b "$pack/newstag.xz" "$pack/model/"* "$pack/data/"* | awk '{printf "  %8.1f MiB  %s\n", $1 / 1048576, $2}'
   local total tree
   total=$(du -sb "$pack" | awk '{print $1}')
   tree=$(git ls-files -z | xargs -0 du -cb 2>/dev/null | tail -n 1 | awk '{print $1}')
@@ -197,9 +201,11 @@ cmd_run() {
   if [[ -n ${BIN:-} ]]; then
     bin=$BIN
   else
-    [[ -f $pack/newstag.gz ]] || die "$pack/newstag.gz not found: run 'scripts/bench-gpu.sh pack' on the build machine and carry $pack"
+    [[ -f $pack/newstag.xz ]] || die "$pack/newstag.xz not found: run 'scripts/bench-gpu.sh pack' on the build machine and carry $pack"
     bin=$(mktemp -d)/newstag
-    gunzip -c "$pack/newstag.gz" > "$bin"
+    python3 -c 'import lzma, shutil, sys
+with lzma.open(sys.argv[1]) as s, open(sys.argv[2], "wb") as d:
+    shutil.copyfileobj(s, d)' "$pack/newstag.xz" "$bin"
     chmod +x "$bin"
   fi
   [[ -x $bin ]] || die "$bin is not an executable"
