@@ -17,6 +17,11 @@ Subcommands:
       GFLOP/s of torch.matmul at the FFN's shape, fp32 and bf16
   compare NEWSTAG.jsonl TORCH.jsonl OUT.json
       same entities (spans and labels) per article? exit 1 when any differ
+  batches MODEL TEXTS OUT.json BATCH...
+      tokens/s at each batch size (sorted by length), fp32 then bf16 autocast, with the peak
+      memory the device's allocator held for each (scripts/bench-gpu.sh)
+
+DEVICE (environment) runs the model there: cpu (default) or cuda.
 
 Throughput counts real tokens: [CLS], [SEP] and sub-tokens, no padding (as attention_mask.sum()).
 Timings cover building the padded batch, the forward pass and reading the logits back; tokenising
@@ -38,6 +43,7 @@ import transformers  # noqa: E402
 from transformers import AutoTokenizer, BertForTokenClassification  # noqa: E402
 
 IMPORT_S = time.perf_counter() - T0
+DEVICE = torch.device(os.environ.get("DEVICE", "cpu"))
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures"))
 from newstag_ref import decode_entities, encode, word_logits  # noqa: E402
@@ -62,7 +68,7 @@ class Tagger:
         t = time.perf_counter()
         self.tok = AutoTokenizer.from_pretrained(model_dir)
         self.model = BertForTokenClassification.from_pretrained(model_dir, dtype=torch.float32)
-        self.model.eval()
+        self.model.to(DEVICE).eval()
         self.load_s = time.perf_counter() - t
         self.bf16 = False  # bf16 autocast (oneDNN's bf16 products where the CPU has them)
         with open(os.path.join(model_dir, "config.json"), encoding="utf-8") as f:
@@ -81,8 +87,9 @@ class Tagger:
         for i, r in enumerate(rows):
             ids[i, :len(r)] = torch.tensor(r)
             mask[i, :len(r)] = 1
-        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
-            logits = self.model(input_ids=ids, attention_mask=mask).logits.float().numpy()
+        ids, mask_dev = ids.to(DEVICE), mask.to(DEVICE)
+        with torch.inference_mode(), torch.autocast(DEVICE.type, dtype=torch.bfloat16, enabled=self.bf16):
+            logits = self.model(input_ids=ids, attention_mask=mask_dev).logits.float().cpu().numpy()
         return logits, time.perf_counter() - t, int(mask.sum())
 
     def entities(self, art, logits_of_window):
@@ -176,7 +183,7 @@ def cmd_train(base, conll, out, steps, batch):
     tok = AutoTokenizer.from_pretrained(base)
     model = BertForTokenClassification.from_pretrained(base, num_labels=len(labels),
                                                        dtype=torch.float32)
-    model.train()
+    model.to(DEVICE).train()
     examples = []
     for words, tags in sents:
         enc = tok(words, is_split_into_words=True, truncation=True, max_length=128)
@@ -207,7 +214,8 @@ def cmd_train(base, conll, out, steps, batch):
             ids[i, :len(x)] = torch.tensor(x)
             mask[i, :len(x)] = 1
             lab[i, :len(y)] = torch.tensor(y)
-        loss = model(input_ids=ids, attention_mask=mask, labels=lab).loss
+        loss = model(input_ids=ids.to(DEVICE), attention_mask=mask.to(DEVICE),
+                     labels=lab.to(DEVICE)).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
@@ -215,11 +223,12 @@ def cmd_train(base, conll, out, steps, batch):
         opt.zero_grad()
         tokens += int(mask.sum())
         slots += batch * width
+    last_loss = loss.item()  # waits for the device
     secs = time.perf_counter() - t
-    write_json(out, {"steps": steps, "batch": batch, "seconds": round(secs, 2),
+    write_json(out, {"device": str(DEVICE), "peak_device_mib": peak_device_mib(), "steps": steps, "batch": batch, "seconds": round(secs, 2),
                      "real_tokens": tokens, "tokens_per_s": round(tokens / secs, 1),
                      "real_share_of_slots": round(tokens / slots, 3),
-                     "last_loss": round(loss.item(), 4), "peak_rss_mib": round(peak_rss_mib(), 1)})
+                     "last_loss": round(last_loss, 4), "peak_rss_mib": round(peak_rss_mib(), 1)})
 
 
 def cmd_matmul(out):
@@ -241,6 +250,30 @@ def cmd_matmul(out):
 
 def span_set(record):
     return [(e["start"], e["end"], e["label"]) for e in record.get("entities", [])]
+
+
+def peak_device_mib():
+    """Peak memory the CUDA caching allocator held since the last reset (None on CPU)."""
+    if DEVICE.type != "cuda":
+        return None
+    return round(torch.cuda.max_memory_allocated(DEVICE) / 2**20, 1)
+
+
+def cmd_batches(model, texts, out, *batches):
+    tagger = Tagger(model)
+    arts = [encode(tagger.tok, r["text"], tagger.window) for r in read_jsonl(texts)]
+    res = {"device": str(DEVICE), "torch": torch.__version__,
+           "transformers": transformers.__version__, "articles": len(arts)}
+    for bf16 in (False, True):
+        tagger.bf16 = bf16
+        for batch in batches:
+            if DEVICE.type == "cuda":
+                torch.cuda.empty_cache()
+                torch.cuda.reset_peak_memory_stats(DEVICE)
+            fig, _ = throughput(tagger, arts, int(batch), "sorted")
+            fig["peak_device_mib"] = peak_device_mib()
+            res[f"batch{batch}_{'bf16' if bf16 else 'fp32'}"] = fig
+    write_json(out, res)
 
 
 def cmd_compare(ours, theirs, out):
@@ -282,5 +315,7 @@ if __name__ == "__main__":
         cmd_matmul(*args)
     elif cmd == "compare":
         cmd_compare(*args)
+    elif cmd == "batches":
+        cmd_batches(*args)
     else:
         sys.exit(__doc__)

@@ -57,7 +57,8 @@ impl ArticlePrediction {
 /// Runs a model over articles in batches of at most `batch_windows` windows.
 pub struct Predictor<'m> {
     model: &'m NewsTagger,
-    /// Inference copies of the weights, taken when the predictor is made (`None` off the CPU).
+    /// Inference copies of the weights, taken when the predictor is made (`None` off the CPU in
+    /// f32).
     prepared: Option<Prepared>,
     batch_windows: usize,
     keep_word_probs: bool,

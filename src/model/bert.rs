@@ -338,6 +338,55 @@ impl Layer {
         norm(&self.output_norm, &out)
     }
 
+    /// Inference with [`PreparedPath::Device`] weights (a GPU's bf16 path): queries, keys and
+    /// values from one product, candle's softmax and LayerNorm in f32. `x`: `[batch, len,
+    /// hidden]`; `mask_bias` as for [`Layer::forward`].
+    fn forward_device(
+        &self,
+        x: &Tensor,
+        mask_bias: &Tensor,
+        prepared: &PreparedLayer,
+    ) -> Result<Tensor> {
+        let (b, len, h) = x.dims3()?;
+        let rows = x.reshape((b * len, h))?;
+        let linear = |l: &Linear, x: &Tensor| -> Result<Tensor> {
+            let w = prepared
+                .get(l)
+                .ok_or_else(|| candle_core::Error::Msg("an unprepared linear layer".into()))?;
+            w.multiply(x)?.broadcast_add(&bias(l, false)?)
+        };
+        let qkv = prepared
+            .qkv
+            .multiply(&rows)?
+            .broadcast_add(&prepared.qkv_bias)?;
+        let split = |i: usize| {
+            qkv.narrow(1, i * h, h)?
+                .reshape((b, len, self.heads, self.head_size))?
+                .transpose(1, 2)?
+                .contiguous()
+        };
+        let (q, k, v) = (split(0)?, split(1)?, split(2)?);
+        let scale = 1.0 / (self.head_size as f64).sqrt();
+        let scores = (q.matmul(&k.t()?)? * scale)?.broadcast_add(mask_bias)?;
+        let probs = candle_nn::ops::softmax_last_dim(&scores)?;
+        let context = probs.matmul(&v)?.transpose(1, 2)?.reshape((b * len, h))?;
+        let norm = |n: &LayerNorm, x: &Tensor| {
+            candle_nn::ops::layer_norm(x, &n.weight, &n.bias, n.eps as f32)
+        };
+        let x = norm(
+            &self.attention_norm,
+            &(linear(&self.attention_out, &context)? + &rows)?,
+        )?;
+        let inner = linear(&self.intermediate, &x)?;
+        let inner = match self.activation {
+            Activation::Gelu => inner.gelu_erf()?,
+            Activation::GeluNew => inner.gelu()?,
+            Activation::Relu => inner.relu()?,
+        };
+        let out = norm(&self.output_norm, &(linear(&self.output, &inner)? + &x)?)?;
+        out.reshape((b, len, h))
+    }
+
     /// Inference off the CPU, or training with the reference kernels. `x`: `[batch, len, hidden]`;
     /// `mask_bias`: `[batch, 1, 1, len]`, 0 on tokens and a large negative number on padding.
     fn forward(&self, x: &Tensor, mask_bias: &Tensor, mode: &mut Mode) -> Result<Tensor> {
@@ -398,15 +447,22 @@ enum InferenceWeight {
     F32(Tensor),
     /// Rounded to bf16 and packed for [`bf16::matmul`].
     Bf16(Arc<bf16::PackedWeight>),
+    /// A bf16 tensor `[in, out]` on the model's device (a GPU): candle's bf16 matrix product there
+    /// (cuBLAS, f32 accumulation), activations rounded to bf16 on the way in and widened to f32
+    /// on the way out, so LayerNorm and softmax keep f32 statistics.
+    DeviceBf16(Tensor),
 }
 
 impl InferenceWeight {
     /// From a weight transposed to `[in, out]`.
-    fn new(w_t: Tensor, precision: Precision) -> Result<Self> {
-        Ok(match precision {
-            Precision::F32 => InferenceWeight::F32(w_t.contiguous()?),
-            Precision::Bf16 => {
+    fn new(w_t: Tensor, precision: Precision, path: PreparedPath) -> Result<Self> {
+        Ok(match (precision, path) {
+            (Precision::F32, _) => InferenceWeight::F32(w_t.contiguous()?),
+            (Precision::Bf16, PreparedPath::Cpu) => {
                 InferenceWeight::Bf16(Arc::new(bf16::PackedWeight::from_tensor(&w_t)?))
+            }
+            (Precision::Bf16, PreparedPath::Device) => {
+                InferenceWeight::DeviceBf16(w_t.to_dtype(DType::BF16)?.contiguous()?)
             }
         })
     }
@@ -416,8 +472,21 @@ impl InferenceWeight {
         match self {
             InferenceWeight::F32(w_t) => x.matmul(w_t),
             InferenceWeight::Bf16(w) => bf16::matmul(x, w),
+            InferenceWeight::DeviceBf16(w) => {
+                x.to_dtype(DType::BF16)?.matmul(w)?.to_dtype(DType::F32)
+            }
         }
     }
+}
+
+/// Which forward pass prepared weights are for.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum PreparedPath {
+    /// [`Layer::forward_prepared`]: newstag's CPU kernels and per-window attention.
+    Cpu,
+    /// [`Layer::forward_device`]: candle's kernels on any device, bf16 products (a GPU's path;
+    /// it runs on CPU too, for tests).
+    Device,
 }
 
 /// A layer's weights for inference on CPU: the query, key and value weights side by side, so one
@@ -432,7 +501,7 @@ pub struct PreparedLayer {
 }
 
 impl PreparedLayer {
-    fn new(layer: &Layer, precision: Precision) -> Result<Self> {
+    fn new(layer: &Layer, precision: Precision, path: PreparedPath) -> Result<Self> {
         let attention = [&layer.query, &layer.key, &layer.value];
         let qkv = Tensor::cat(&attention.map(|l| l.weight().detach()), 0)?.t()?;
         let qkv_bias = Tensor::cat(
@@ -445,12 +514,12 @@ impl PreparedLayer {
         let weights = [&layer.attention_out, &layer.intermediate, &layer.output]
             .into_iter()
             .map(|l| {
-                let w = InferenceWeight::new(l.weight().detach().t()?, precision)?;
+                let w = InferenceWeight::new(l.weight().detach().t()?, precision, path)?;
                 Ok((l.weight().id(), w))
             })
             .collect::<Result<_>>()?;
         Ok(PreparedLayer {
-            qkv: InferenceWeight::new(qkv, precision)?,
+            qkv: InferenceWeight::new(qkv, precision, path)?,
             qkv_bias,
             weights,
         })
@@ -469,6 +538,7 @@ impl PreparedLayer {
 /// prepared again after the weights change.
 pub struct Prepared {
     layers: Vec<PreparedLayer>,
+    path: PreparedPath,
 }
 
 /// The BERT encoder (no pooler).
@@ -487,15 +557,29 @@ impl Bert {
         Ok(Bert { embeddings, layers })
     }
 
-    /// Copies of the current weights for [`Bert::forward`] at inference on CPU, at `precision`
-    /// (the caller checks that the CPU has what [`Precision::Bf16`] needs).
+    /// Copies of the current weights for [`Bert::forward`] at inference, at `precision`: for the
+    /// CPU kernels on CPU (the caller checks that the CPU has what [`Precision::Bf16`] needs),
+    /// for [`PreparedPath::Device`] elsewhere.
     pub fn prepare(&self, precision: Precision) -> Result<Prepared> {
+        let on_cpu = self.embeddings.word.embeddings().device().is_cpu();
+        let path = if on_cpu {
+            PreparedPath::Cpu
+        } else {
+            PreparedPath::Device
+        };
+        self.prepare_for(precision, path)
+    }
+
+    /// [`Bert::prepare`] for the forward pass `path` whatever the device (tests run the device
+    /// path on CPU).
+    pub fn prepare_for(&self, precision: Precision, path: PreparedPath) -> Result<Prepared> {
         Ok(Prepared {
             layers: self
                 .layers
                 .iter()
-                .map(|l| PreparedLayer::new(l, precision))
+                .map(|l| PreparedLayer::new(l, precision, path))
                 .collect::<Result<_>>()?,
+            path,
         })
     }
 
@@ -524,6 +608,12 @@ impl Bert {
         };
         if !mode.is_train() {
             x = x.detach();
+        }
+        if let Some(p) = prepared.filter(|p| p.path == PreparedPath::Device && !mode.is_train()) {
+            for (layer, prepared) in self.layers.iter().zip(&p.layers) {
+                x = layer.forward_device(&x, &mask_bias, prepared)?;
+            }
+            return Ok(x);
         }
         if fused {
             let h = x.dim(2)?;

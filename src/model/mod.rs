@@ -376,18 +376,24 @@ impl NewsTagger {
 
     /// Inference copies of the encoder's weights at `precision` for
     /// [`NewsTagger::forward_prepared`]; prepare again after the weights change. bf16 needs the
-    /// model on a CPU with AVX512-BF16.
+    /// model on a CPU with AVX512-BF16, or on a CUDA GPU (bf16 products through cuBLAS, LayerNorm
+    /// and softmax in f32).
     pub fn prepare(&self, precision: Precision) -> anyhow::Result<Prepared> {
-        if precision == Precision::Bf16 && !(self.device.is_cpu() && bf16::supported()) {
-            anyhow::bail!(
-                "bf16 inference runs on CPUs with AVX512-BF16 (Intel Cooper Lake, Sapphire Rapids \
-                 and later; AMD Zen 4 and later); {} (use --precision f32)",
-                if self.device.is_cpu() {
-                    "this CPU lacks it"
-                } else {
-                    "this model is not on the CPU"
-                }
-            )
+        if precision == Precision::Bf16 {
+            let why = if self.device.is_cpu() {
+                (!bf16::supported()).then_some("this CPU lacks it")
+            } else if self.device.is_cuda() {
+                None
+            } else {
+                Some("this model is on a device other than the CPU or a CUDA GPU")
+            };
+            if let Some(why) = why {
+                anyhow::bail!(
+                    "bf16 inference runs on CPUs with AVX512-BF16 (Intel Cooper Lake, Sapphire \
+                     Rapids and later; AMD Zen 4 and later) and on CUDA GPUs; {why} (use \
+                     --precision f32)"
+                )
+            }
         }
         Ok(self.bert.prepare(precision)?)
     }

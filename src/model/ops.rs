@@ -837,7 +837,10 @@ pub fn dropout(x: &Tensor, p: f32, seed: u64) -> Result<Tensor> {
     }
 }
 
-/// [`dropout`] as a product with an explicit mask tensor (any device; the same mask).
+/// [`dropout`] as a product with an explicit mask tensor. On CPU the mask is [`dropout`]'s (the
+/// counter stream `seed`), built on the host. On any other device it is drawn there by
+/// [`device_mask`] from the device's own generator (`seed` unused): building tens of millions of
+/// mask values per training step on one host thread and uploading them would dominate the step.
 pub fn dropout_reference(x: &Tensor, p: f32, seed: u64) -> Result<Tensor> {
     if p <= 0.0 {
         return Ok(x.clone());
@@ -845,9 +848,28 @@ pub fn dropout_reference(x: &Tensor, p: f32, seed: u64) -> Result<Tensor> {
     if p >= 1.0 {
         return x.zeros_like();
     }
-    let mask = DropoutOp::new(p, seed).mask(x.elem_count());
-    let mask = Tensor::from_vec(mask, x.shape(), x.device())?;
+    let mask = if x.device().is_cpu() {
+        let mask = DropoutOp::new(p, seed).mask(x.elem_count());
+        Tensor::from_vec(mask, x.shape(), x.device())?
+    } else {
+        device_mask(x, p)?
+    };
     x.mul(&mask.to_dtype(x.dtype())?)
+}
+
+/// An inverted-dropout mask for `x` (f32, `x`'s shape and device): 0 with probability `p`, else
+/// `1 / (1 - p)`, from uniform draws made on `x`'s device by candle's generator (cuRAND on CUDA,
+/// seeded with `Device::set_seed`), so no mask value crosses to or from the host. It runs on CPU
+/// too (candle's unseeded generator there), which is how its keep rate is tested; CPU training
+/// uses the counter stream of [`dropout`] instead.
+pub fn device_mask(x: &Tensor, p: f32) -> Result<Tensor> {
+    let uniform = Tensor::rand(0f32, 1f32, x.shape(), x.device())?;
+    // The same f32 scale as the counter-stream kernels.
+    let scale = (1.0f32 / (1.0 - p.clamp(0.0, 0.999_999))) as f64;
+    uniform
+        .ge(p as f64)?
+        .to_dtype(DType::F32)?
+        .affine(scale, 0.0)
 }
 
 #[derive(Clone, Copy)]
@@ -1815,5 +1837,36 @@ mod tests {
         assert!(m.iter().all(|&v| v == 0.0 || (v - 1.0 / 0.9).abs() < 1e-6));
         assert_eq!(m, DropoutOp::new(0.1, 42).mask(100_000));
         assert_ne!(m, DropoutOp::new(0.1, 43).mask(100_000));
+    }
+
+    #[test]
+    fn device_masks_keep_one_minus_p_at_the_right_scale() {
+        // The mask GPUs draw, drawn here through the same candle ops on CPU.
+        let x = Tensor::zeros((200, 1000), DType::F32, &candle_core::Device::Cpu).unwrap();
+        for p in [0.1f32, 0.5] {
+            let m = device_mask(&x, p).unwrap();
+            assert_eq!(m.dims(), x.dims());
+            let m = m.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            let scale = 1.0 / (1.0 - p);
+            assert!(m.iter().all(|&v| v == 0.0 || v == scale), "p {p}");
+            let kept = m.iter().filter(|&&v| v != 0.0).count() as f64 / m.len() as f64;
+            // 200,000 draws: the standard deviation of the rate is at most 0.0012.
+            assert!(
+                (kept - (1.0 - p as f64)).abs() < 0.006,
+                "p {p}: kept {kept}"
+            );
+        }
+        // Inverted dropout keeps the mean: E[mask] = 1.
+        let m = device_mask(&x, 0.1).unwrap().mean_all().unwrap();
+        assert!((m.to_scalar::<f32>().unwrap() - 1.0).abs() < 0.01);
+    }
+
+    #[test]
+    fn cpu_dropout_reference_keeps_the_counter_stream() {
+        let dev = candle_core::Device::Cpu;
+        let x = Tensor::ones((37, 53), DType::F32, &dev).unwrap();
+        let got = dropout_reference(&x, 0.1, 7).unwrap();
+        let want = DropoutOp::new(0.1, 7).mask(37 * 53);
+        assert_eq!(got.flatten_all().unwrap().to_vec1::<f32>().unwrap(), want);
     }
 }

@@ -272,6 +272,11 @@ pub fn train(
             let t0 = Instant::now();
             lr = learning_rate(state.step, warmup, total_steps, opts.lr);
             let step_seed = opts.seed.wrapping_mul(0x2545_F491_4F6C_DD1D) ^ state.step as u64;
+            if !model.device().is_cpu() {
+                // Off the CPU, dropout masks are drawn on the device from its own generator
+                // (ops::device_mask): seeded per step, a resumed run draws the same masks.
+                model.device().set_seed(step_seed)?;
+            }
             let mut mode = Mode::Train(Dropout::new(&model.config.bert, step_seed));
             let (loss, tokens) = batch_loss(model, &examples, batch_units, opts, &mut mode)?;
             let loss_value = loss.to_scalar::<f32>()? as f64;

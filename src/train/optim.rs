@@ -334,6 +334,23 @@ fn sum_squares(x: &[f32]) -> f64 {
     partial.iter().map(|&p| p as f64).sum()
 }
 
+/// The sum of the squares of every element of `grads`, added up on their device (in f32) and
+/// read back once: the only host round trip gradient clipping makes on a GPU. Runs on any device.
+pub fn fused_sum_squares(grads: &[&Tensor]) -> candle_core::Result<f64> {
+    let mut total: Option<Tensor> = None;
+    for g in grads {
+        let s = g.to_dtype(DType::F32)?.sqr()?.sum_all()?;
+        total = Some(match total {
+            Some(t) => (t + s)?,
+            None => s,
+        });
+    }
+    match total {
+        Some(t) => Ok(t.to_scalar::<f32>()? as f64),
+        None => Ok(0.0),
+    }
+}
+
 /// `x * scale` into a new CPU tensor of `shape`, in parallel.
 fn scaled(x: &[f32], scale: f32, shape: &candle_core::Shape) -> candle_core::Result<Tensor> {
     let mut out = vec![0f32; x.len()];
@@ -346,21 +363,44 @@ fn scaled(x: &[f32], scale: f32, shape: &candle_core::Shape) -> candle_core::Res
 }
 
 /// Scales gradients so their global L2 norm is at most `max_norm`; returns the norm before clipping.
+///
+/// With every gradient a CPU f32 tensor (CPU training), the sum of squares is taken on the host
+/// per tensor, in f64 across chunks (deterministic, as before). Otherwise (a GPU) it is
+/// [`fused_sum_squares`]: one device reduction per tensor added up on the device, and one scalar
+/// read for the whole step instead of one synchronisation per tensor.
 pub fn clip_grad_norm(
     vars: &BTreeMap<String, Var>,
     grads: &mut GradStore,
     max_norm: f64,
 ) -> candle_core::Result<f64> {
-    let mut total = 0f64;
-    for var in vars.values() {
-        if let Some(g) = grads.get(var.as_tensor()) {
-            total += if host_f32(g) {
-                with_host_f32(g, sum_squares)?
-            } else {
-                g.sqr()?.sum_all()?.to_scalar::<f32>()? as f64
-            };
+    let on_host = vars
+        .values()
+        .filter_map(|var| grads.get(var.as_tensor()))
+        .all(host_f32);
+    clip_grad_norm_by(vars, grads, max_norm, !on_host)
+}
+
+/// [`clip_grad_norm`] with the norm taken by [`fused_sum_squares`] (`fused`) or per tensor on
+/// the host (only for CPU f32 gradients).
+fn clip_grad_norm_by(
+    vars: &BTreeMap<String, Var>,
+    grads: &mut GradStore,
+    max_norm: f64,
+    fused: bool,
+) -> candle_core::Result<f64> {
+    let present: Vec<&Tensor> = vars
+        .values()
+        .filter_map(|var| grads.get(var.as_tensor()))
+        .collect();
+    let total = if !fused {
+        let mut total = 0f64;
+        for g in present {
+            total += with_host_f32(g, sum_squares)?;
         }
-    }
+        total
+    } else {
+        fused_sum_squares(&present)?
+    };
     let norm = total.sqrt();
     if norm.is_finite() && norm > max_norm {
         let scale = max_norm / (norm + 1e-6);
@@ -432,5 +472,61 @@ mod tests {
             "no gradient and no decay on a bias"
         );
         assert_eq!(opt.state().len(), 4);
+    }
+
+    /// Two variables and a loss whose gradients are `c1` and `c2` (seeded, about 0.5 in size).
+    fn two_gradients(seed: u64) -> (BTreeMap<String, Var>, Tensor) {
+        use rand::{Rng, SeedableRng};
+        let dev = Device::Cpu;
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        let mut draw = |n: usize| {
+            (0..n)
+                .map(|_| rng.random::<f32>() - 0.5)
+                .collect::<Vec<_>>()
+        };
+        let (c1, c2) = (draw(10_000), draw(37 * 11));
+        let w1 = Var::from_tensor(&Tensor::zeros(10_000, DType::F32, &dev).unwrap()).unwrap();
+        let w2 = Var::from_tensor(&Tensor::zeros((37, 11), DType::F32, &dev).unwrap()).unwrap();
+        let c1 = Tensor::from_vec(c1, 10_000, &dev).unwrap();
+        let c2 = Tensor::from_vec(c2, (37, 11), &dev).unwrap();
+        let loss = ((w1.as_tensor() * &c1).unwrap().sum_all().unwrap()
+            + (w2.as_tensor() * &c2).unwrap().sum_all().unwrap())
+        .unwrap();
+        let vars = BTreeMap::from([("a.weight".to_string(), w1), ("b.weight".to_string(), w2)]);
+        (vars, loss)
+    }
+
+    #[test]
+    fn clipping_by_the_fused_norm_equals_clipping_by_per_tensor_norms() {
+        for max_norm in [1.0, 1e6] {
+            let (vars, loss) = two_gradients(3);
+            let (mut host, mut fused) = (loss.backward().unwrap(), loss.backward().unwrap());
+            // CPU f32 gradients take the per-tensor host path.
+            let n_host = clip_grad_norm(&vars, &mut host, max_norm).unwrap();
+            let n_fused = clip_grad_norm_by(&vars, &mut fused, max_norm, true).unwrap();
+            assert!(n_host > 1.0, "{n_host}");
+            assert!(
+                ((n_fused - n_host) / n_host).abs() < 1e-6,
+                "{n_fused} vs {n_host}"
+            );
+            for var in vars.values() {
+                let a = host.get(var.as_tensor()).unwrap();
+                let b = fused.get(var.as_tensor()).unwrap();
+                let a = a.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+                let b = b.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+                for (x, y) in a.iter().zip(&b) {
+                    assert!((x - y).abs() <= 1e-6 * x.abs().max(1e-3), "{x} vs {y}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_fused_norm_adds_up_every_tensor() {
+        let dev = Device::Cpu;
+        let a = Tensor::new(&[3f32, 4.0], &dev).unwrap();
+        let b = Tensor::new(&[[12f32]], &dev).unwrap();
+        assert_eq!(fused_sum_squares(&[&a, &b]).unwrap(), 169.0);
+        assert_eq!(fused_sum_squares(&[]).unwrap(), 0.0);
     }
 }
