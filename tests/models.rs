@@ -48,11 +48,7 @@ fn a_config_that_disagrees_with_its_weights_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let good = random_model(d);
-    let variant = |name: &str| {
-        let p = d.join(name);
-        copy_model(&good, &p);
-        p
-    };
+    let variant = |name: &str| common::model_variant(&good, d, name);
     // Fewer layers than the checkpoint: before, 1 of 2 layers loaded silently.
     let m = variant("fewer-layers");
     edit_config(&m, |c| c["num_hidden_layers"] = 1.into());

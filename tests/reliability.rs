@@ -721,11 +721,7 @@ fn broken_model_directories_are_clear_errors() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let good = random_model(d);
-    let variant = |name: &str| {
-        let p = d.join(name);
-        copy_model(&good, &p);
-        p
-    };
+    let variant = |name: &str| common::model_variant(&good, d, name);
 
     let m = variant("no-tokenizer");
     std::fs::remove_file(m.join("tokenizer.json")).unwrap();

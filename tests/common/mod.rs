@@ -187,6 +187,13 @@ pub fn newstag_within(secs: u64, args: &[&str]) -> std::process::Output {
     )
 }
 
+/// A copy of the model directory `good` at `dir/name`, to break in one way.
+pub fn model_variant(good: &Path, dir: &Path, name: &str) -> PathBuf {
+    let p = dir.join(name);
+    copy_model(good, &p);
+    p
+}
+
 /// Copies a model directory's three files.
 pub fn copy_model(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
