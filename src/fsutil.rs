@@ -159,7 +159,7 @@ impl PartialDir {
                 }
             );
         }
-        let partial = Self::partial_path(dir);
+        let partial = partial_path(dir);
         if partial.is_dir() {
             eprintln!(
                 "warning: {}: left by an interrupted run; starting afresh",
@@ -205,13 +205,14 @@ impl PartialDir {
     pub fn discard(self) {
         let _ = std::fs::remove_dir_all(&self.partial);
     }
+}
 
-    /// Where the files go until the directory is finished.
-    pub fn partial_path(dir: &Path) -> PathBuf {
-        let mut name = dir.file_name().unwrap_or_default().to_os_string();
-        name.push(".partial");
-        dir.with_file_name(name)
-    }
+/// `PATH.partial`, beside `PATH`: where an output (a file or a directory) is written until it is
+/// complete.
+pub fn partial_path(path: &Path) -> PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(".partial");
+    path.with_file_name(name)
 }
 
 #[cfg(all(test, unix))]

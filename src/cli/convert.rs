@@ -47,7 +47,7 @@ pub fn run(a: ConvertArgs) -> anyhow::Result<ExitCode> {
         paths.writes_run("OUT", &a.output)?;
         paths.writes_run(
             "OUT's partial directory",
-            &PartialDir::partial_path(&a.output),
+            &crate::fsutil::partial_path(&a.output),
         )?;
     } else {
         paths.writes("OUT", &a.output)?;

@@ -2,7 +2,9 @@ use crate::data::formats::{brat, conll, csv, label_studio};
 use crate::data::input::{id_hash, InputItem, Inputs, Shard};
 use crate::data::{Article, CharOffsets, Entity};
 use crate::device::parse_device;
-use crate::fsutil::{create_parent, is_stream, write_atomic, write_target, PartialDir};
+use crate::fsutil::{
+    create_parent, is_stream, partial_path, write_atomic, write_target, PartialDir,
+};
 use crate::infer::html::{render_page, PageArticle};
 use crate::infer::output::OutputRecord;
 use crate::infer::progress::TagProgress;
@@ -155,7 +157,7 @@ pub fn run(a: TagArgs) -> anyhow::Result<ExitCode> {
     match &a.out {
         Some(out) if a.format == TagFormat::Brat => {
             paths.writes_run("--out", out)?;
-            paths.writes_run("--out's partial directory", &PartialDir::partial_path(out))?;
+            paths.writes_run("--out's partial directory", &partial_path(out))?;
         }
         Some(out) => {
             paths.writes("--out", out)?;
@@ -435,13 +437,6 @@ enum Sink {
     },
     /// A directory of files (brat), written whole.
     Dir(PartialDir),
-}
-
-/// `OUT.partial`, beside `OUT`.
-fn partial_path(out: &Path) -> PathBuf {
-    let mut name = out.file_name().unwrap_or_default().to_os_string();
-    name.push(".partial");
-    out.with_file_name(name)
 }
 
 impl Sink {

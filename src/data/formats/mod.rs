@@ -16,7 +16,7 @@ pub mod spans;
 
 use super::{Article, DataError, ReadOutcome, Schema};
 use std::fmt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// An annotation format.
 #[derive(
@@ -290,13 +290,6 @@ pub(crate) fn topic_problems(topics: &[String], schema: Option<&Schema>) -> Vec<
         out.extend(topics.iter().filter_map(|t| s.check_topic(t).err()));
     }
     out
-}
-
-/// A path beside `path` with `suffix` added to its name (`out.conll` → `out.conll.partial`).
-pub fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
-    let mut name = path.file_name().unwrap_or_default().to_os_string();
-    name.push(suffix);
-    path.with_file_name(name)
 }
 
 #[cfg(test)]
