@@ -461,7 +461,7 @@ impl Sink {
         let mode = existing.as_ref().map(|m| m.permissions());
         let (file, done) = if resume {
             // Continue the partial file, or else what OUT holds (complete, or torn by an older
-            // newstag), which then becomes the partial file until the run is complete.
+            // newstag), copied into the partial file: OUT stays as it is until the run is complete.
             let from = if partial.exists() || existing.is_none() {
                 &partial
             } else {
@@ -632,7 +632,8 @@ fn complete_record(line: &[u8]) -> Option<(String, bool)> {
 /// Opens an output file to resume: keeps every complete line (newline-terminated JSON with an id),
 /// cuts off a torn tail, and positions for appending. A damaged line followed by good ones is an
 /// error, and the file is left untouched: that is not what an interrupted run leaves. The file read
-/// is `path`; once it checks out, it is moved to `append_to` (the partial file) when that differs.
+/// is `path`; once it checks out, it is copied to `append_to` (the partial file) when that differs,
+/// and only the copy is cut and appended to.
 fn open_for_resume(path: &Path, append_to: &Path) -> anyhow::Result<(File, Done)> {
     let mut done = Done::default();
     let file = match File::open(path) {
@@ -671,6 +672,12 @@ fn open_for_resume(path: &Path, append_to: &Path) -> anyhow::Result<(File, Done)
             (None, Some(_)) => {}
         }
     }
+    if path != append_to {
+        // A copy: OUT stays whole under its name until the resumed run replaces it.
+        std::fs::copy(path, append_to).with_context(|| {
+            format!("{}: cannot copy to {}", path.display(), append_to.display())
+        })?;
+    }
     if let Some(bad) = first_bad {
         eprintln!(
             "warning: {}:{bad}: cut off {} byte(s) of incomplete output; those articles are tagged again",
@@ -679,14 +686,9 @@ fn open_for_resume(path: &Path, append_to: &Path) -> anyhow::Result<(File, Done)
         );
         OpenOptions::new()
             .write(true)
-            .open(path)
+            .open(append_to)
             .and_then(|f| f.set_len(good_end))
-            .with_context(|| format!("{}: cannot truncate", path.display()))?;
-    }
-    if path != append_to {
-        std::fs::rename(path, append_to).with_context(|| {
-            format!("{}: cannot move to {}", path.display(), append_to.display())
-        })?;
+            .with_context(|| format!("{}: cannot truncate", append_to.display()))?;
     }
     let file = OpenOptions::new()
         .append(true)
