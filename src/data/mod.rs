@@ -8,6 +8,7 @@ pub mod formats;
 pub mod input;
 pub mod jsonl;
 pub mod load;
+pub mod passages;
 pub mod words;
 
 use std::fmt;

@@ -1,14 +1,15 @@
 //! Batched inference: articles in, scored entities and topic probabilities out.
 //!
 //! Articles are cut into windows, windows of similar length are batched together (little padding),
-//! each word is classified in the window that owns it, and topics are read from the mean hidden
-//! state over the whole article.
+//! each word is classified in the window that owns it, and topics are read from the article's
+//! passages (`topics`).
 
 pub mod decode;
 pub mod html;
 pub mod marginals;
 pub mod output;
 pub mod progress;
+pub mod topics;
 
 use crate::data::Article;
 use crate::model::batch::{Batch, Item};
@@ -16,8 +17,8 @@ use crate::model::bert::{Mode, Prepared};
 use crate::model::calibration::{sigmoid, tempered};
 use crate::model::windows::{encode_article, EncodedArticle};
 use crate::model::{NewsTagger, Precision};
-use candle_core::Tensor;
 pub use decode::ScoredEntity;
+pub use topics::PassageState;
 
 /// What the model says about one article.
 #[derive(Debug, Clone)]
@@ -30,8 +31,14 @@ pub struct ArticlePrediction {
     /// Each word's tag distribution (uncalibrated); kept only by a predictor made
     /// [`Predictor::keeping_word_probs`], empty otherwise.
     pub word_probs: Vec<Vec<f32>>,
-    /// The article's embedding: the mean hidden state over all its sub-tokens (the topic head's input).
+    /// For each topic, in model order, the byte range in the text of the passage that the topic
+    /// head scores highest (the evidence for the topic; `None` without passages).
+    pub topic_evidence: Vec<Option<std::ops::Range<usize>>>,
+    /// The article's embedding: the mean hidden state over all its sub-tokens.
     pub embedding: Vec<f32>,
+    /// Each passage's state, in order; kept only by a predictor made
+    /// [`Predictor::keeping_passages`], empty otherwise.
+    pub passages: Vec<PassageState>,
     /// Sub-tokens the article has (excluding special tokens and padding). With none, the model
     /// saw nothing: no entities, every topic probability 0 (`tag` writes an error record).
     pub tokens: usize,
@@ -62,6 +69,7 @@ pub struct Predictor<'m> {
     prepared: Option<Prepared>,
     batch_windows: usize,
     keep_word_probs: bool,
+    keep_passages: bool,
 }
 
 impl<'m> Predictor<'m> {
@@ -89,6 +97,7 @@ impl<'m> Predictor<'m> {
             prepared,
             batch_windows: batch_windows.max(1),
             keep_word_probs: false,
+            keep_passages: false,
         })
     }
 
@@ -96,6 +105,13 @@ impl<'m> Predictor<'m> {
     /// calibration).
     pub fn keeping_word_probs(mut self) -> Self {
         self.keep_word_probs = true;
+        self
+    }
+
+    /// The predictor, keeping each passage's hidden state in its predictions (for refitting the
+    /// topic head).
+    pub fn keeping_passages(mut self) -> Self {
+        self.keep_passages = true;
         self
     }
 
@@ -154,11 +170,11 @@ impl<'m> Predictor<'m> {
                 vec![outside; a.words().len()]
             })
             .collect();
-        // Each window's sum of hidden states, added up per article in window order at the end: an
-        // article's embedding does not depend on how its windows were batched.
-        let mut window_sums: Vec<Vec<Option<Vec<f32>>>> = encoded
+        // Each passage's sum of hidden states, added up per article in segment order: an article's
+        // states do not depend on how its windows were batched.
+        let mut passage_sums: Vec<Vec<(Vec<f32>, usize)>> = encoded
             .iter()
-            .map(|e| vec![None; e.windows.len()])
+            .map(|e| vec![(vec![0f32; hidden], 0); e.passages.len().max(1)])
             .collect();
 
         let mut start = 0;
@@ -178,91 +194,69 @@ impl<'m> Predictor<'m> {
             for ((item, word), p) in batch.words.iter().zip(probs) {
                 word_probs[items[start + item].0][*word] = p;
             }
-            let mut sums = out.window_sums.to_vec2::<f32>()?.into_iter();
-            for (a, it) in &items[start..end] {
-                for slot in &mut window_sums[*a][it.windows.0..it.windows.1] {
-                    *slot = sums.next();
+            let sums = out.segment_sums.to_vec2::<f32>()?;
+            for (seg, sum) in batch.segments.iter().zip(sums) {
+                let article = items[start + seg.item].0;
+                let slot = &mut passage_sums[article][seg.passage];
+                for (s, v) in slot.0.iter_mut().zip(sum) {
+                    *s += v;
                 }
+                slot.1 += seg.tokens;
             }
             start = end;
         }
 
-        let embeddings: Vec<Vec<f32>> = window_sums
-            .into_iter()
-            .zip(encoded)
-            .map(|(windows, enc)| {
-                let mut sum = vec![0f32; hidden];
-                for w in windows.iter().flatten() {
-                    for (s, v) in sum.iter_mut().zip(w) {
-                        *s += v;
-                    }
-                }
-                // Windows own each sub-token exactly once.
-                let count = enc.ids.len().max(1) as f32;
-                sum.into_iter().map(|v| v / count).collect()
-            })
-            .collect();
-        let topic_logits: Vec<Vec<f32>> = if model.topics().is_empty() || articles.is_empty() {
-            vec![Vec::new(); articles.len()]
-        } else {
-            let pooled = Tensor::from_vec(
-                embeddings.concat(),
-                (articles.len(), hidden),
-                model.device(),
-            )?;
-            match model.topic_logits(&pooled, &mut Mode::Infer)? {
-                Some(logits) => logits.to_vec2::<f32>()?,
-                None => vec![Vec::new(); articles.len()],
-            }
-        };
+        let topics = topics::read_topics(model, passage_sums, hidden, self.keep_passages)?;
         let calibration = model.calibration();
-        let topic_probs: Vec<Vec<f32>> = topic_logits
-            .iter()
-            .zip(encoded)
-            .map(|(logits, enc)| {
-                if enc.ids.is_empty() {
-                    // The tokenizer kept nothing: the all-zero embedding would answer with the
-                    // head's biases alone. No topic (and no entity: every word is outside).
-                    vec![0.0; logits.len()]
-                } else if let Some(c) = calibration {
-                    c.topic_probabilities(logits)
-                } else {
-                    logits.iter().map(|&z| sigmoid(z)).collect()
-                }
-            })
-            .collect();
         let temperature = calibration.map_or(1.0, |c| c.entity_temperature);
 
         Ok(articles
             .iter()
             .zip(word_probs)
-            .zip(topic_probs.into_iter().zip(topic_logits))
+            .zip(topics)
             .zip(encoded)
-            .zip(embeddings)
-            .map(
-                |((((a, probs), (topic_probs, topic_logits)), enc), embedding)| {
-                    let path = decode::decode(&probs, &model.tags, a.sentence_starts());
-                    // The entities are decoded at temperature 1; only their scores are tempered.
-                    let entities = if temperature == 1.0 {
-                        decode::scored_entities(&path, &probs, &model.tags, a.sentence_starts())
+            .map(|(((a, probs), topics), enc)| {
+                let path = decode::decode(&probs, &model.tags, a.sentence_starts());
+                // The entities are decoded at temperature 1; only their scores are tempered.
+                let entities = if temperature == 1.0 {
+                    decode::scored_entities(&path, &probs, &model.tags, a.sentence_starts())
+                } else {
+                    let scored = tempered(&probs, temperature);
+                    decode::scored_entities(&path, &scored, &model.tags, a.sentence_starts())
+                };
+                let topic_probs = if enc.ids.is_empty() {
+                    // The tokenizer kept nothing: the all-zero embedding would answer with the
+                    // head's biases alone. No topic (and no entity: every word is outside).
+                    vec![0.0; topics.logits.len()]
+                } else if let Some(c) = calibration {
+                    c.topic_probabilities(&topics.logits)
+                } else {
+                    topics.logits.iter().map(|&z| sigmoid(z)).collect()
+                };
+                let topic_evidence = topics
+                    .evidence
+                    .iter()
+                    .map(|p| {
+                        let words = &enc.passages[(*p)?].words;
+                        let w = a.words();
+                        Some(w[words.start].start..w[words.end - 1].end)
+                    })
+                    .collect();
+                ArticlePrediction {
+                    entities,
+                    topic_probs,
+                    topic_logits: topics.logits,
+                    topic_evidence,
+                    word_probs: if self.keep_word_probs {
+                        probs
                     } else {
-                        let scored = tempered(&probs, temperature);
-                        decode::scored_entities(&path, &scored, &model.tags, a.sentence_starts())
-                    };
-                    ArticlePrediction {
-                        entities,
-                        topic_probs,
-                        topic_logits,
-                        word_probs: if self.keep_word_probs {
-                            probs
-                        } else {
-                            Vec::new()
-                        },
-                        embedding,
-                        tokens: enc.ids.len(),
-                    }
-                },
-            )
+                        Vec::new()
+                    },
+                    embedding: topics.embedding,
+                    passages: topics.passages,
+                    tokens: enc.ids.len(),
+                }
+            })
             .collect())
     }
 }

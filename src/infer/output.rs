@@ -1,6 +1,7 @@
 //! The `tag` output: one JSON line per article,
-//! `{"id", "entities": [{"start", "end", "label", "text", "score"}], "topics": [{"label", "score"}]}`
-//! with character offsets, or `{"id", "error"}` for an article that could not be read.
+//! `{"id", "entities": [{"start", "end", "label", "text", "score"}], "topics": [{"label", "score",
+//! "evidence": {"start", "end"}}]}` with character offsets (a topic's evidence is the passage
+//! that carried it), or `{"id", "error"}` for an article that could not be read.
 
 use super::ArticlePrediction;
 use crate::data::{Article, CharOffsets};
@@ -21,6 +22,16 @@ pub struct OutputEntity {
 pub struct OutputTopic {
     pub label: String,
     pub score: f32,
+    /// Character offsets of the passage the topic head scored highest for this topic.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evidence: Option<Evidence>,
+}
+
+/// A passage of the article, as character offsets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Evidence {
+    pub start: usize,
+    pub end: usize,
 }
 
 /// One output line.
@@ -61,12 +72,19 @@ impl OutputRecord {
                 }
             })
             .collect();
-        let topics = prediction
-            .topics_above(topics, thresholds)
-            .into_iter()
-            .map(|(label, score)| OutputTopic {
-                label: label.to_string(),
+        let topics = topics
+            .iter()
+            .zip(thresholds)
+            .zip(&prediction.topic_probs)
+            .zip(&prediction.topic_evidence)
+            .filter(|(((_, &th), &p), _)| p >= th)
+            .map(|(((label, _), &score), evidence)| OutputTopic {
+                label: label.clone(),
                 score,
+                evidence: evidence.as_ref().map(|b| Evidence {
+                    start: chars.to_char(b.start),
+                    end: chars.to_char(b.end),
+                }),
             })
             .collect();
         OutputRecord::Tagged {

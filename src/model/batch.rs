@@ -1,7 +1,7 @@
 //! Batches of windows as tensors. An item is a run of consecutive windows of one article: its
-//! words are classified where their windows own them, and its topics come from the mean of every
-//! owned sub-token's hidden state (summed per window first, so inference can add an article's
-//! windows in their own order whatever batches they ran in).
+//! words are classified where their windows own them, and its topics come from its passages'
+//! hidden states: the owned sub-tokens' states are summed per (item, passage) segment, so
+//! inference can add an article's segments in their own order whatever batches they ran in.
 
 use super::windows::{EncodedArticle, SpecialTokens};
 use candle_core::{Device, Tensor};
@@ -64,6 +64,16 @@ fn partition(first: &[Option<usize>], pred: impl Fn(usize) -> bool) -> usize {
     lo
 }
 
+/// The sub-tokens of one passage that one item of a batch owns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Segment {
+    pub item: usize,
+    /// Index into the article's passages.
+    pub passage: usize,
+    /// Sub-tokens (at least one).
+    pub tokens: usize,
+}
+
 /// Tensors for a batch of items.
 pub struct Batch {
     /// `[windows, len]` token ids, `[CLS] ... [SEP]` then padding.
@@ -77,10 +87,12 @@ pub struct Batch {
     pub words: Vec<(usize, usize)>,
     /// Flat positions of the sub-tokens the windows own, window by window.
     pub owned_positions: Tensor,
-    /// For each of `owned_positions`: its window's row.
-    pub owned_rows: Tensor,
-    /// For each window row: its item.
-    pub row_items: Tensor,
+    /// For each of `owned_positions`: its segment.
+    pub owned_segments: Tensor,
+    /// Each segment: the sub-tokens of one passage that one item owns.
+    pub segments: Vec<Segment>,
+    /// For each segment: its item.
+    pub segment_items: Tensor,
     /// `[items, 1]`: one over the number of sub-tokens each item owns.
     pub item_scale: Tensor,
     /// Sub-tokens that are not padding (special tokens included).
@@ -99,8 +111,8 @@ impl Batch {
         let len = items.iter().map(Item::max_len).max().unwrap_or(2);
         let mut ids = vec![special.pad; rows * len];
         let mut mask = vec![0u32; rows * len];
-        let (mut owned_positions, mut owned_rows, mut row_items) =
-            (Vec::new(), Vec::new(), Vec::new());
+        let (mut owned_positions, mut owned_segments) = (Vec::new(), Vec::new());
+        let mut segments: Vec<Segment> = Vec::new();
         let mut item_scale = Vec::with_capacity(items.len());
         let mut word_positions = Vec::new();
         let mut words = Vec::new();
@@ -110,6 +122,7 @@ impl Batch {
             let art = item.article;
             let mut word_iter = item.words().peekable();
             let owned_before = owned_positions.len();
+            let mut passage = 0;
             for w in &art.windows[item.windows.0..item.windows.1] {
                 let base = row * len;
                 ids[base] = special.cls;
@@ -119,9 +132,24 @@ impl Batch {
                 mask[base..base + w.len()].fill(1);
                 real_tokens += w.len();
                 let col = |t: usize| base + 1 + t - w.tokens.start;
-                owned_positions.extend(w.owned.clone().map(|t| col(t) as u32));
-                owned_rows.extend(w.owned.clone().map(|_| row as u32));
-                row_items.push(i as u32);
+                for t in w.owned.clone() {
+                    while art.passages.get(passage).is_some_and(|p| p.tokens.end <= t) {
+                        passage += 1;
+                    }
+                    if segments
+                        .last()
+                        .is_none_or(|s| s.item != i || s.passage != passage)
+                    {
+                        segments.push(Segment {
+                            item: i,
+                            passage,
+                            tokens: 0,
+                        });
+                    }
+                    segments.last_mut().unwrap().tokens += 1;
+                    owned_positions.push(col(t) as u32);
+                    owned_segments.push((segments.len() - 1) as u32);
+                }
                 while let Some(&word) = word_iter.peek() {
                     match art.first_token[word] {
                         Some(t) if t >= w.owned.end => break,
@@ -138,15 +166,17 @@ impl Batch {
             item_scale.push(1.0 / (owned_positions.len() - owned_before).max(1) as f32);
         }
         let n_owned = owned_positions.len();
+        let segment_items: Vec<u32> = segments.iter().map(|s| s.item as u32).collect();
         Ok(Batch {
             ids: Tensor::from_vec(ids, (rows, len), device)?,
             type_ids: Tensor::zeros((rows, len), candle_core::DType::U32, device)?,
             mask: Tensor::from_vec(mask, (rows, len), device)?,
             word_positions: Tensor::from_vec(word_positions, words.len(), device)?,
             words,
-            owned_rows: Tensor::from_vec(owned_rows, n_owned, device)?,
+            owned_segments: Tensor::from_vec(owned_segments, n_owned, device)?,
             owned_positions: Tensor::from_vec(owned_positions, n_owned, device)?,
-            row_items: Tensor::from_vec(row_items, rows, device)?,
+            segment_items: Tensor::from_vec(segment_items, segments.len(), device)?,
+            segments,
             item_scale: Tensor::from_vec(item_scale, (items.len(), 1), device)?,
             real_tokens,
             slots: rows * len,
@@ -154,19 +184,31 @@ impl Batch {
     }
 
     /// `[items, hidden]`: each item's mean hidden state over the sub-tokens it owns, from the
-    /// windows' sums `[windows, hidden]` (differentiable).
-    pub fn item_means(&self, window_sums: &Tensor) -> candle_core::Result<Tensor> {
-        let (items, hidden) = (self.item_scale.dim(0)?, window_sums.dim(1)?);
-        Tensor::zeros((items, hidden), window_sums.dtype(), window_sums.device())?
-            .index_add(&self.row_items, window_sums, 0)?
+    /// segments' sums `[segments, hidden]` (differentiable).
+    pub fn item_means(&self, segment_sums: &Tensor) -> candle_core::Result<Tensor> {
+        let (items, hidden) = (self.item_scale.dim(0)?, segment_sums.dim(1)?);
+        Tensor::zeros((items, hidden), segment_sums.dtype(), segment_sums.device())?
+            .index_add(&self.segment_items, segment_sums, 0)?
             .broadcast_mul(&self.item_scale)
+    }
+
+    /// `[segments, hidden]`: each segment's mean hidden state, from the segments' sums
+    /// (differentiable).
+    pub fn segment_means(&self, segment_sums: &Tensor) -> candle_core::Result<Tensor> {
+        let scale: Vec<f32> = self
+            .segments
+            .iter()
+            .map(|s| 1.0 / s.tokens as f32)
+            .collect();
+        let scale = Tensor::from_vec(scale, (self.segments.len(), 1), segment_sums.device())?;
+        segment_sums.broadcast_mul(&scale.to_dtype(segment_sums.dtype())?)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::super::config::WindowConfig;
-    use super::super::windows::{plan_windows, EncodedArticle};
+    use super::super::windows::{plan_windows, EncodedArticle, Passage};
     use super::*;
 
     #[test]
@@ -190,6 +232,16 @@ mod tests {
             ids: (100..100 + n as u32).collect(),
             first_token: first_token.clone(),
             windows: plan_windows(n, cfg),
+            passages: vec![
+                Passage {
+                    words: 0..4,
+                    tokens: 0..5,
+                },
+                Passage {
+                    words: 4..12,
+                    tokens: 5..n,
+                },
+            ],
         };
         assert!(art.windows.len() > 1);
         let special = SpecialTokens {
@@ -210,12 +262,13 @@ mod tests {
         let owned_ids: Vec<u32> = owned.iter().map(|&p| ids[p as usize]).collect();
         assert_eq!(owned_ids, art.ids);
         let len = batch.ids.dim(1).unwrap() as u32;
-        let rows = batch.owned_rows.to_vec1::<u32>().unwrap();
-        assert!(owned.iter().zip(&rows).all(|(p, r)| p / len == *r));
-        assert_eq!(
-            batch.row_items.to_vec1::<u32>().unwrap(),
-            vec![0; art.windows.len()]
-        );
+        let rows: Vec<u32> = owned.iter().map(|p| p / len).collect();
+        assert!(rows.windows(2).all(|r| r[0] <= r[1]));
+        // Segments: the two passages, the first wholly in window 0.
+        let seg: Vec<(usize, usize)> = batch.segments.iter().map(|s| (s.passage, s.tokens)).collect();
+        assert_eq!(seg, [(0, 5), (1, n - 5)]);
+        let of = batch.owned_segments.to_vec1::<u32>().unwrap();
+        assert!(of.iter().enumerate().all(|(t, &s)| s == u32::from(t >= 5)));
         let scale = batch.item_scale.to_vec2::<f32>().unwrap();
         assert_eq!(scale, vec![vec![1.0 / n as f32]]);
     }

@@ -1,5 +1,6 @@
 //! Model configuration: the Hugging Face BERT fields plus newstag's own section.
 
+use super::topic_pooling::TopicPooling;
 use crate::data::Tag;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -178,6 +179,14 @@ pub struct NewstagSection {
     /// Score corrections fitted on dev after training (absent: scores as the heads give them).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub calibration: Option<super::calibration::ScoreCalibration>,
+    /// How passages become topic scores (absent: the mean over the article, as models saved
+    /// before passage pooling).
+    #[serde(default, skip_serializing_if = "is_mean")]
+    pub topic_pooling: TopicPooling,
+}
+
+fn is_mean(p: &TopicPooling) -> bool {
+    *p == TopicPooling::Mean
 }
 
 /// The values of `model_type` newstag can load.
@@ -214,6 +223,7 @@ impl NewstagSection {
         if let Some(c) = &self.calibration {
             c.validate(self.topics.len())?;
         }
+        self.topic_pooling.validate(self.topics.len())?;
         Ok(())
     }
 }
@@ -274,6 +284,7 @@ impl ModelConfig {
                 window,
                 topic_head: super::TOPIC_HEAD.into(),
                 calibration: None,
+                topic_pooling: TopicPooling::smooth_max(topics.len()),
             }),
         }
     }

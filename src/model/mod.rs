@@ -12,6 +12,7 @@ pub mod ops;
 pub mod params;
 pub mod source;
 pub mod tiny;
+pub mod topic_pooling;
 pub mod windows;
 
 use crate::fsutil::{write_atomic, write_json_atomic};
@@ -47,9 +48,9 @@ pub struct NewsTagger {
 pub struct Output {
     /// `[words, tags]`, one row per word of `Batch::words`.
     pub entity_logits: Tensor,
-    /// `[windows, hidden]`: each window's sum of hidden states over the sub-tokens it owns
-    /// ([`Batch::item_means`] makes the topic head's input from it).
-    pub window_sums: Tensor,
+    /// `[segments, hidden]`: each segment's sum of hidden states over its sub-tokens
+    /// ([`Batch::item_means`] and [`Batch::segment_means`] make the topic head's inputs from it).
+    pub segment_sums: Tensor,
 }
 
 /// The number format of inference's matrix products.
@@ -335,6 +336,19 @@ impl NewsTagger {
         }
     }
 
+    /// How the topic head's passage scores become the article's (mean pooling for a model
+    /// without topics).
+    pub fn topic_pooling(&self) -> &topic_pooling::TopicPooling {
+        const MEAN: topic_pooling::TopicPooling = topic_pooling::TopicPooling::Mean;
+        self.config.newstag.as_ref().map_or(&MEAN, |n| &n.topic_pooling)
+    }
+
+    pub fn set_topic_pooling(&mut self, pooling: topic_pooling::TopicPooling) {
+        if let Some(n) = &mut self.config.newstag {
+            n.topic_pooling = pooling;
+        }
+    }
+
     pub fn set_thresholds(&mut self, thresholds: Vec<f32>) {
         if let Some(n) = &mut self.config.newstag {
             n.thresholds = thresholds;
@@ -413,14 +427,11 @@ impl NewsTagger {
         let word_states = mode.dropout(&flat.index_select(&batch.word_positions, 0)?)?;
         let entity_logits = apply_head(&self.classifier, &word_states, mode)?;
         let owned = flat.index_select(&batch.owned_positions, 0)?;
-        let window_sums = Tensor::zeros((b, h), owned.dtype(), owned.device())?.index_add(
-            &batch.owned_rows,
-            &owned,
-            0,
-        )?;
+        let segment_sums = Tensor::zeros((batch.segments.len(), h), owned.dtype(), owned.device())?
+            .index_add(&batch.owned_segments, &owned, 0)?;
         Ok(Output {
             entity_logits,
-            window_sums,
+            segment_sums,
         })
     }
 

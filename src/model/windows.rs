@@ -37,6 +37,45 @@ pub struct EncodedArticle {
     pub first_token: Vec<Option<usize>>,
     /// Windows over `ids`, in order.
     pub windows: Vec<Window>,
+    /// The article's passages ([`crate::data::passages`]), in order; their sub-tokens are
+    /// contiguous and cover `ids`.
+    pub passages: Vec<Passage>,
+}
+
+/// A passage: its words, and their sub-tokens (empty when the tokenizer drops every word).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Passage {
+    pub words: Range<usize>,
+    pub tokens: Range<usize>,
+}
+
+/// The passages of word ranges `words`, given each word's first sub-token.
+fn passages(
+    words: Vec<Range<usize>>,
+    first_token: &[Option<usize>],
+    n_tokens: usize,
+) -> Vec<Passage> {
+    let starts: Vec<Option<usize>> = words
+        .iter()
+        .map(|p| first_token[p.clone()].iter().flatten().next().copied())
+        .collect();
+    words
+        .into_iter()
+        .enumerate()
+        .map(|(i, words)| {
+            let end = starts[i + 1..]
+                .iter()
+                .flatten()
+                .next()
+                .copied()
+                .unwrap_or(n_tokens);
+            let tokens = match starts[i] {
+                Some(s) => s..end,
+                None => end..end,
+            };
+            Passage { words, tokens }
+        })
+        .collect()
 }
 
 /// A window: the sub-tokens `tokens` of the article, of which it owns `owned`.
@@ -121,10 +160,16 @@ pub fn encode_article(
         first_token.extend(seen);
     }
     let windows = plan_windows(ids.len(), cfg);
+    let passages = passages(
+        crate::data::passages::passages(article),
+        &first_token,
+        ids.len(),
+    );
     Ok(EncodedArticle {
         ids,
         first_token,
         windows,
+        passages,
     })
 }
 

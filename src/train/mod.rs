@@ -15,6 +15,7 @@ use crate::fsutil::write_atomic;
 use crate::infer::Predictor;
 use crate::model::batch::{Batch, Item};
 use crate::model::bert::{Dropout, Mode};
+use crate::model::topic_pooling::{self, TopicPooling};
 use crate::model::windows::{encode_article, EncodedArticle};
 use crate::model::NewsTagger;
 use anyhow::Context;
@@ -147,6 +148,55 @@ fn bce_with_logits(logits: &Tensor, targets: &Tensor) -> candle_core::Result<Ten
     ((targets * (&softplus - logits)?)? + ((1.0 - targets)? * softplus)?)?.mean_all()
 }
 
+/// Topic logits `[items, topics]` of the batch items `items`, pooled as the model pools them at
+/// inference (differentiable); `None` for a model without topics.
+fn unit_topic_logits(
+    model: &NewsTagger,
+    batch: &Batch,
+    segment_sums: &Tensor,
+    items: &[u32],
+    mode: &mut Mode,
+) -> anyhow::Result<Option<Tensor>> {
+    let dev = model.device();
+    let temperature = match model.topic_pooling() {
+        TopicPooling::Mean => {
+            let pooled = batch
+                .item_means(segment_sums)?
+                .index_select(&Tensor::new(items, dev)?, 0)?;
+            return model.topic_logits(&pooled, mode);
+        }
+        TopicPooling::SmoothMax { temperature } => Tensor::new(temperature.as_slice(), dev)?,
+    };
+    let Some(z) = model.topic_logits(&batch.segment_means(segment_sums)?, mode)? else {
+        return Ok(None);
+    };
+    // Each item's segments, padded to the most any item has (the padding row is a zero row).
+    let mut rows: Vec<Vec<u32>> = vec![Vec::new(); items.len()];
+    let mut tokens: Vec<Vec<usize>> = vec![Vec::new(); items.len()];
+    for (s, seg) in batch.segments.iter().enumerate() {
+        if let Some(i) = items.iter().position(|&i| i as usize == seg.item) {
+            rows[i].push(s as u32);
+            tokens[i].push(seg.tokens);
+        }
+    }
+    let width = rows.iter().map(Vec::len).max().unwrap_or(1).max(1);
+    let pad = batch.segments.len() as u32;
+    let index: Vec<u32> = rows
+        .iter()
+        .flat_map(|r| (0..width).map(|p| r.get(p).copied().unwrap_or(pad)))
+        .collect();
+    let k = z.dim(1)?;
+    let z = Tensor::cat(&[&z, &Tensor::zeros((1, k), z.dtype(), dev)?], 0)?
+        .index_select(&Tensor::new(index.as_slice(), dev)?, 0)?
+        .reshape((items.len(), width, k))?;
+    let log_weights = Tensor::from_vec(
+        topic_pooling::log_weights(&tokens, width),
+        (items.len(), width, 1),
+        dev,
+    )?;
+    Ok(Some(topic_pooling::smooth_max_tensor(&z, &log_weights, &temperature)?))
+}
+
 /// The loss of one batch: entity cross-entropy on labelled words, plus weighted topic BCE.
 fn batch_loss(
     model: &NewsTagger,
@@ -184,15 +234,14 @@ fn batch_loss(
         let targets = Tensor::new(targets.as_slice(), dev)?;
         loss = Some(candle_nn::loss::cross_entropy(&logits, &targets)?);
     }
+    // Items without a sub-token have no passage to read topics from.
     let topic_items: Vec<u32> = (0..units.len())
         .filter(|&i| examples[units[i].article].topics.is_some())
+        .filter(|&i| batch.segments.iter().any(|s| s.item == i))
         .map(|i| i as u32)
         .collect();
     if !topic_items.is_empty() && opts.topic_weight > 0.0 {
-        let pooled = batch
-            .item_means(&out.window_sums)?
-            .index_select(&Tensor::new(topic_items.as_slice(), dev)?, 0)?;
-        if let Some(logits) = model.topic_logits(&pooled, mode)? {
+        if let Some(logits) = unit_topic_logits(model, &batch, &out.segment_sums, &topic_items, mode)? {
             let t: Vec<f32> = topic_items
                 .iter()
                 .flat_map(|&i| examples[units[i as usize].article].topics.clone().unwrap())

@@ -1,15 +1,20 @@
-//! Refitting the topic head on frozen article embeddings.
+//! Refitting the topic head on frozen passage states.
 //!
 //! During fine-tuning the topic head sees each article once per epoch, and on CoNLL-2003 most topics
 //! have a few dozen positive articles: too few updates for the head to converge at the encoder's
-//! learning rate. After training, the head is refitted as an L2-regularised logistic regression on
-//! the final encoder's article embeddings (full batch, many iterations; cheap next to an epoch), with
-//! the regularisation picked on dev when there is one.
+//! learning rate. After training, the head is refitted on the final encoder's states (full batch,
+//! many iterations; cheap next to an epoch) with the regularisation picked on dev when there is one:
+//! an L2-regularised logistic regression on the passages' pooled logits, the pooling's temperature
+//! learned with it (`model::topic_pooling`); for a model that pools by the mean, on the article
+//! embeddings.
 
 use crate::data::Article;
 use crate::eval::{best_thresholds, TopicScorer};
 use crate::infer::Predictor;
 use crate::model::NewsTagger;
+use crate::infer::PassageState;
+use crate::model::calibration::sigmoid;
+use crate::model::topic_pooling::{self, smooth_max, TopicPooling, INITIAL_TEMPERATURE};
 use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::{AdamW, Optimizer, ParamsAdamW};
 
@@ -22,9 +27,13 @@ struct Head {
     bias: Vec<f32>,
 }
 
-/// Article embeddings `[n][hidden]`, topic targets `[n][topics]`, and the current head's
-/// probabilities `[n][topics]`.
-type Features = (Vec<Vec<f32>>, Vec<Vec<bool>>, Vec<Vec<f32>>);
+/// Each labelled article's passages, its topic targets `[topics]`, and the current head's
+/// probabilities `[topics]`.
+pub struct Features {
+    pub passages: Vec<Vec<PassageState>>,
+    pub gold: Vec<Vec<bool>>,
+    pub current: Vec<Vec<f32>>,
+}
 
 /// An article whose embedding under the model holds a NaN or an infinity: the encoder's weights
 /// are no longer usable, and a fit on them would never give a usable head.
@@ -46,13 +55,15 @@ impl std::fmt::Display for NonFiniteEmbedding {
 impl std::error::Error for NonFiniteEmbedding {}
 
 /// The features of the articles that carry topics.
-fn features(model: &NewsTagger, articles: &[Article], batch: usize) -> anyhow::Result<Features> {
+pub fn features(model: &NewsTagger, articles: &[Article], batch: usize) -> anyhow::Result<Features> {
     let labelled: Vec<Article> = articles
         .iter()
         .filter(|a| a.topics.is_some())
         .cloned()
         .collect();
-    let preds = Predictor::new(model, batch)?.predict(&labelled)?;
+    let preds = Predictor::new(model, batch)?
+        .keeping_passages()
+        .predict(&labelled)?;
     for (a, p) in labelled.iter().zip(&preds) {
         if !p
             .embedding
@@ -77,53 +88,208 @@ fn features(model: &NewsTagger, articles: &[Article], batch: usize) -> anyhow::R
         })
         .collect();
     let current = preds.iter().map(|p| p.topic_probs.clone()).collect();
-    Ok((
-        preds.into_iter().map(|p| p.embedding).collect(),
+    Ok(Features {
+        passages: preds.into_iter().map(|p| p.passages).collect(),
         gold,
         current,
-    ))
+    })
 }
 
-/// Fits logistic regression on standardised features, returned in the raw feature space.
-fn fit(x: &[Vec<f32>], y: &[Vec<bool>], penalty: f64) -> anyhow::Result<Head> {
+/// How a fit pools an article's passages.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Design {
+    /// The head on the article's mean state (one logistic regression per topic).
+    Mean,
+    /// The smooth maximum of the passages' logits; its temperature learned per topic, or fixed.
+    SmoothMax { fixed: Option<f32> },
+}
+
+/// A fitted head and its pooling.
+pub struct Fitted {
+    head: Head,
+    pooling: TopicPooling,
+}
+
+/// Temperatures a fit may learn: below, the pooling is a hard maximum in all but name; above, a
+/// mean.
+const TEMPERATURE_RANGE: (f32, f32) = (0.05, 20.0);
+
+fn bools(y: &[Vec<bool>]) -> Vec<f32> {
+    y.iter()
+        .flatten()
+        .map(|&b| if b { 1f32 } else { 0.0 })
+        .collect()
+}
+
+/// An article's mean state from its passages' (the sub-token-weighted mean).
+fn article_mean(passages: &[PassageState], hidden: usize) -> Vec<f32> {
+    let total = passages.iter().map(|p| p.tokens).sum::<usize>().max(1) as f32;
+    let mut out = vec![0f32; hidden];
+    for p in passages {
+        let w = p.tokens as f32 / total;
+        for (o, v) in out.iter_mut().zip(&p.mean) {
+            *o += w * v;
+        }
+    }
+    out
+}
+
+/// Fits the head on standardised features, returned in the raw feature space.
+pub fn fit(
+    x: &[Vec<PassageState>],
+    y: &[Vec<bool>],
+    penalty: f64,
+    design: Design,
+) -> anyhow::Result<Fitted> {
     let dev = Device::Cpu;
-    let (n, h, k) = (x.len(), x[0].len(), y[0].len());
-    let x = Tensor::from_vec(x.concat(), (n, h), &dev)?;
-    let y = Tensor::from_vec(
-        y.iter()
+    let hidden = x
+        .iter()
+        .flatten()
+        .map(|p| p.mean.len())
+        .next()
+        .ok_or_else(|| anyhow::anyhow!("no passage to fit the topic head on"))?;
+    let (n, k) = (x.len(), y[0].len());
+    let y = Tensor::from_vec(bools(y), (n, k), &dev)?;
+    // Rows: the articles (mean) or every passage with sub-tokens (smooth maximum).
+    let rows: Vec<Vec<f32>> = match design {
+        Design::Mean => x.iter().map(|a| article_mean(a, hidden)).collect(),
+        Design::SmoothMax { .. } => x
+            .iter()
             .flatten()
-            .map(|&b| if b { 1f32 } else { 0.0 })
-            .collect::<Vec<_>>(),
-        (n, k),
-        &dev,
-    )?;
-    let mean = x.mean_keepdim(0)?;
-    let std = (x.broadcast_sub(&mean)?.sqr()?.mean_keepdim(0)? + 1e-6)?.sqrt()?;
-    let xs = x.broadcast_sub(&mean)?.broadcast_div(&std)?;
-    let w = Var::zeros((h, k), DType::F32, &dev)?;
+            .filter(|p| p.tokens > 0)
+            .map(|p| p.mean.clone())
+            .collect(),
+    };
+    let m = rows.len();
+    let xr = Tensor::from_vec(rows.concat(), (m, hidden), &dev)?;
+    let mean = xr.mean_keepdim(0)?;
+    let std = (xr.broadcast_sub(&mean)?.sqr()?.mean_keepdim(0)? + 1e-6)?.sqrt()?;
+    let xs = xr.broadcast_sub(&mean)?.broadcast_div(&std)?;
+    // For the smooth maximum: each article's passages as rows of `xs`, padded with a zero row.
+    let (index, log_weights, width) = {
+        let mut row = 0u32;
+        let mut rows: Vec<Vec<u32>> = Vec::with_capacity(n);
+        let mut tokens: Vec<Vec<usize>> = Vec::with_capacity(n);
+        for a in x {
+            let mine: Vec<&PassageState> = a.iter().filter(|p| p.tokens > 0).collect();
+            rows.push((row..row + mine.len() as u32).collect());
+            tokens.push(mine.iter().map(|p| p.tokens).collect());
+            row += mine.len() as u32;
+        }
+        let width = rows.iter().map(Vec::len).max().unwrap_or(1).max(1);
+        let index: Vec<u32> = rows
+            .iter()
+            .flat_map(|r| (0..width).map(|p| r.get(p).copied().unwrap_or(m as u32)))
+            .collect();
+        let lw = topic_pooling::log_weights(&tokens, width);
+        (
+            Tensor::from_vec(index, n * width, &dev)?,
+            Tensor::from_vec(lw, (n, width, 1), &dev)?,
+            width,
+        )
+    };
+    let w = Var::zeros((hidden, k), DType::F32, &dev)?;
     let b = Var::zeros(k, DType::F32, &dev)?;
+    let start = match design {
+        Design::SmoothMax { fixed: Some(t) } => t,
+        _ => INITIAL_TEMPERATURE,
+    };
+    let log_t = Var::from_vec(vec![start.ln(); k], k, &dev)?;
+    let mut vars = vec![w.clone(), b.clone()];
+    if design == (Design::SmoothMax { fixed: None }) {
+        vars.push(log_t.clone());
+    }
     let params = ParamsAdamW {
         lr: 0.01,
         weight_decay: 0.0,
         ..Default::default()
     };
-    let mut opt = AdamW::new(vec![w.clone(), b.clone()], params)?;
+    let mut opt = AdamW::new(vars, params)?;
+    let (lo, hi) = (TEMPERATURE_RANGE.0.ln(), TEMPERATURE_RANGE.1.ln());
     for _ in 0..400 {
-        let logits = xs.matmul(w.as_tensor())?.broadcast_add(b.as_tensor())?;
+        let z = xs.matmul(w.as_tensor())?.broadcast_add(b.as_tensor())?;
+        let logits = match design {
+            Design::Mean => z,
+            Design::SmoothMax { .. } => {
+                let padded = Tensor::cat(&[&z, &Tensor::zeros((1, k), DType::F32, &dev)?], 0)?
+                    .index_select(&index, 0)?
+                    .reshape((n, width, k))?;
+                topic_pooling::smooth_max_tensor(&padded, &log_weights, &log_t.as_tensor().exp()?)?
+            }
+        };
         let softplus = (logits.relu()? + (logits.abs()?.neg()?.exp()? + 1.0)?.log()?)?;
         let positive = (&y * (&softplus - &logits)?)?;
         let negative = ((1.0 - &y)? * softplus)?;
         let loss = ((positive + negative)?.mean_all()?
             + (w.as_tensor().sqr()?.sum_all()? * (penalty / n as f64))?)?;
         opt.backward_step(&loss)?;
+        log_t.set(&log_t.as_tensor().clamp(lo, hi)?)?;
     }
     // Undo the standardisation: w' = w / std, b' = b - sum(mean * w').
     let w_raw = w.as_tensor().broadcast_div(&std.t()?)?;
     let b_raw = (b.as_tensor() - mean.matmul(&w_raw)?.squeeze(0)?)?;
-    Ok(Head {
-        weight: w_raw.flatten_all()?.to_vec1()?,
-        bias: b_raw.to_vec1()?,
+    let pooling = match design {
+        Design::Mean => TopicPooling::Mean,
+        Design::SmoothMax { .. } => TopicPooling::SmoothMax {
+            temperature: log_t.as_tensor().exp()?.to_vec1()?,
+        },
+    };
+    Ok(Fitted {
+        head: Head {
+            weight: w_raw.flatten_all()?.to_vec1()?,
+            bias: b_raw.to_vec1()?,
+        },
+        pooling,
     })
+}
+
+impl Fitted {
+    /// Whether every weight is a number (a fit on extreme states can overflow).
+    pub fn is_finite(&self) -> bool {
+        self.head.is_finite()
+    }
+
+    /// Topic probabilities `[articles][topics]` under this head and pooling.
+    pub fn probs(&self, x: &[Vec<PassageState>]) -> Vec<Vec<f32>> {
+        let k = self.head.bias.len();
+        x.iter()
+            .map(|passages| {
+                let logits: Vec<f32> = match &self.pooling {
+                    TopicPooling::Mean => {
+                        let hidden = passages.first().map_or(0, |p| p.mean.len());
+                        self.head.logits(&article_mean(passages, hidden))
+                    }
+                    TopicPooling::SmoothMax { temperature } => {
+                        let kept: Vec<&PassageState> =
+                            passages.iter().filter(|p| p.tokens > 0).collect();
+                        let total = kept.iter().map(|p| p.tokens).sum::<usize>().max(1) as f32;
+                        let weights: Vec<f32> =
+                            kept.iter().map(|p| p.tokens as f32 / total).collect();
+                        let z: Vec<Vec<f32>> = kept.iter().map(|p| self.head.logits(&p.mean)).collect();
+                        (0..k)
+                            .map(|j| {
+                                let zj: Vec<f32> = z.iter().map(|r| r[j]).collect();
+                                smooth_max(&zj, &weights, temperature[j]).unwrap_or(0.0)
+                            })
+                            .collect()
+                    }
+                };
+                logits.into_iter().map(sigmoid).collect()
+            })
+            .collect()
+    }
+
+    /// The pooling fitted with the head.
+    pub fn pooling(&self) -> &TopicPooling {
+        &self.pooling
+    }
+
+    /// Puts the head and its pooling into `model`.
+    pub fn install(&self, model: &mut NewsTagger) -> anyhow::Result<()> {
+        model.set_topic_head(&self.head.weight, &self.head.bias)?;
+        model.set_topic_pooling(self.pooling.clone());
+        Ok(())
+    }
 }
 
 impl Head {
@@ -133,26 +299,24 @@ impl Head {
     }
 }
 
-fn probs(head: &Head, x: &[Vec<f32>]) -> Vec<Vec<f32>> {
-    let k = head.bias.len();
-    x.iter()
-        .map(|row| {
-            (0..k)
-                .map(|j| {
-                    let z: f32 = row
-                        .iter()
-                        .enumerate()
-                        .map(|(i, v)| v * head.weight[i * k + j])
-                        .sum::<f32>()
-                        + head.bias[j];
-                    1.0 / (1.0 + (-z).exp())
-                })
-                .collect()
-        })
-        .collect()
+impl Head {
+    /// Logits of one row of features.
+    fn logits(&self, row: &[f32]) -> Vec<f32> {
+        let k = self.bias.len();
+        (0..k)
+            .map(|j| {
+                row.iter()
+                    .enumerate()
+                    .map(|(i, v)| v * self.weight[i * k + j])
+                    .sum::<f32>()
+                    + self.bias[j]
+            })
+            .collect()
+    }
 }
 
-fn micro_f1(topics: &[String], probs: &[Vec<f32>], gold: &[Vec<bool>], thresholds: &[f32]) -> f64 {
+/// Topic micro-F1 of `probs` at `thresholds` against `gold`.
+pub fn micro_f1(topics: &[String], probs: &[Vec<f32>], gold: &[Vec<bool>], thresholds: &[f32]) -> f64 {
     let mut scorer = TopicScorer::new(topics);
     let names = |row: Vec<bool>| -> Vec<String> {
         topics
@@ -183,42 +347,46 @@ pub fn refit(
     if model.topics().is_empty() || !train.iter().any(|a| a.topics.is_some()) {
         return Ok(None);
     }
-    let (xt, yt, _) = features(model, train, batch)?;
-    let (xd, yd, current) = features(model, dev, batch)?;
+    let train = features(model, train, batch)?;
+    let dev = features(model, dev, batch)?;
+    let design = match model.topic_pooling() {
+        TopicPooling::Mean => Design::Mean,
+        TopicPooling::SmoothMax { .. } => Design::SmoothMax { fixed: None },
+    };
     let topics = model.topics().to_vec();
-    let (head, thresholds, score) = if xd.is_empty() {
-        let head = fit(&xt, &yt, DEFAULT_PENALTY)?;
-        if !head.is_finite() {
+    let (fitted, thresholds, score) = if dev.passages.is_empty() {
+        let fitted = fit(&train.passages, &train.gold, DEFAULT_PENALTY, design)?;
+        if !fitted.is_finite() {
             // Nothing to compare with on dev: the jointly trained head stays.
             return Ok(None);
         }
-        (head, vec![0.5; topics.len()], None)
+        (fitted, vec![0.5; topics.len()], None)
     } else {
-        let mut best: Option<(Head, Vec<f32>, f64)> = None;
+        let mut best: Option<(Fitted, Vec<f32>, f64)> = None;
         for penalty in PENALTIES {
-            let head = fit(&xt, &yt, penalty)?;
-            if !head.is_finite() {
+            let fitted = fit(&train.passages, &train.gold, penalty, design)?;
+            if !fitted.is_finite() {
                 continue;
             }
-            let p = probs(&head, &xd);
-            let th = best_thresholds(&p, &yd);
-            let f1 = micro_f1(&topics, &p, &yd, &th);
+            let p = fitted.probs(&dev.passages);
+            let th = best_thresholds(&p, &dev.gold);
+            let f1 = micro_f1(&topics, &p, &dev.gold, &th);
             if best.as_ref().is_none_or(|b| f1 > b.2) {
-                best = Some((head, th, f1));
+                best = Some((fitted, th, f1));
             }
         }
         // Where topics are plentiful the jointly trained head can be the better one: keep it then.
-        let current_th = best_thresholds(&current, &yd);
-        let current_f1 = micro_f1(&topics, &current, &yd, &current_th);
+        let current_th = best_thresholds(&dev.current, &dev.gold);
+        let current_f1 = micro_f1(&topics, &dev.current, &dev.gold, &current_th);
         match best {
-            Some((head, th, f1)) if f1 > current_f1 => (head, th, Some(f1)),
+            Some((fitted, th, f1)) if f1 > current_f1 => (fitted, th, Some(f1)),
             _ => {
                 model.set_thresholds(current_th);
                 return Ok(Some(current_f1));
             }
         }
     };
-    model.set_topic_head(&head.weight, &head.bias)?;
+    fitted.install(model)?;
     model.set_thresholds(thresholds);
     Ok(score)
 }
