@@ -1,26 +1,24 @@
 //! Fine-tuning: AdamW with warm-up and decay, gradient clipping, evaluation on dev after each
 //! epoch, the best model kept, early stopping, and checkpoints a killed run resumes from exactly.
 
-pub mod batches;
 pub mod calibrate;
 pub mod checkpoint;
 pub mod curves;
+mod loss;
 pub mod optim;
 pub mod progress;
 pub mod topic_head;
 
-use crate::data::{tags_from_entities, Article};
+use crate::data::Article;
+use crate::encode::{epoch_batches, units};
 use crate::eval::{evaluate, Evaluation};
 use crate::fsutil::write_atomic;
 use crate::infer::Predictor;
-use crate::model::batch::{Batch, Item};
 use crate::model::bert::{Dropout, Mode};
-use crate::model::windows::{encode_article, EncodedArticle};
 use crate::model::NewsTagger;
 use anyhow::Context;
-use batches::{epoch_batches, units, Unit};
-use candle_core::{DType, Tensor};
 use checkpoint::{Checkpoint, TrainState};
+use loss::{batch_loss, ensure_usable, TrainingSet};
 use optim::{clip_grad_norm, learning_rate, AdamW, AdamWConfig};
 use progress::Progress;
 use serde::{Deserialize, Serialize};
@@ -96,122 +94,6 @@ pub struct TrainSummary {
     pub tokens_per_s: f64,
 }
 
-/// An article ready for training: its encoding, BIO targets per word, and topic targets.
-struct Example {
-    encoded: EncodedArticle,
-    tags: Option<Vec<u32>>,
-    topics: Option<Vec<f32>>,
-}
-
-fn prepare(model: &NewsTagger, articles: &[Article]) -> anyhow::Result<Vec<Example>> {
-    let topics = model.topics();
-    articles
-        .iter()
-        .map(|a| {
-            let encoded = encode_article(&model.tokenizer, a, model.window())?;
-            let tags = match &a.entities {
-                Some(e) => Some(
-                    tags_from_entities(a.words().len(), e)
-                        .iter()
-                        .map(|t| {
-                            model.tags.index(t).map(|i| i as u32).ok_or_else(|| {
-                                anyhow::anyhow!(
-                                    "article {:?}: tag {t} is not in the model's label set",
-                                    a.id
-                                )
-                            })
-                        })
-                        .collect::<anyhow::Result<Vec<u32>>>()?,
-                ),
-                None => None,
-            };
-            let topic_targets = a.topics.as_ref().filter(|_| !topics.is_empty()).map(|t| {
-                topics
-                    .iter()
-                    .map(|k| if t.contains(k) { 1.0 } else { 0.0 })
-                    .collect()
-            });
-            Ok(Example {
-                encoded,
-                tags,
-                topics: topic_targets,
-            })
-        })
-        .collect()
-}
-
-/// Numerically stable binary cross-entropy on logits, averaged.
-fn bce_with_logits(logits: &Tensor, targets: &Tensor) -> candle_core::Result<Tensor> {
-    // softplus(x) = -log(1 - sigmoid(x)); softplus(x) - x = -log(sigmoid(x)).
-    let softplus = (logits.relu()? + (logits.abs()?.neg()?.exp()? + 1.0)?.log()?)?;
-    ((targets * (&softplus - logits)?)? + ((1.0 - targets)? * softplus)?)?.mean_all()
-}
-
-/// The loss of one batch: entity cross-entropy on labelled words, plus weighted topic BCE.
-fn batch_loss(
-    model: &NewsTagger,
-    examples: &[Example],
-    units: &[Unit],
-    opts: &TrainOptions,
-    mode: &mut Mode,
-) -> anyhow::Result<(Tensor, usize)> {
-    let items: Vec<Item> = units
-        .iter()
-        .map(|u| Item {
-            article: &examples[u.article].encoded,
-            windows: u.windows,
-        })
-        .collect();
-    let batch = Batch::new(&items, model.special, model.device())?;
-    let out = model.forward(&batch, mode)?;
-    let dev = model.device();
-    let mut rows = Vec::new();
-    let mut targets = Vec::new();
-    for (r, (item, word)) in batch.words.iter().enumerate() {
-        if let Some(tags) = &examples[units[*item].article].tags {
-            rows.push(r as u32);
-            targets.push(tags[*word]);
-        }
-    }
-    let mut loss: Option<Tensor> = None;
-    if !rows.is_empty() {
-        let logits = if rows.len() == batch.words.len() {
-            out.entity_logits.clone()
-        } else {
-            out.entity_logits
-                .index_select(&Tensor::new(rows.as_slice(), dev)?, 0)?
-        };
-        let targets = Tensor::new(targets.as_slice(), dev)?;
-        loss = Some(candle_nn::loss::cross_entropy(&logits, &targets)?);
-    }
-    let topic_items: Vec<u32> = (0..units.len())
-        .filter(|&i| examples[units[i].article].topics.is_some())
-        .map(|i| i as u32)
-        .collect();
-    if !topic_items.is_empty() && opts.topic_weight > 0.0 {
-        let pooled = batch
-            .item_means(&out.window_sums)?
-            .index_select(&Tensor::new(topic_items.as_slice(), dev)?, 0)?;
-        if let Some(logits) = model.topic_logits(&pooled, mode)? {
-            let t: Vec<f32> = topic_items
-                .iter()
-                .flat_map(|&i| examples[units[i as usize].article].topics.clone().unwrap())
-                .collect();
-            let t = Tensor::from_vec(t, logits.shape(), dev)?;
-            let topic_loss = (bce_with_logits(&logits, &t)? * opts.topic_weight)?;
-            loss = Some(match loss {
-                Some(l) => (l + topic_loss)?,
-                None => topic_loss,
-            });
-        }
-    }
-    let loss = match loss {
-        Some(l) => l,
-        None => Tensor::zeros((), DType::F32, dev)?,
-    };
-    Ok((loss, batch.real_tokens))
-}
-
 /// Fine-tunes `model` on `train`, evaluating on `dev` after each epoch, writing the best model,
 /// `metrics.jsonl` and resumable checkpoints into `out`. With `resume`, continues that checkpoint.
 pub fn train(
@@ -223,13 +105,9 @@ pub fn train(
     resume: Option<TrainState>,
 ) -> anyhow::Result<TrainSummary> {
     let started = Instant::now();
-    let examples = prepare(model, train)?;
-    anyhow::ensure!(!examples.is_empty(), "no training articles");
-    let window_lens: Vec<Vec<usize>> = examples
-        .iter()
-        .map(|e| e.encoded.windows.iter().map(|w| w.len()).collect())
-        .collect();
-    let units = units(&window_lens, opts.batch_windows);
+    let set = TrainingSet::new(model, train)?;
+    anyhow::ensure!(!set.is_empty(), "no training articles");
+    let units = units(&set.encoded, opts.batch_windows);
     let steps_per_epoch = epoch_batches(&units, opts.batch_windows, opts.seed, 0).len();
     let mut total_steps = steps_per_epoch * opts.epochs;
     if let Some(m) = opts.max_steps {
@@ -278,7 +156,7 @@ pub fn train(
                 model.device().set_seed(step_seed)?;
             }
             let mut mode = Mode::Train(Dropout::new(&model.config.bert, step_seed));
-            let (loss, tokens) = batch_loss(model, &examples, batch_units, opts, &mut mode)?;
+            let (loss, tokens) = batch_loss(model, &set, batch_units, opts, &mut mode)?;
             let loss_value = loss.to_scalar::<f32>()? as f64;
             if !loss_value.is_finite() {
                 anyhow::bail!(
@@ -308,7 +186,7 @@ pub fn train(
             loss_count += 1;
             progress.step(loss_value, lr, tokens_done as f64 / train_time.max(1e-9));
             if opts.checkpoint_every > 0 && state.step.is_multiple_of(opts.checkpoint_every) {
-                ensure_usable(model, &examples, batch_units, opts, out, state.step, epoch)?;
+                ensure_usable(model, &set, batch_units, opts, out, state.step, epoch)?;
                 state.tokens = tokens_done;
                 state.train_seconds = train_time;
                 (state.epoch_loss_sum, state.epoch_loss_count, state.lr) =
@@ -321,7 +199,7 @@ pub fn train(
         // evaluated (NaN scores) nor saved over the run's model.
         let finished_epoch = state.batch >= batches.len();
         let step = state.step;
-        ensure_usable(model, &examples, &batches[0], opts, out, step, epoch)?;
+        ensure_usable(model, &set, &batches[0], opts, out, step, epoch)?;
         let record = evaluate_and_keep(
             model,
             dev,
@@ -381,37 +259,6 @@ pub fn train(
         elapsed_s: started.elapsed().as_secs_f64(),
         tokens_per_s: tokens_done as f64 / train_time.max(1e-9),
     })
-}
-
-/// Stops the run (with the message a non-finite training loss gives) when the weights after step
-/// `step` hold a NaN or an infinity, or give a non-finite loss on `probe` (finite but huge weights
-/// do: a `--lr` far too high).
-fn ensure_usable(
-    model: &NewsTagger,
-    examples: &[Example],
-    probe: &[Unit],
-    opts: &TrainOptions,
-    out: &Path,
-    step: usize,
-    epoch: usize,
-) -> anyhow::Result<()> {
-    if let Some(name) = checkpoint::first_non_finite(model)? {
-        anyhow::bail!(
-            "the weights became non-finite at step {step} (epoch {}, tensor {name}): stopping; {}. Try a lower --lr.",
-            epoch + 1,
-            Checkpoint::last_good(out)
-        );
-    }
-    let (loss, _) = batch_loss(model, examples, probe, opts, &mut Mode::Infer)?;
-    let loss = loss.to_scalar::<f32>()?;
-    if !loss.is_finite() {
-        anyhow::bail!(
-            "the loss became {loss} after step {step} (epoch {}): stopping; {}. Try a lower --lr.",
-            epoch + 1,
-            Checkpoint::last_good(out)
-        );
-    }
-    Ok(())
 }
 
 fn record_line(r: &EpochRecord) -> String {
@@ -578,26 +425,5 @@ fn selection_score(report: &crate::eval::Report) -> f64 {
         0.0
     } else {
         parts.iter().sum::<f64>() / parts.len() as f64
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use candle_core::Device;
-
-    #[test]
-    fn bce_matches_the_formula_and_stays_finite() {
-        let dev = Device::Cpu;
-        let logits = Tensor::new(&[[0f32, 100.0], [-100.0, 2.0]], &dev).unwrap();
-        let targets = Tensor::new(&[[1f32, 0.0], [1.0, 1.0]], &dev).unwrap();
-        let got = bce_with_logits(&logits, &targets)
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
-        let sp = |x: f32| (1.0 + x.exp()).ln();
-        // -log sigmoid(x) = softplus(-x); -log(1 - sigmoid(x)) = softplus(x).
-        let want = (sp(0.0) + 100.0 + 100.0 + sp(-2.0)) / 4.0;
-        assert!((got - want).abs() < 1e-3, "{got} vs {want}");
     }
 }
