@@ -1,7 +1,7 @@
-//! Encoding, the same for training and inference: article → sub-tokens ([`subtokens`]) → windows
-//! ([`windows`]) → units, runs of one article's windows ([`units`]) → length-bucketed batches
-//! ([`batches`]) → tensors ([`tensors`]); and back from the encoder's window states to an
-//! article's topic input ([`pool`], the one place that pooling is decided).
+//! Encoding, the same for training and inference: article → sub-tokens ([`subtokens`]) →
+//! windows ([`windows`]) → units, runs of one article's windows ([`units`](mod@units)) →
+//! length-bucketed batches ([`batches`]) → tensors ([`tensors`]); and back from the encoder's
+//! window states to an article's topic input ([`pool`], the one place that pooling is decided).
 
 pub mod batches;
 pub mod pool;

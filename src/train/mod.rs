@@ -1,5 +1,8 @@
 //! Fine-tuning: AdamW with warm-up and decay, gradient clipping, evaluation on dev after each
 //! epoch, the best model kept, early stopping, and checkpoints a killed run resumes from exactly.
+//!
+//! The loop is here; a step's loss is in `loss.rs`, evaluation on dev and the kept model's last
+//! stages in `select.rs`, the running state it updates (and checkpoints save) in [`state`].
 
 pub mod calibrate;
 pub mod checkpoint;
@@ -7,21 +10,21 @@ pub mod curves;
 mod loss;
 pub mod optim;
 pub mod progress;
+mod select;
+pub mod state;
 pub mod topic_head;
 
 use crate::data::Article;
 use crate::encode::{epoch_batches, units};
-use crate::eval::{evaluate, Evaluation};
-use crate::fsutil::write_atomic;
-use crate::infer::Predictor;
 use crate::model::bert::{Dropout, Mode};
 use crate::model::NewsTagger;
-use anyhow::Context;
-use checkpoint::{Checkpoint, TrainState};
+use checkpoint::Checkpoint;
 use loss::{batch_loss, ensure_usable, TrainingSet};
 use optim::{clip_grad_norm, learning_rate, AdamW, AdamWConfig};
 use progress::Progress;
+use select::{calibrate_kept, evaluate_and_keep, record_line, refit_topic_head};
 use serde::{Deserialize, Serialize};
+pub use state::TrainState;
 use std::path::Path;
 use std::time::Instant;
 
@@ -129,18 +132,16 @@ pub fn train(
     }
     let ckpt = Checkpoint::new(out);
     let mut progress = Progress::new(total_steps, state.step);
-    let mut tokens_done = state.tokens;
-    let mut train_time = state.train_seconds;
-    let mut loss_sum = state.epoch_loss_sum;
-    let mut loss_count = state.epoch_loss_count;
-    let mut lr = state.lr;
-    // A run checkpointed after its final evaluation (step budget spent, or stopped early) is
-    // complete: resuming it must neither train nor evaluate (and record) again.
-    let complete = state.history.last().is_some_and(|r| r.step == state.step)
-        && (state.step >= total_steps || (!dev.is_empty() && state.bad_epochs >= opts.patience));
+    // The step budget is spent, or dev stopped improving.
+    let stops = |state: &TrainState| {
+        state.step >= total_steps || (!dev.is_empty() && state.bad_epochs >= opts.patience)
+    };
+    // A run checkpointed after its final evaluation is complete: resuming it must neither train
+    // nor evaluate (and record) again.
+    let complete = state.history.last().is_some_and(|r| r.step == state.step) && stops(&state);
     let first_epoch = if complete { opts.epochs } else { state.epoch };
 
-    'epochs: for epoch in first_epoch..opts.epochs {
+    for epoch in first_epoch..opts.epochs {
         let batches = epoch_batches(&units, opts.batch_windows, opts.seed, epoch);
         let skip = if epoch == state.epoch { state.batch } else { 0 };
         for (bi, batch_units) in batches.iter().enumerate().skip(skip) {
@@ -148,7 +149,7 @@ pub fn train(
                 break;
             }
             let t0 = Instant::now();
-            lr = learning_rate(state.step, warmup, total_steps, opts.lr);
+            state.lr = learning_rate(state.step, warmup, total_steps, opts.lr);
             let step_seed = opts.seed.wrapping_mul(0x2545_F491_4F6C_DD1D) ^ state.step as u64;
             if !model.device().is_cpu() {
                 // Off the CPU, dropout masks are drawn on the device from its own generator
@@ -176,21 +177,12 @@ pub fn train(
                     Checkpoint::last_good(out)
                 );
             }
-            optimizer.step(&grads, lr)?;
-            state.step += 1;
-            state.epoch = epoch;
-            state.batch = bi + 1;
-            tokens_done += tokens;
-            train_time += t0.elapsed().as_secs_f64();
-            loss_sum += loss_value;
-            loss_count += 1;
-            progress.step(loss_value, lr, tokens_done as f64 / train_time.max(1e-9));
+            optimizer.step(&grads, state.lr)?;
+            let seconds = t0.elapsed().as_secs_f64();
+            state.count_step(epoch, bi + 1, loss_value, tokens, seconds);
+            progress.step(loss_value, state.lr, state.tokens_per_s());
             if opts.checkpoint_every > 0 && state.step.is_multiple_of(opts.checkpoint_every) {
                 ensure_usable(model, &set, batch_units, opts, out, state.step, epoch)?;
-                state.tokens = tokens_done;
-                state.train_seconds = train_time;
-                (state.epoch_loss_sum, state.epoch_loss_count, state.lr) =
-                    (loss_sum, loss_count, lr);
                 ckpt.save(model, &optimizer, &state)?;
             }
         }
@@ -200,41 +192,24 @@ pub fn train(
         let finished_epoch = state.batch >= batches.len();
         let step = state.step;
         ensure_usable(model, &set, &batches[0], opts, out, step, epoch)?;
-        let record = evaluate_and_keep(
-            model,
-            dev,
-            out,
-            &mut state,
-            EpochRecord {
-                epoch: epoch + 1,
-                step,
-                train_loss: if loss_count > 0 {
-                    loss_sum / loss_count as f64
-                } else {
-                    f64::NAN
-                },
-                lr,
-                elapsed_s: started.elapsed().as_secs_f64(),
-                tokens_per_s: tokens_done as f64 / train_time.max(1e-9),
-                dev: None,
-                score: None,
-                thresholds: Vec::new(),
-                note: None,
-            },
-        )?;
+        let record = EpochRecord {
+            epoch: epoch + 1,
+            step,
+            train_loss: state.epoch_train_loss(),
+            lr: state.lr,
+            elapsed_s: started.elapsed().as_secs_f64(),
+            tokens_per_s: state.tokens_per_s(),
+            dev: None,
+            score: None,
+            thresholds: Vec::new(),
+            note: None,
+        };
+        let record = evaluate_and_keep(model, dev, out, &mut state, record)?;
         progress.println(&record_line(&record));
-        loss_sum = 0.0;
-        loss_count = 0;
-        if finished_epoch {
-            state.epoch = epoch + 1;
-            state.batch = 0;
-        }
-        state.tokens = tokens_done;
-        state.train_seconds = train_time;
-        (state.epoch_loss_sum, state.epoch_loss_count, state.lr) = (0.0, 0, lr);
+        state.end_epoch(epoch, finished_epoch);
         ckpt.save(model, &optimizer, &state)?;
-        if state.step >= total_steps || (!dev.is_empty() && state.bad_epochs >= opts.patience) {
-            break 'epochs;
+        if stops(&state) {
+            break;
         }
     }
     if !state.topic_head_refitted && !model.topics().is_empty() {
@@ -257,173 +232,6 @@ pub fn train(
         best_score: state.best_score,
         history: state.history.clone(),
         elapsed_s: started.elapsed().as_secs_f64(),
-        tokens_per_s: tokens_done as f64 / train_time.max(1e-9),
+        tokens_per_s: state.tokens_per_s(),
     })
-}
-
-fn record_line(r: &EpochRecord) -> String {
-    let score = r.score.map_or("-".to_string(), |s| format!("{s:.4}"));
-    format!(
-        "epoch {} step {}: train loss {:.4}, dev score {score}, {:.0} tokens/s, {:.0}s",
-        r.epoch, r.step, r.train_loss, r.tokens_per_s, r.elapsed_s
-    )
-}
-
-/// Scores dev (choosing topic thresholds there), records the epoch in `metrics.jsonl`, and saves the
-/// model to `out` when it is the best so far (or always, without dev).
-fn evaluate_and_keep(
-    model: &mut NewsTagger,
-    dev: &[Article],
-    out: &Path,
-    state: &mut TrainState,
-    mut record: EpochRecord,
-) -> anyhow::Result<EpochRecord> {
-    let improved = if dev.is_empty() {
-        true
-    } else {
-        let Evaluation {
-            report,
-            thresholds,
-            predictions,
-        } = evaluate(&Predictor::new(model, 32)?, dev, true)?;
-        if let Some((a, _)) = dev.iter().zip(&predictions).find(|(_, p)| !is_finite(p)) {
-            anyhow::bail!(
-                "the predictions for dev article {:?} became non-finite after step {} (epoch {}): stopping; {}. Try a lower --lr.",
-                a.id,
-                record.step,
-                record.epoch,
-                Checkpoint::last_good(out)
-            );
-        }
-        let score = selection_score(&report);
-        record.dev = Some(serde_json::to_value(&report)?);
-        record.score = Some(score);
-        record.thresholds = thresholds.clone();
-        let better = state.best_score.is_none_or(|b| score > b);
-        if better {
-            model.set_thresholds(thresholds);
-            state.best_score = Some(score);
-            state.bad_epochs = 0;
-        } else {
-            state.bad_epochs += 1;
-        }
-        better
-    };
-    if improved {
-        model
-            .save(out)
-            .with_context(|| format!("{}: cannot save the model", out.display()))?;
-    }
-    state.history.push(record.clone());
-    write_history(out, &state.history)?;
-    Ok(record)
-}
-
-/// Whether every number of a prediction is finite.
-fn is_finite(p: &crate::infer::ArticlePrediction) -> bool {
-    let scores = p.entities.iter().map(|e| &e.score);
-    p.embedding
-        .iter()
-        .chain(&p.topic_probs)
-        .chain(scores)
-        .all(|v| v.is_finite())
-}
-
-/// Writes `metrics.jsonl` and the curves from the run's history.
-fn write_history(out: &Path, history: &[EpochRecord]) -> anyhow::Result<()> {
-    let mut lines = String::new();
-    for r in history {
-        lines.push_str(&serde_json::to_string(r)?);
-        lines.push('\n');
-    }
-    write_atomic(&out.join("metrics.jsonl"), lines.as_bytes())?;
-    curves::update(out, history);
-    Ok(())
-}
-
-/// Refits the topic head of the kept model (the one in `out`), saves and returns it; with dev,
-/// records the refitted model's dev scores as a last history entry.
-fn refit_topic_head(
-    model: &NewsTagger,
-    train: &[Article],
-    dev: &[Article],
-    out: &Path,
-    state: &mut TrainState,
-) -> anyhow::Result<NewsTagger> {
-    let mut kept = NewsTagger::load(out, model.device())?;
-    if let Err(e) = topic_head::refit(&mut kept, train, dev, 32) {
-        return Err(match e.downcast_ref::<topic_head::NonFiniteEmbedding>() {
-            Some(bad) => anyhow::anyhow!(
-                "{bad} under the kept model in {}: stopping before the topic head refit; {}. Try a lower --lr.",
-                out.display(),
-                Checkpoint::last_good(out)
-            ),
-            None => e,
-        });
-    }
-    kept.save(out)
-        .with_context(|| format!("{}: cannot save the model", out.display()))?;
-    if dev.is_empty() {
-        return Ok(kept);
-    }
-    let Evaluation {
-        report, thresholds, ..
-    } = evaluate(&Predictor::new(&kept, 32)?, dev, false)?;
-    let mut record = state
-        .history
-        .last()
-        .cloned()
-        .expect("an evaluated run has history");
-    record.score = Some(selection_score(&report));
-    record.dev = Some(serde_json::to_value(&report)?);
-    record.thresholds = thresholds;
-    record.note = Some("topic head refit stage (refitted head kept only if better on dev)".into());
-    state.best_score = record.score;
-    state.history.push(record);
-    write_history(out, &state.history)?;
-    Ok(kept)
-}
-
-/// Calibrates the scores of the kept model (the one in `out`) on dev, saves and returns it.
-fn calibrate_kept(
-    model: &NewsTagger,
-    dev: &[Article],
-    out: &Path,
-    progress: &Progress,
-) -> anyhow::Result<NewsTagger> {
-    let mut kept = NewsTagger::load(out, model.device())?;
-    if let Some(f) = calibrate::calibrate(&mut kept, dev, 32)? {
-        let ece = |c: &crate::eval::Calibration| {
-            let part = |r: &Option<crate::eval::Reliability>| {
-                r.as_ref()
-                    .map_or("-".to_string(), |r| format!("{:.3}", r.ece))
-            };
-            format!("entities {}, topics {}", part(&c.entities), part(&c.topics))
-        };
-        progress.println(&format!(
-            "calibrated the scores on dev: entity temperature {:.2}, Platt scaling for {} topic(s); dev ECE {} before, {} after (fitted on dev)",
-            f.calibration.entity_temperature,
-            f.calibration.topics.len(),
-            ece(&f.before),
-            ece(&f.after)
-        ));
-        kept.save(out)
-            .with_context(|| format!("{}: cannot save the model", out.display()))?;
-    }
-    Ok(kept)
-}
-
-/// Mean of entity micro-F1 and topic micro-F1 (those the report has).
-fn selection_score(report: &crate::eval::Report) -> f64 {
-    let parts: Vec<f64> = report
-        .entities
-        .iter()
-        .map(|e| e.micro.f1)
-        .chain(report.topics.iter().map(|t| t.micro.f1))
-        .collect();
-    if parts.is_empty() {
-        0.0
-    } else {
-        parts.iter().sum::<f64>() / parts.len() as f64
-    }
 }
