@@ -1,8 +1,8 @@
 //! Batched inference: articles in, scored entities and topic probabilities out.
 //!
-//! Articles are cut into windows, windows of similar length are batched together (little padding),
-//! each word is classified in the window that owns it, and topics are read from the mean hidden
-//! state over the whole article.
+//! Articles are encoded into windows and units ([`crate::encode`]), units of similar length are
+//! batched together (little padding), each word is classified in the window that owns it, and
+//! topics are read from the article's pooled windows ([`crate::encode::pool`]).
 
 pub mod decode;
 pub mod html;
@@ -11,10 +11,10 @@ pub mod output;
 pub mod progress;
 
 use crate::data::Article;
-use crate::model::batch::{Batch, Item};
+use crate::encode::pool::ArticleSums;
+use crate::encode::{encode_article, inference_batches, units, Batch, EncodedArticle};
 use crate::model::bert::{Mode, Prepared};
 use crate::model::calibration::{sigmoid, tempered};
-use crate::model::windows::{encode_article, EncodedArticle};
 use crate::model::{NewsTagger, Precision};
 use candle_core::Tensor;
 pub use decode::ScoredEntity;
@@ -30,7 +30,8 @@ pub struct ArticlePrediction {
     /// Each word's tag distribution (uncalibrated); kept only by a predictor made
     /// [`Predictor::keeping_word_probs`], empty otherwise.
     pub word_probs: Vec<Vec<f32>>,
-    /// The article's embedding: the mean hidden state over all its sub-tokens (the topic head's input).
+    /// The article's embedding: the mean hidden state over all its sub-tokens (the topic head's
+    /// input, pooled by [`crate::encode::pool`]).
     pub embedding: Vec<f32>,
     /// Sub-tokens the article has (excluding special tokens and padding). With none, the model
     /// saw nothing: no entities, every topic probability 0 (`tag` writes an error record).
@@ -127,22 +128,6 @@ impl<'m> Predictor<'m> {
         let model = self.model;
         let n_tags = model.tags.len();
         let hidden = model.config.bert.hidden_size;
-        // Items: runs of at most `batch_windows` windows, so one huge article never makes a huge batch.
-        let mut items: Vec<(usize, Item)> = Vec::new();
-        for (a, enc) in encoded.iter().enumerate() {
-            let n = enc.windows.len();
-            for start in (0..n).step_by(self.batch_windows) {
-                items.push((
-                    a,
-                    Item {
-                        article: enc,
-                        windows: (start, (start + self.batch_windows).min(n)),
-                    },
-                ));
-            }
-        }
-        items.sort_by_key(|(_, it)| it.max_len());
-
         let mut word_probs: Vec<Vec<Vec<f32>>> = articles
             .iter()
             .map(|a| {
@@ -154,54 +139,19 @@ impl<'m> Predictor<'m> {
                 vec![outside; a.words().len()]
             })
             .collect();
-        // Each window's sum of hidden states, added up per article in window order at the end: an
-        // article's embedding does not depend on how its windows were batched.
-        let mut window_sums: Vec<Vec<Option<Vec<f32>>>> = encoded
-            .iter()
-            .map(|e| vec![None; e.windows.len()])
-            .collect();
-
-        let mut start = 0;
-        while start < items.len() {
-            let mut end = start;
-            let mut windows = 0;
-            while end < items.len()
-                && (end == start || windows + items[end].1.window_count() <= self.batch_windows)
-            {
-                windows += items[end].1.window_count();
-                end += 1;
-            }
-            let group: Vec<Item> = items[start..end].iter().map(|(_, it)| *it).collect();
-            let batch = Batch::new(&group, model.special, model.device())?;
+        let mut pooled = ArticleSums::new(encoded);
+        // Units of at most `batch_windows` windows, so one huge article never makes a huge batch.
+        let units = units(encoded, self.batch_windows);
+        for group in inference_batches(&units, self.batch_windows) {
+            let batch = Batch::new(encoded, &group, model.special, model.device())?;
             let out = model.forward_prepared(&batch, self.prepared.as_ref(), &mut Mode::Infer)?;
             let probs = candle_nn::ops::softmax_last_dim(&out.entity_logits)?.to_vec2::<f32>()?;
-            for ((item, word), p) in batch.words.iter().zip(probs) {
-                word_probs[items[start + item].0][*word] = p;
+            for ((unit, word), p) in batch.words.iter().zip(probs) {
+                word_probs[group[*unit].article][*word] = p;
             }
-            let mut sums = out.window_sums.to_vec2::<f32>()?.into_iter();
-            for (a, it) in &items[start..end] {
-                for slot in &mut window_sums[*a][it.windows.0..it.windows.1] {
-                    *slot = sums.next();
-                }
-            }
-            start = end;
+            pooled.add(&group, out.window_sums.to_vec2::<f32>()?);
         }
-
-        let embeddings: Vec<Vec<f32>> = window_sums
-            .into_iter()
-            .zip(encoded)
-            .map(|(windows, enc)| {
-                let mut sum = vec![0f32; hidden];
-                for w in windows.iter().flatten() {
-                    for (s, v) in sum.iter_mut().zip(w) {
-                        *s += v;
-                    }
-                }
-                // Windows own each sub-token exactly once.
-                let count = enc.ids.len().max(1) as f32;
-                sum.into_iter().map(|v| v / count).collect()
-            })
-            .collect();
+        let embeddings = pooled.means(encoded, hidden);
         let topic_logits: Vec<Vec<f32>> = if model.topics().is_empty() || articles.is_empty() {
             vec![Vec::new(); articles.len()]
         } else {

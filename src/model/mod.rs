@@ -3,7 +3,6 @@
 //! `BertForTokenClassification`; the topic head rides along under its own tensor prefix.
 
 pub mod attention;
-pub mod batch;
 pub mod bert;
 pub mod bf16;
 pub mod calibration;
@@ -12,11 +11,10 @@ pub mod ops;
 pub mod params;
 pub mod source;
 pub mod tiny;
-pub mod windows;
 
+use crate::encode::{Batch, SpecialTokens};
 use crate::fsutil::{write_atomic, write_json_atomic};
 use anyhow::Context;
-use batch::Batch;
 use bert::{Bert, Mode, Prepared};
 use candle_core::{Device, Module, Tensor, Var};
 use candle_nn::{Init, Linear, VarBuilder};
@@ -25,7 +23,6 @@ use params::{Missing, ParamStore};
 use std::collections::BTreeMap;
 use std::path::Path;
 use tokenizers::Tokenizer;
-use windows::SpecialTokens;
 
 /// Tensor prefix of the topic head in `model.safetensors`.
 pub const TOPIC_HEAD: &str = "topic_classifier";
@@ -48,7 +45,7 @@ pub struct Output {
     /// `[words, tags]`, one row per word of `Batch::words`.
     pub entity_logits: Tensor,
     /// `[windows, hidden]`: each window's sum of hidden states over the sub-tokens it owns
-    /// ([`Batch::item_means`] makes the topic head's input from it).
+    /// ([`crate::encode::pool`] makes the topic head's input from it).
     pub window_sums: Tensor,
 }
 

@@ -1,70 +1,11 @@
-//! Batches of windows as tensors. An item is a run of consecutive windows of one article: its
-//! words are classified where their windows own them, and its topics come from the mean of every
-//! owned sub-token's hidden state (summed per window first, so inference can add an article's
-//! windows in their own order whatever batches they ran in).
+//! Batches of units as tensors. Each unit's words are classified where their windows own them,
+//! and its topic input pooled from its windows' sums of owned sub-token states ([`super::pool`]).
 
-use super::windows::{EncodedArticle, SpecialTokens};
+use super::subtokens::{EncodedArticle, SpecialTokens};
+use super::units::Unit;
 use candle_core::{Device, Tensor};
-use std::ops::Range;
 
-/// A run of consecutive windows of one encoded article.
-#[derive(Debug, Clone, Copy)]
-pub struct Item<'a> {
-    pub article: &'a EncodedArticle,
-    pub windows: (usize, usize),
-}
-
-impl<'a> Item<'a> {
-    pub fn whole(article: &'a EncodedArticle) -> Self {
-        Item {
-            article,
-            windows: (0, article.windows.len()),
-        }
-    }
-
-    /// Words (indices into the article) whose first sub-token this item owns.
-    pub fn words(&self) -> Range<usize> {
-        let w = &self.article.windows;
-        let owned = w[self.windows.0].owned.start..w[self.windows.1 - 1].owned.end;
-        let first = &self.article.first_token;
-        // `first_token` increases with the word index (skipping words without tokens).
-        let lo = partition(first, |t| t < owned.start);
-        let hi = partition(first, |t| t < owned.end);
-        lo..hi
-    }
-
-    /// Window lengths (with special tokens).
-    pub fn max_len(&self) -> usize {
-        self.article.windows[self.windows.0..self.windows.1]
-            .iter()
-            .map(|w| w.len())
-            .max()
-            .unwrap_or(2)
-    }
-
-    pub fn window_count(&self) -> usize {
-        self.windows.1 - self.windows.0
-    }
-}
-
-/// Index of the first word whose first token fails `pred` (words without tokens follow the
-/// previous word's answer).
-fn partition(first: &[Option<usize>], pred: impl Fn(usize) -> bool) -> usize {
-    let (mut lo, mut hi) = (0, first.len());
-    while lo < hi {
-        let mid = (lo + hi) / 2;
-        // Find a word at or before `mid` that has a token; none means "before everything".
-        let t = first[..=mid].iter().rev().find_map(|t| *t);
-        if t.is_none_or(&pred) {
-            lo = mid + 1;
-        } else {
-            hi = mid;
-        }
-    }
-    lo
-}
-
-/// Tensors for a batch of items.
+/// Tensors for a batch of units.
 pub struct Batch {
     /// `[windows, len]` token ids, `[CLS] ... [SEP]` then padding.
     pub ids: Tensor,
@@ -73,16 +14,16 @@ pub struct Batch {
     pub mask: Tensor,
     /// Flat positions (`row * len + column`) of the words' first sub-tokens.
     pub word_positions: Tensor,
-    /// For each row of `word_positions`: (item, word index in its article).
+    /// For each row of `word_positions`: (unit, word index in its article).
     pub words: Vec<(usize, usize)>,
     /// Flat positions of the sub-tokens the windows own, window by window.
     pub owned_positions: Tensor,
     /// For each of `owned_positions`: its window's row.
     pub owned_rows: Tensor,
-    /// For each window row: its item.
-    pub row_items: Tensor,
-    /// `[items, 1]`: one over the number of sub-tokens each item owns.
-    pub item_scale: Tensor,
+    /// For each window row: its unit.
+    pub row_units: Tensor,
+    /// `[units, 1]`: one over the number of sub-tokens each unit owns.
+    pub unit_scale: Tensor,
     /// Sub-tokens that are not padding (special tokens included).
     pub real_tokens: usize,
     /// All slots, padding included.
@@ -90,27 +31,29 @@ pub struct Batch {
 }
 
 impl Batch {
+    /// The tensors of `units`, whose articles are `encoded`.
     pub fn new(
-        items: &[Item],
+        encoded: &[EncodedArticle],
+        units: &[Unit],
         special: SpecialTokens,
         device: &Device,
     ) -> candle_core::Result<Self> {
-        let rows: usize = items.iter().map(Item::window_count).sum();
-        let len = items.iter().map(Item::max_len).max().unwrap_or(2);
+        let rows: usize = units.iter().map(Unit::window_count).sum();
+        let len = units.iter().map(|u| u.max_len).max().unwrap_or(2);
         let mut ids = vec![special.pad; rows * len];
         let mut mask = vec![0u32; rows * len];
-        let (mut owned_positions, mut owned_rows, mut row_items) =
+        let (mut owned_positions, mut owned_rows, mut row_units) =
             (Vec::new(), Vec::new(), Vec::new());
-        let mut item_scale = Vec::with_capacity(items.len());
+        let mut unit_scale = Vec::with_capacity(units.len());
         let mut word_positions = Vec::new();
         let mut words = Vec::new();
         let mut real_tokens = 0;
         let mut row = 0;
-        for (i, item) in items.iter().enumerate() {
-            let art = item.article;
-            let mut word_iter = item.words().peekable();
+        for (i, unit) in units.iter().enumerate() {
+            let art = &encoded[unit.article];
+            let mut word_iter = unit.words(art).peekable();
             let owned_before = owned_positions.len();
-            for w in &art.windows[item.windows.0..item.windows.1] {
+            for w in &art.windows[unit.windows.0..unit.windows.1] {
                 let base = row * len;
                 ids[base] = special.cls;
                 ids[base + 1..base + 1 + w.tokens.len()]
@@ -121,7 +64,7 @@ impl Batch {
                 let col = |t: usize| base + 1 + t - w.tokens.start;
                 owned_positions.extend(w.owned.clone().map(|t| col(t) as u32));
                 owned_rows.extend(w.owned.clone().map(|_| row as u32));
-                row_items.push(i as u32);
+                row_units.push(i as u32);
                 while let Some(&word) = word_iter.peek() {
                     match art.first_token[word] {
                         Some(t) if t >= w.owned.end => break,
@@ -135,7 +78,7 @@ impl Batch {
                 }
                 row += 1;
             }
-            item_scale.push(1.0 / (owned_positions.len() - owned_before).max(1) as f32);
+            unit_scale.push(1.0 / (owned_positions.len() - owned_before).max(1) as f32);
         }
         let n_owned = owned_positions.len();
         Ok(Batch {
@@ -146,27 +89,17 @@ impl Batch {
             words,
             owned_rows: Tensor::from_vec(owned_rows, n_owned, device)?,
             owned_positions: Tensor::from_vec(owned_positions, n_owned, device)?,
-            row_items: Tensor::from_vec(row_items, rows, device)?,
-            item_scale: Tensor::from_vec(item_scale, (items.len(), 1), device)?,
+            row_units: Tensor::from_vec(row_units, rows, device)?,
+            unit_scale: Tensor::from_vec(unit_scale, (units.len(), 1), device)?,
             real_tokens,
             slots: rows * len,
         })
-    }
-
-    /// `[items, hidden]`: each item's mean hidden state over the sub-tokens it owns, from the
-    /// windows' sums `[windows, hidden]` (differentiable).
-    pub fn item_means(&self, window_sums: &Tensor) -> candle_core::Result<Tensor> {
-        let (items, hidden) = (self.item_scale.dim(0)?, window_sums.dim(1)?);
-        Tensor::zeros((items, hidden), window_sums.dtype(), window_sums.device())?
-            .index_add(&self.row_items, window_sums, 0)?
-            .broadcast_mul(&self.item_scale)
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::super::config::WindowConfig;
-    use super::super::windows::{plan_windows, EncodedArticle};
+    use super::super::windows::{plan_windows, WindowConfig};
     use super::*;
 
     #[test]
@@ -197,7 +130,8 @@ mod tests {
             sep: 2,
             pad: 0,
         };
-        let batch = Batch::new(&[Item::whole(&art)], special, &Device::Cpu).unwrap();
+        let unit = Unit::whole(0, &art);
+        let batch = Batch::new(std::slice::from_ref(&art), &[unit], special, &Device::Cpu).unwrap();
         let ids = batch.ids.flatten_all().unwrap().to_vec1::<u32>().unwrap();
         let pos = batch.word_positions.to_vec1::<u32>().unwrap();
         let words: Vec<usize> = batch.words.iter().map(|w| w.1).collect();
@@ -213,10 +147,10 @@ mod tests {
         let rows = batch.owned_rows.to_vec1::<u32>().unwrap();
         assert!(owned.iter().zip(&rows).all(|(p, r)| p / len == *r));
         assert_eq!(
-            batch.row_items.to_vec1::<u32>().unwrap(),
+            batch.row_units.to_vec1::<u32>().unwrap(),
             vec![0; art.windows.len()]
         );
-        let scale = batch.item_scale.to_vec2::<f32>().unwrap();
+        let scale = batch.unit_scale.to_vec2::<f32>().unwrap();
         assert_eq!(scale, vec![vec![1.0 / n as f32]]);
     }
 }

@@ -1,42 +1,48 @@
-//! Articles as sub-token windows. No article is ever truncated: a long one is cut into overlapping
+//! Sub-tokens into windows. No article is ever truncated: a long one is cut into overlapping
 //! windows, and each sub-token belongs to the one window where it is most central.
 
-use super::config::WindowConfig;
-use crate::data::Article;
+use serde::{Deserialize, Serialize};
 use std::ops::Range;
-use tokenizers::Tokenizer;
 
-/// The special tokens a BERT window needs.
-#[derive(Debug, Clone, Copy)]
-pub struct SpecialTokens {
-    pub cls: u32,
-    pub sep: u32,
-    pub pad: u32,
+/// How long articles are cut into overlapping windows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WindowConfig {
+    /// Sub-tokens per window, including `[CLS]` and `[SEP]`.
+    pub max_tokens: usize,
+    /// Sub-tokens shared by neighbouring windows.
+    pub overlap: usize,
 }
 
-impl SpecialTokens {
-    pub fn from_tokenizer(tokenizer: &Tokenizer) -> anyhow::Result<Self> {
-        let id = |t: &str| {
-            tokenizer
-                .token_to_id(t)
-                .ok_or_else(|| anyhow::anyhow!("tokenizer has no {t} token"))
-        };
-        Ok(SpecialTokens {
-            cls: id("[CLS]")?,
-            sep: id("[SEP]")?,
-            pad: id("[PAD]")?,
-        })
+impl Default for WindowConfig {
+    fn default() -> Self {
+        WindowConfig {
+            max_tokens: 256,
+            overlap: 64,
+        }
     }
 }
 
-/// An article's sub-tokens and where each word starts among them.
-#[derive(Debug, Clone)]
-pub struct EncodedArticle {
-    pub ids: Vec<u32>,
-    /// For each word, the index of its first sub-token (`None` when the tokenizer drops the word).
-    pub first_token: Vec<Option<usize>>,
-    /// Windows over `ids`, in order.
-    pub windows: Vec<Window>,
+impl WindowConfig {
+    pub fn validate(&self, max_positions: usize) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            self.max_tokens >= 8,
+            "window of {} sub-tokens is too small (at least 8)",
+            self.max_tokens
+        );
+        anyhow::ensure!(
+            self.max_tokens <= max_positions,
+            "window of {} sub-tokens exceeds the model's {} positions",
+            self.max_tokens,
+            max_positions
+        );
+        anyhow::ensure!(
+            self.overlap * 2 <= self.max_tokens - 2,
+            "window overlap {} must be at most half of the window's {} content tokens",
+            self.overlap,
+            self.max_tokens - 2
+        );
+        Ok(())
+    }
 }
 
 /// A window: the sub-tokens `tokens` of the article, of which it owns `owned`.
@@ -89,43 +95,6 @@ pub fn plan_windows(n: usize, cfg: WindowConfig) -> Vec<Window> {
         owned_from = owned_to;
     }
     windows
-}
-
-/// Tokenises an article word by word (so sub-tokens map back to words) and plans its windows.
-pub fn encode_article(
-    tokenizer: &Tokenizer,
-    article: &Article,
-    cfg: WindowConfig,
-) -> anyhow::Result<EncodedArticle> {
-    let words: Vec<&str> = (0..article.words().len())
-        .map(|i| article.word(i))
-        .collect();
-    let mut ids = Vec::new();
-    let mut first_token = Vec::with_capacity(words.len());
-    // Encoding in chunks keeps memory bounded on huge articles.
-    for chunk in words.chunks(512) {
-        let enc = tokenizer
-            .encode(chunk.to_vec(), false)
-            .map_err(|e| anyhow::anyhow!("article {:?}: tokenizer failed: {e}", article.id))?;
-        let base = ids.len();
-        let mut seen = vec![None; chunk.len()];
-        for (t, w) in enc.get_word_ids().iter().enumerate() {
-            if let Some(w) = w {
-                let slot = &mut seen[*w as usize];
-                if slot.is_none() {
-                    *slot = Some(base + t);
-                }
-            }
-        }
-        ids.extend_from_slice(enc.get_ids());
-        first_token.extend(seen);
-    }
-    let windows = plan_windows(ids.len(), cfg);
-    Ok(EncodedArticle {
-        ids,
-        first_token,
-        windows,
-    })
 }
 
 #[cfg(test)]
