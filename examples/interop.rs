@@ -13,9 +13,10 @@
 use candle_core::Device;
 use newstag::data::jsonl::{read_jsonl, ReadOptions};
 use newstag::data::CharOffsets;
-use newstag::model::batch::{Batch, Item};
+use newstag::encode::{encode_article, Batch, Unit};
+use newstag::infer::Predictor;
+use newstag::model::calibration::sigmoid;
 use newstag::model::bert::Mode;
-use newstag::model::windows::encode_article;
 use newstag::model::NewsTagger;
 use std::collections::HashMap;
 use std::path::Path;
@@ -68,18 +69,22 @@ fn logits(model_dir: &Path, data: &Path) -> anyhow::Result<()> {
     let model = NewsTagger::load(model_dir, &Device::Cpu)?;
     for a in read(data)? {
         let enc = encode_article(&model.tokenizer, &a, model.window())?;
-        let batch = Batch::new(&[Item::whole(&enc)], model.special, model.device())?;
+        let unit = Unit::whole(0, &enc);
+        let batch = Batch::new(&[enc], &[unit], model.special, model.device())?;
         let out = model.forward(&batch, &mut Mode::Infer)?;
         let rows = out.entity_logits.to_vec2::<f32>()?;
         let mut per_word: Vec<Option<Vec<f32>>> = vec![None; a.words().len()];
         for ((_, word), row) in batch.words.iter().zip(rows) {
             per_word[*word] = Some(row);
         }
-        let topic_probs: Vec<f32> =
-            match model.topic_logits(&batch.item_means(&out.window_sums)?, &mut Mode::Infer)? {
-                Some(l) => candle_nn::ops::sigmoid(&l)?.to_vec2::<f32>()?.remove(0),
-                None => Vec::new(),
-            };
+        // The topic head's own probabilities (before calibration), pooled as the model pools.
+        let topic_probs: Vec<f32> = Predictor::new(&model, 8)?
+            .predict(std::slice::from_ref(&a))?
+            .remove(0)
+            .topic_logits
+            .into_iter()
+            .map(sigmoid)
+            .collect();
         let chars = CharOffsets::new(&a.text);
         let words: Vec<[usize; 2]> = a
             .words()

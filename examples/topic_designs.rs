@@ -5,14 +5,18 @@
 //!   cargo run --release --example topic_designs -- MODEL --train FILE[@TOPICS]... \
 //!       --dev FILE[@TOPICS]... --eval NAME=FILE[@TOPICS]...
 //!
-//! `FILE@TOPICS` is a CoNLL file with its topics sidecar. Prints one Markdown table.
+//! `FILE@TOPICS` is a CoNLL file with its topics sidecar. Prints one Markdown table. With
+//! `--save DIR`, also installs the head of the design best on dev (among those over the library's
+//! passages), recalibrates the model's scores on dev and saves it to DIR.
 
 use newstag::data::load::{read_all, AnnotatedFile};
 use newstag::data::passages::passages;
 use newstag::data::Article;
 use newstag::eval::{best_thresholds, TopicScorer};
 use newstag::infer::PassageState;
+use newstag::model::topic_pooling::TopicPooling;
 use newstag::model::NewsTagger;
+use newstag::train::calibrate::calibrate;
 use newstag::train::topic_head::{features, fit, micro_f1, Design, Features};
 use std::path::PathBuf;
 
@@ -59,11 +63,13 @@ fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let model = NewsTagger::load(args[0].as_ref(), &candle_core::Device::Cpu)?;
     let (mut train, mut dev, mut evals) = (Vec::new(), Vec::new(), Vec::new());
+    let mut save = None;
     let mut it = args[1..].iter();
     while let (Some(flag), Some(value)) = (it.next(), it.next()) {
         match flag.as_str() {
             "--train" => train.push(file(value)),
             "--dev" => dev.push(file(value)),
+            "--save" => save = Some(PathBuf::from(value)),
             "--eval" => {
                 let (name, spec) = value.split_once('=').expect("--eval NAME=FILE");
                 evals.push((name.to_string(), file(spec)));
@@ -107,6 +113,7 @@ fn main() -> anyhow::Result<()> {
     }
     println!("{header}");
     println!("|---|{}", "---:|".repeat(3 * sets.len()));
+    let mut chosen = None;
     for (label, design, by_paragraph) in designs {
         let view = |s: &Set| -> Vec<Vec<PassageState>> {
             if by_paragraph {
@@ -131,7 +138,7 @@ fn main() -> anyhow::Result<()> {
                 best = Some((fitted, th, f1));
             }
         }
-        let (fitted, th, _) = best.unwrap();
+        let (fitted, th, dev_f1) = best.unwrap();
         let mut row = format!("| {label} |");
         for s in &sets {
             let p = fitted.probs(&view(s));
@@ -161,12 +168,22 @@ fn main() -> anyhow::Result<()> {
             };
             row += &format!(" {:.3} | {:.2} | {long_f1} |", all.micro().f1, min_recall);
         }
-        if let newstag::model::topic_pooling::TopicPooling::SmoothMax { temperature } =
-            fitted.pooling()
-        {
+        if let TopicPooling::SmoothMax { temperature } = fitted.pooling() {
             row += &format!(" τ {temperature:.2?}");
         }
         println!("{row}");
+        if !by_paragraph && chosen.as_ref().is_none_or(|c: &(_, _, f64, &str)| dev_f1 > c.2) {
+            chosen = Some((fitted, th, dev_f1, label));
+        }
+    }
+    if let (Some(dir), Some((fitted, th, f1, label))) = (save, chosen) {
+        anyhow::ensure!(!dir.exists(), "{}: exists; give a new directory", dir.display());
+        let mut model = model;
+        fitted.install(&mut model)?;
+        model.set_thresholds(th);
+        calibrate(&mut model, &sets[0].articles, 32)?;
+        model.save(&dir)?;
+        eprintln!("saved {} with \"{label}\" (dev topic micro-F1 {f1:.3})", dir.display());
     }
     Ok(())
 }

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# newstag against PyTorch + transformers on this machine's CPU, side by side, on the same fine-tuned
-# weights and the same inputs (issue 4). Not a test and not part of CI: it takes about 15 minutes
-# (plus, the first time, training the model and installing PyTorch).
+# newstag against PyTorch + transformers and ONNX Runtime on this machine's CPU, side by side, on the
+# same fine-tuned weights and the same inputs (issues 4 and 12). Not a test and not part of CI: it
+# takes about 20 minutes (plus, the first time, training the model, installing PyTorch and ONNX
+# Runtime, and exporting the model to ONNX).
 #
 #   inference  tokens/s on the CoNLL-2003 test sentences at batch 32 and batch 1, predictions
 #              compared (the script exits 1 when any article's entities differ); peak memory;
@@ -11,15 +12,20 @@
 #   scaling    tokens/s on articles of 100, 1,000 and 10,000 words; peak memory of `tag` over 1,000
 #              and 10,000 streamed articles
 #   ceiling    each side's matrix multiply, fp32 and bf16
+#   ONNX Runtime  the same weights exported with torch.onnx.export, fused by ORT's transformer
+#              optimizer (fp32) and quantised with quantize_dynamic (int8; per-channel weights as
+#              well): tokens/s at batch 32 sorted and batch 1, entities against newstag's, test F1
+#              (scripts/bench_ort.py; the .onnx files are cached in OUT/onnx)
 # and writes the table into docs/benchmarks.md (between the bench.sh markers).
 #
-# Environment: VENV     a virtualenv with torch and transformers (default: .venv-bench/, created
-#                       with pip from PyPI)
+# Environment: VENV     a virtualenv with torch, transformers, onnx and onnxruntime (default:
+#                       .venv-bench/, created with pip from PyPI)
 #              MODEL    a newstag run directory trained on CoNLL sentences (default
 #                       runs/conll-sentence; trained first when missing, about 35 minutes:
 #                       CONTEXT=sentence scripts/bench-conll.sh runs/conll-sentence --batch-size 32)
 #              THREADS  CPU threads for both sides (default: all cores)
-#              OUT      results directory (default out/bench)
+#              OUT      results directory (default out/bench; emptied at the start except OUT/onnx,
+#                       whose files are remade only when older than the model or made from another)
 # Needs ../shared/data/conll2003 beside the checkout.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -34,9 +40,9 @@ if [[ -n ${VENV:-} ]]; then
   py=$VENV/bin/python
 else
   py=.venv-bench/bin/python
-  if ! "$py" -c 'import torch, transformers' 2>/dev/null; then
+  if ! "$py" -c 'import torch, transformers, onnx, onnxruntime' 2>/dev/null; then
     python3 -m venv .venv-bench
-    "$py" -m pip install --quiet torch transformers
+    "$py" -m pip install --quiet torch transformers onnx onnxruntime
   fi
 fi
 scripts/fetch-model.sh
@@ -44,8 +50,8 @@ cargo build --release --locked --bin newstag --example matmul
 bin=target/release/newstag
 [ -f "$model/model.safetensors" ] || CONTEXT=sentence scripts/bench-conll.sh "$model" --batch-size 32
 
-rm -rf -- "$out"
 mkdir -p "$out"
+find "$out" -mindepth 1 -maxdepth 1 ! -name onnx -exec rm -rf -- {} +
 python3 scripts/bench_files.py inputs "$data" "$out"
 
 # Peak resident memory (MiB) from a `/usr/bin/time -v` log; seconds from `tag`'s summary line.
@@ -99,9 +105,20 @@ EOF
 echo "== PyTorch" >&2
 "$py" scripts/bench_torch.py matmul "$out/torch-matmul.json"
 "$py" scripts/bench_torch.py infer "$model" "$out/test.jsonl" "$out/torch-infer.json" "$out/torch-preds.jsonl"
+"$py" scripts/bench_torch.py f1 "$model" "$out/test.conll" "$out/torch-f1.json"
 "$py" scripts/bench_torch.py scale "$model" "$out/torch-scale.json" "$out"/words{100,1000,10000}.jsonl
 /usr/bin/time -v -o "$out/torch-train.time" \
   "$py" scripts/bench_torch.py train models/all-MiniLM-L6-v2 "$out/train.conll" "$out/torch-train.json" 200 32
+
+echo "== ONNX Runtime" >&2
+"$py" scripts/bench_ort.py export "$model" "$out/onnx"
+for v in fp32 int8 int8-per-channel; do
+  "$py" scripts/bench_ort.py infer "$model" "$out/onnx" "$v" "$out/test.jsonl" "$out/test.conll" \
+    "$out/ort-$v.json" "$out/ort-$v-preds.jsonl"
+  # int8 is expected to differ from newstag's fp32 entities: reported, not a failure.
+  "$py" scripts/bench_torch.py compare "$out/newstag-b32.jsonl" "$out/ort-$v-preds.jsonl" \
+    "$out/compare-ort-$v.json" || true
+done
 
 status=0
 "$py" scripts/bench_torch.py compare "$out/newstag-b32.jsonl" "$out/torch-preds.jsonl" "$out/compare-batch32.json" || status=1

@@ -71,18 +71,57 @@ def ratio(a, b):
     return f"{a / b:.2f}x"
 
 
-def machine():
-    cpu = "unknown"
+# The instruction sets that decide which fast paths a runtime has (fp32 AVX-512, int8 VNNI, bf16).
+ISA = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_tile", "amx_int8", "amx_bf16")
+
+
+def cpu():
+    """This CPU's model name and which of ISA it has and lacks, e.g. "Intel(R) Xeon(R) Processor
+    (avx2 avx512f avx512_vnni; lacks amx_tile amx_int8 amx_bf16)"."""
+    name, flags = "unknown CPU", set()
     with open("/proc/cpuinfo", encoding="utf-8") as f:
         for line in f:
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    flags = open("/proc/cpuinfo", encoding="utf-8").read()
-    isa = [x for x in ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "avx512_vnni")
-           if f" {x}" in flags]
+            key, _, value = line.partition(":")
+            if key.strip() == "model name" and name == "unknown CPU":
+                name = value.strip()
+            elif key.strip() == "flags" and not flags:
+                flags = set(value.split())
+    has = [x for x in ISA if x in flags]
+    lacks = [x for x in ISA if x not in flags]
+    return f"{name} ({' '.join(has) or 'none of ' + ' '.join(ISA)}" + \
+        (f"; lacks {' '.join(lacks)})" if lacks and has else ")")
+
+
+def machine():
     mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    return f"{cpu}, {os.cpu_count()} cores ({', '.join(isa)}), {mem:.0f} GiB, {platform.system()}"
+    return f"{cpu()}, {os.cpu_count()} cores, {mem:.0f} GiB, {platform.system()}"
+
+
+def row(*cells):
+    return "| " + " | ".join(cells) + " |"
+
+
+def versus(ours, *peers):
+    """newstag's ratio to each peer's figure, e.g. "1.21x; 0.95x; 0.52x"."""
+    return "; ".join(ratio(ours, p) for p in peers)
+
+
+def ort_setup(ort, per_channel, cmp_pc, f1_fp32):
+    """The sentence under the table: how the ONNX Runtime side was built, and the per-channel
+    int8 variant's figures (not a column: quantize_dynamic's default is per tensor)."""
+    fusions = ", ".join(f"{k} x{v}" for k, v in sorted(ort["fusions"].items()))
+    pc_f1 = per_channel["f1"]["entities"]["micro"]["f1"]
+    return (
+        f"ONNX Runtime {ort['onnxruntime']} (`scripts/bench_ort.py`): `torch.onnx.export` of the "
+        f"same weights (opset 17, dynamic batch and sequence axes), fused by "
+        f"`onnxruntime.transformers.optimizer.optimize_model` (model_type bert: {fusions}), a CPU "
+        f"session with intra_op_num_threads = {ort['threads']} and one inter-op thread. Its int8 "
+        f"column is `quantize_dynamic` of the fused model with the defaults (int8 weights per "
+        f"tensor, activations quantised per tensor at run time: an article's int8 logits depend on "
+        f"its batch-mates). With `per_channel=True`: {per_channel['batch32_sorted']['tokens_per_s']:,.0f} "
+        f"tokens/s at batch 32, {per_channel['batch1']['tokens_per_s']:,.0f} at batch 1, test F1 "
+        f"{pc_f1:.4f} ({100 * (pc_f1 - f1_fp32):+.2f} points against ONNX Runtime fp32), the same "
+        f"entities as newstag in {cmp_pc['same_entities']:,} of {cmp_pc['articles']:,} sentences.")
 
 
 def report(out, doc):
@@ -94,9 +133,14 @@ def report(out, doc):
     mm_pt = load(out, "torch-matmul.json")
     cmp32 = load(out, "compare-batch32.json")
     cmp1 = load(out, "compare-batch1.json")
+    of, oi, opc = (load(out, f"ort-{v}.json") for v in ("fp32", "int8", "int8-per-channel"))
+    cmp_of, cmp_oi, cmp_opc = (load(out, f"compare-ort-{v}.json")
+                               for v in ("fp32", "int8", "int8-per-channel"))
     ns["f1"] = load(out, "newstag-eval.json")["entities"]["micro"]["f1"]
+    pt_f1 = load(out, "torch-f1.json")["entities"]["micro"]["f1"]
+    of_f1, oi_f1 = (o["f1"]["entities"]["micro"]["f1"] for o in (of, oi))
     bf16 = ns.get("batch32_bf16_s") is not None
-    # Same tokenizer and windows on both sides, so PyTorch's count of real tokens is newstag's too.
+    # Same tokenizer and windows on every side, so PyTorch's count of real tokens is newstag's too.
     ns["batch32_tps"] = pt["batch32_sorted"]["real_tokens"] / ns["batch32_s"]
     ns["batch1_tps"] = pt["batch1"]["real_tokens"] / ns["batch1_s"]
     if bf16:
@@ -105,10 +149,19 @@ def report(out, doc):
     ns["scale"] = {k: pts[k]["real_tokens"] / s for k, s in ns["scale_s"].items()}
     rust = subprocess.run(["rustc", "--version"], capture_output=True, text=True).stdout.strip()
     ceiling = mm_ns["fp32"] * 1e9 / FLOP_PER_TOKEN
+    this_cpu = cpu()
 
     def frac(tps):
         return f"{tps * FLOP_PER_TOKEN / 1e9 / mm_ns['fp32']:.0%}"
 
+    def tps(fig):
+        return f"{fig['tokens_per_s']:,.0f}"
+
+    def same(c):
+        return f"{c['same_entities']:,} (scores within {c['max_score_difference']:.1e})"
+
+    b32 = [pt["batch32_sorted"], of["batch32_sorted"], oi["batch32_sorted"]]
+    b1 = [pt["batch1"], of["batch1"], oi["batch1"]]
     lines = [
         BEGIN,
         "",
@@ -116,62 +169,72 @@ def report(out, doc):
         f"{ns['threads']} threads on each side). Machine: {machine()}. "
         f"newstag {ns['version']} ({rust}, candle 0.11.1, gemm 0.19 with AVX-512 kernels); "
         f"torch {mm_pt['torch']} (CPU capability {mm_pt['cpu_capability']}), "
-        f"transformers {mm_pt['transformers']}, Python {platform.python_version()}.",
+        f"transformers {mm_pt['transformers']}, onnxruntime {of['onnxruntime']}, "
+        f"Python {platform.python_version()}.",
         "",
-        "Inputs: the 3,453 CoNLL-2003 test sentences, each an article (real tokens: [CLS], [SEP] "
-        "and sub-tokens, counted the same on both sides). newstag figures come from `newstag tag` "
+        f"Inputs: the {pt['articles']:,} CoNLL-2003 test sentences, each an article (real tokens: "
+        "[CLS], [SEP] and sub-tokens, counted the same on every side). newstag figures come from `newstag tag` "
         "(its summary line: reading, tokenising, the forward passes, decoding and writing JSONL); "
-        "PyTorch figures time building the padded batch, the forward pass and reading the logits "
-        "back (tokenising and decoding excluded). Both run the same fine-tuned weights.",
+        "PyTorch and ONNX Runtime figures time building the padded batch, the forward pass and "
+        "reading the logits back (tokenising and decoding excluded), on the same windows in the "
+        "same batches. All run the same fine-tuned weights. Test F1: newstag's from `newstag "
+        "eval`; PyTorch's and ONNX Runtime's from `scripts/bench_torch.py`'s scoring of the same "
+        "words (first sub-token per word, the same Viterbi, exact span and type).",
         "",
-        "| figure | newstag | PyTorch | ratio |",
-        "|---|---|---|---|",
-        f"| inference, batch 32, tokens/s (newstag buckets by length; PyTorch sorted by length) "
-        f"| {ns['batch32_tps']:,.0f} | {pt['batch32_sorted']['tokens_per_s']:,.0f} "
-        f"| {ratio(ns['batch32_tps'], pt['batch32_sorted']['tokens_per_s'])} |",
-        f"| inference, batch 32, against PyTorch in file order | {ns['batch32_tps']:,.0f} "
-        f"| {pt['batch32_file_order']['tokens_per_s']:,.0f} "
-        f"| {ratio(ns['batch32_tps'], pt['batch32_file_order']['tokens_per_s'])} |",
-        (f"| inference, batch 32, **newstag bf16** products against PyTorch fp32 (sorted by length) "
-         f"| {ns['batch32_bf16_tps']:,.0f} | {pt['batch32_sorted']['tokens_per_s']:,.0f} "
-         f"| {ratio(ns['batch32_bf16_tps'], pt['batch32_sorted']['tokens_per_s'])} |")
-        if bf16 else "| inference, batch 32, bf16 | (this CPU lacks AVX512-BF16) | | |",
-        (f"| inference, batch 32, bf16 on both sides (newstag `--precision bf16`; PyTorch bf16 "
-         f"autocast, sorted by length) | {ns['batch32_bf16_tps']:,.0f} "
-         f"| {pt['batch32_sorted_bf16']['tokens_per_s']:,.0f} "
-         f"| {ratio(ns['batch32_bf16_tps'], pt['batch32_sorted_bf16']['tokens_per_s'])} |")
-        if bf16 else f"| inference, batch 32, PyTorch bf16 autocast (sorted by length) | "
-        f"| {pt['batch32_sorted_bf16']['tokens_per_s']:,.0f} | |",
-        f"| inference, batch 1, tokens/s | {ns['batch1_tps']:,.0f} "
-        f"| {pt['batch1']['tokens_per_s']:,.0f} "
-        f"| {ratio(ns['batch1_tps'], pt['batch1']['tokens_per_s'])} |",
-        f"| fraction of newstag's fp32 matmul ceiling ({mm_ns['fp32']:.0f} GFLOP/s = "
-        f"{ceiling:,.0f} tokens/s), batch 32 | {frac(ns['batch32_tps'])} "
-        f"| {frac(pt['batch32_sorted']['tokens_per_s'])} | |",
-        f"| training, 200 steps of 32 sentences, real tokens/s | {ns['train_tps']:,.0f} "
-        f"| {ptt['tokens_per_s']:,.0f} ({ptt['real_share_of_slots']:.0%} of its slots real) "
-        f"| {ratio(ns['train_tps'], ptt['tokens_per_s'])} |",
-        f"| peak resident memory, training | {ns['train_rss_mib']:,.0f} MiB "
-        f"| {ptt['peak_rss_mib']:,.0f} MiB | {ratio(ns['train_rss_mib'], ptt['peak_rss_mib'])} |",
-        f"| peak resident memory, inference batch 32 | {ns['batch32_rss_mib']:,.0f} MiB "
-        f"| {pt['peak_rss_mib']:,.0f} MiB | {ratio(ns['batch32_rss_mib'], pt['peak_rss_mib'])} |",
-        f"| model load (newstag: whole `tag` process on one sentence; PyTorch: from_pretrained, "
-        f"first / warm, plus {pt['import_s']:.1f} s importing torch and transformers) "
-        f"| {ns['load_s']:.2f} s | {pt['load_first_s']:.2f} / {pt['load_warm_s']:.2f} s | |",
-        f"| same entities as PyTorch (batch 32 / batch 1) | {cmp32['same_entities']:,} / "
-        f"{cmp1['same_entities']:,} of {cmp32['articles']:,} sentences "
-        f"({cmp32['entities']:,} entities; scores within {max(cmp32['max_score_difference'], cmp1['max_score_difference']):.1e}) | | |",
-        f"| test entity F1 (`newstag eval`, batch 32), fp32 / bf16 | {ns['f1']:.4f} / "
-        f"{ns['f1_bf16']:.4f} | | |" if bf16 else
-        f"| test entity F1 (`newstag eval`, batch 32) | {ns['f1']:.4f} | | |",
-        f"| matmul 4096x384 @ 384x1536, fp32 / bf16 GFLOP/s (newstag: candle's fp32, its own bf16 "
-        f"kernel) | {mm_ns['fp32']:.0f} / {mm_ns['bf16'] or 0:.0f} | {mm_pt['fp32']:.0f} / "
-        f"{mm_pt['bf16']:.0f} | |",
+        row(f"figure, on {this_cpu}", "newstag", "PyTorch", "ONNX Runtime fp32", "ONNX Runtime int8",
+            "newstag against PyTorch; ORT fp32; ORT int8"),
+        "|---|---|---|---|---|---|",
+        row("inference, batch 32, tokens/s (newstag buckets by length; the others sorted by length)",
+            f"{ns['batch32_tps']:,.0f}", *map(tps, b32),
+            versus(ns["batch32_tps"], *(f["tokens_per_s"] for f in b32))),
+        row("inference, batch 32, against PyTorch in file order", f"{ns['batch32_tps']:,.0f}",
+            tps(pt["batch32_file_order"]), "", "",
+            ratio(ns["batch32_tps"], pt["batch32_file_order"]["tokens_per_s"])),
+        row("inference, batch 32, **newstag bf16** products against the others as above (sorted "
+            "by length)", f"{ns['batch32_bf16_tps']:,.0f}", *map(tps, b32),
+            versus(ns["batch32_bf16_tps"], *(f["tokens_per_s"] for f in b32)))
+        if bf16 else row("inference, batch 32, bf16", "(this CPU lacks AVX512-BF16)", "", "", "", ""),
+        row("inference, batch 32, bf16 on both sides (newstag `--precision bf16`; PyTorch bf16 "
+            "autocast, sorted by length)", f"{ns['batch32_bf16_tps']:,.0f}",
+            tps(pt["batch32_sorted_bf16"]), "", "",
+            ratio(ns["batch32_bf16_tps"], pt["batch32_sorted_bf16"]["tokens_per_s"]))
+        if bf16 else row("inference, batch 32, PyTorch bf16 autocast (sorted by length)", "",
+                         tps(pt["batch32_sorted_bf16"]), "", "", ""),
+        row("inference, batch 1, tokens/s", f"{ns['batch1_tps']:,.0f}", *map(tps, b1),
+            versus(ns["batch1_tps"], *(f["tokens_per_s"] for f in b1))),
+        row(f"fraction of newstag's fp32 matmul ceiling ({mm_ns['fp32']:.0f} GFLOP/s = "
+            f"{ceiling:,.0f} tokens/s), batch 32", frac(ns["batch32_tps"]),
+            *(frac(f["tokens_per_s"]) for f in b32), ""),
+        row("training, 200 steps of 32 sentences, real tokens/s", f"{ns['train_tps']:,.0f}",
+            f"{ptt['tokens_per_s']:,.0f} ({ptt['real_share_of_slots']:.0%} of its slots real)", "",
+            "", ratio(ns["train_tps"], ptt["tokens_per_s"])),
+        row("peak resident memory, training", f"{ns['train_rss_mib']:,.0f} MiB",
+            f"{ptt['peak_rss_mib']:,.0f} MiB", "", "", ratio(ns["train_rss_mib"], ptt["peak_rss_mib"])),
+        row("peak resident memory, inference batch 32", f"{ns['batch32_rss_mib']:,.0f} MiB",
+            f"{pt['peak_rss_mib']:,.0f} MiB", "", "", ratio(ns["batch32_rss_mib"], pt["peak_rss_mib"])),
+        row(f"model load (newstag: whole `tag` process on one sentence; PyTorch: from_pretrained, "
+            f"first / warm, plus {pt['import_s']:.1f} s importing torch and transformers; ONNX "
+            f"Runtime: creating the session)", f"{ns['load_s']:.2f} s",
+            f"{pt['load_first_s']:.2f} / {pt['load_warm_s']:.2f} s", f"{of['load_s']:.2f} s",
+            f"{oi['load_s']:.2f} s", ""),
+        row(f"same entities as newstag, of {cmp32['articles']:,} sentences (PyTorch: against newstag "
+            f"at batch 32 / batch 1; ONNX Runtime: at batch 32)", "",
+            f"{cmp32['same_entities']:,} / {cmp1['same_entities']:,} (scores within "
+            f"{max(cmp32['max_score_difference'], cmp1['max_score_difference']):.1e})",
+            same(cmp_of), same(cmp_oi), ""),
+        row("test entity F1, batch 32" + (", newstag fp32 / bf16" if bf16 else ""),
+            f"{ns['f1']:.4f}" + (f" / {ns['f1_bf16']:.4f}" if bf16 else ""), f"{pt_f1:.4f}",
+            f"{of_f1:.4f}", f"{oi_f1:.4f} ({100 * (oi_f1 - of_f1):+.2f} points)", ""),
+        row("matmul 4096x384 @ 384x1536, fp32 / bf16 GFLOP/s (newstag: candle's fp32, its own bf16 "
+            "kernel)", f"{mm_ns['fp32']:.0f} / {mm_ns['bf16'] or 0:.0f}",
+            f"{mm_pt['fp32']:.0f} / {mm_pt['bf16']:.0f}", "", "", ""),
+        "",
+        ort_setup(of, opc, cmp_opc, of_f1),
         "",
         "How cost grows with article length (batch 32; articles cut from the test text; both sides "
         "use newstag's windows of 256 sub-tokens with 64 overlap):",
         "",
-        "| articles | newstag tokens/s | PyTorch tokens/s | ratio |",
+        row(f"articles, on {this_cpu}", "newstag tokens/s", "PyTorch tokens/s", "ratio"),
         "|---|---|---|---|",
     ]
     for n in (100, 1000, 10000):
@@ -188,7 +251,10 @@ def report(out, doc):
         "newstag side alone: `newstag tag --model MODEL --batch-size 32 [--precision bf16] "
         "out/bench/test.jsonl`, "
         "`newstag train --base models/all-MiniLM-L6-v2 --train out/bench/train.conll --max-steps "
-        "200 --batch-size 32`, `cargo run --release --example matmul`.",
+        "200 --batch-size 32`, `cargo run --release --example matmul`; ONNX Runtime alone: "
+        "`scripts/bench_ort.py export MODEL out/bench/onnx`, then `scripts/bench_ort.py infer MODEL "
+        "out/bench/onnx fp32|int8|int8-per-channel out/bench/test.jsonl out/bench/test.conll "
+        "OUT.json PREDS.jsonl`.",
         "",
         END,
     ]
@@ -197,7 +263,7 @@ def report(out, doc):
     if BEGIN in text and END in text:
         text = text[:text.index(BEGIN)] + block + text[text.index(END) + len(END):]
     else:
-        text = text.rstrip("\n") + "\n\n## newstag and PyTorch side by side on this CPU (issue 4)\n\n" + block + "\n"
+        text = text.rstrip("\n") + "\n\n## newstag, PyTorch and ONNX Runtime side by side on this CPU (issues 4 and 12)\n\n" + block + "\n"
     tmp = doc + ".tmp"
     with open(tmp, "w", encoding="utf-8") as f:
         f.write(text)

@@ -20,6 +20,9 @@ Subcommands:
   batches MODEL TEXTS OUT.json BATCH...
       tokens/s at each batch size (sorted by length), fp32 then bf16 autocast, with the peak
       memory the device's allocator held for each (scripts/bench-gpu.sh)
+  f1 MODEL CONLL OUT.json
+      entity F1 on a CoNLL file (each sentence an article, its own words; batch 32 sorted), scored
+      as `newstag eval` scores it (exact span and type, micro over types)
 
 DEVICE (environment) runs the model there: cpu (default) or cuda.
 
@@ -37,6 +40,8 @@ import statistics
 import sys
 import time
 
+import numpy as np
+
 T0 = time.perf_counter()
 import torch  # noqa: E402
 import transformers  # noqa: E402
@@ -46,7 +51,7 @@ IMPORT_S = time.perf_counter() - T0
 DEVICE = torch.device(os.environ.get("DEVICE", "cpu"))
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures"))
-from newstag_ref import decode_entities, encode, word_logits  # noqa: E402
+from newstag_ref import decode_entities, encode, encode_words, word_logits  # noqa: E402
 
 # The encoder's forward cost per token (6 layers x (4 * 384^2 + 2 * 384 * 1536) x 2 FLOP).
 FLOP_PER_TOKEN = 6 * (4 * 384 * 384 + 2 * 384 * 1536) * 2
@@ -61,39 +66,52 @@ def read_jsonl(path):
         return [json.loads(line) for line in f if line.strip()]
 
 
-class Tagger:
+def padded(rows):
+    """Token ids and attention mask (int64, zero-padded to the longest row) of a batch of rows."""
+    width = max(len(r) for r in rows)
+    ids = np.zeros((len(rows), width), dtype=np.int64)
+    mask = np.zeros((len(rows), width), dtype=np.int64)
+    for i, r in enumerate(rows):
+        ids[i, :len(r)] = r
+        mask[i, :len(r)] = 1
+    return ids, mask
+
+
+class RunDirectory:
+    """What every runtime needs from a newstag run directory besides the weights: its tokenizer,
+    windows and tag names. Subclasses provide run(rows) -> (logits, seconds, real tokens)."""
+
+    def __init__(self, model_dir):
+        self.tok = AutoTokenizer.from_pretrained(model_dir)
+        with open(os.path.join(model_dir, "config.json"), encoding="utf-8") as f:
+            config = json.load(f)
+        window = (config.get("newstag") or {}).get("window", {"max_tokens": 256, "overlap": 64})
+        self.window = (window["max_tokens"], window["overlap"])
+        self.id2label = [config["id2label"][str(i)] for i in range(len(config["id2label"]))]
+
+    def entities(self, art, logits_of_window):
+        return decode_entities(self.id2label, art["words"], word_logits(art, logits_of_window))
+
+
+class Tagger(RunDirectory):
     """A newstag run directory driven through transformers."""
 
     def __init__(self, model_dir):
         t = time.perf_counter()
-        self.tok = AutoTokenizer.from_pretrained(model_dir)
+        super().__init__(model_dir)
         self.model = BertForTokenClassification.from_pretrained(model_dir, dtype=torch.float32)
         self.model.to(DEVICE).eval()
         self.load_s = time.perf_counter() - t
         self.bf16 = False  # bf16 autocast (oneDNN's bf16 products where the CPU has them)
-        with open(os.path.join(model_dir, "config.json"), encoding="utf-8") as f:
-            section = json.load(f).get("newstag") or {}
-        window = section.get("window", {"max_tokens": 256, "overlap": 64})
-        self.window = (window["max_tokens"], window["overlap"])
-        cfg = self.model.config
-        self.id2label = [cfg.id2label[i] for i in range(cfg.num_labels)]
 
     def run(self, rows):
         """Logits of each row (padded batch, forward, back to numpy), timed."""
-        width = max(len(r) for r in rows)
         t = time.perf_counter()
-        ids = torch.zeros((len(rows), width), dtype=torch.long)
-        mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for i, r in enumerate(rows):
-            ids[i, :len(r)] = torch.tensor(r)
-            mask[i, :len(r)] = 1
-        ids, mask_dev = ids.to(DEVICE), mask.to(DEVICE)
+        ids, mask = padded(rows)
+        ids, mask_dev = torch.from_numpy(ids).to(DEVICE), torch.from_numpy(mask).to(DEVICE)
         with torch.inference_mode(), torch.autocast(DEVICE.type, dtype=torch.bfloat16, enabled=self.bf16):
             logits = self.model(input_ids=ids, attention_mask=mask_dev).logits.float().cpu().numpy()
         return logits, time.perf_counter() - t, int(mask.sum())
-
-    def entities(self, art, logits_of_window):
-        return decode_entities(self.id2label, art["words"], word_logits(art, logits_of_window))
 
 
 def throughput(tagger, arts, batch, order, keep=False):
@@ -121,6 +139,57 @@ def throughput(tagger, arts, batch, order, keep=False):
     return fig, out
 
 
+def tag_all(tagger, arts, batch, order):
+    """Throughput figures at `batch` in `order`, and the entities of every article."""
+    fig, logits = throughput(tagger, arts, batch, order, keep=True)
+    ents = [tagger.entities(art, [logits[(a, k)] for k in range(len(art["rows"]))])
+            for a, art in enumerate(arts)]
+    return fig, ents
+
+
+def write_preds(path, records, ents):
+    """Entities per article in newstag's `tag` format (what `compare` reads)."""
+    with open(path, "w", encoding="utf-8") as f:
+        for r, e in zip(records, ents):
+            f.write(json.dumps({"id": r["id"], "entities": e}) + "\n")
+
+
+def conll_f1(tagger, sents):
+    """Entity scores on CoNLL sentences `sents` ((words, tags) pairs), each sentence an article of
+    its own words, batch 32 sorted by length. As `newstag eval`: gold entities read leniently
+    (conlleval: an I-X not continuing an X starts one), an entity counts when its words and type
+    match exactly, micro over types."""
+    arts = [encode_words(tagger.tok, words, [(i, i + 1) for i in range(len(words))], tagger.window)
+            for words, _ in sents]
+    _, ents = tag_all(tagger, arts, 32, "sorted")
+    gold = pred = correct = 0
+    for (_, tags), found in zip(sents, ents):
+        want = set(gold_entities(tags))
+        got = {(e["start"], e["end"], e["label"]) for e in found}
+        gold, pred, correct = gold + len(want), pred + len(got), correct + len(want & got)
+    p = correct / pred if pred else 0.0
+    r = correct / gold if gold else 0.0
+    f1 = 2 * p * r / (p + r) if p + r else 0.0
+    return {"sentences": len(sents), "gold": gold, "predicted": pred, "correct": correct,
+            "entities": {"micro": {"precision": p, "recall": r, "f1": f1}}}
+
+
+def gold_entities(tags):
+    """(start, end, label) of a sentence's IOB tags, read as newstag's entities_from_tags does."""
+    out, open_ = [], None
+    for i, tag in enumerate(tags + ["O"]):
+        if open_ and tag == f"I-{open_[1]}":
+            continue
+        if open_:
+            out.append((open_[0], i, open_[1]))
+        open_ = (i, tag[2:]) if tag != "O" else None
+    return out
+
+
+def cmd_f1(model, conll, out):
+    write_json(out, conll_f1(Tagger(model), read_conll_sentences(conll)))
+
+
 def cmd_infer(model, texts, out, preds):
     records = read_jsonl(texts)
     tagger = Tagger(model)
@@ -134,13 +203,10 @@ def cmd_infer(model, texts, out, preds):
            "load_warm_s": round(statistics.median(load_again), 3), "threads": torch.get_num_threads(),
            "articles": len(arts)}
     res["batch32_file_order"], _ = throughput(tagger, arts, 32, "file")
-    res["batch32_sorted"], logits = throughput(tagger, arts, 32, "sorted", keep=True)
+    res["batch32_sorted"], ents = tag_all(tagger, arts, 32, "sorted")
     res["batch1"], _ = throughput(tagger, arts, 1, "file")
     res["peak_rss_mib"] = round(peak_rss_mib(), 1)  # fp32 only: measured before the bf16 run
-    with open(preds, "w", encoding="utf-8") as f:
-        for a, (r, art) in enumerate(zip(records, arts)):
-            ents = tagger.entities(art, [logits[(a, k)] for k in range(len(art["rows"]))])
-            f.write(json.dumps({"id": r["id"], "entities": ents}) + "\n")
+    write_preds(preds, records, ents)
     tagger.bf16 = True
     res["batch32_sorted_bf16"], _ = throughput(tagger, arts, 32, "sorted")
     write_json(out, res)
@@ -317,5 +383,7 @@ if __name__ == "__main__":
         cmd_compare(*args)
     elif cmd == "batches":
         cmd_batches(*args)
+    elif cmd == "f1":
+        cmd_f1(*args)
     else:
         sys.exit(__doc__)

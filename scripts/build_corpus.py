@@ -1,18 +1,44 @@
 #!/usr/bin/env python3
 """Check and build the newstag news corpus.
 
-The corpus is authored in ``data/src/batch*.md`` using the markup described in
-``data/src/MARKUP.md``.  This script has two modes:
+The corpus is authored in ``data/src/batch*.md`` and ``data/src/heldout*.md``
+using the markup described in ``data/src/MARKUP.md``.  This script has two modes:
 
   python3 scripts/build_corpus.py --check [FILE...]
       Parse markup files and report every problem as ``FILE:LINE: message``.
       Exits 1 if there is any error; otherwise prints per-file statistics.
-      Without FILE arguments all ``data/src/batch*.md`` files are checked.
+      Without FILE arguments all ``data/src/batch*.md`` and
+      ``data/src/heldout*.md`` files are checked.
 
   python3 scripts/build_corpus.py
-      Parse all ``data/src/batch*.md`` files, convert every article to a JSONL
-      record, make a fixed stratified 70/15/15 split and write
-      ``data/{train,dev,test}.jsonl`` and ``data/STATS.md`` (atomically).
+      Parse all source files, convert every article to a JSONL record, deal the
+      batch articles to train/dev/test (rules below) and write
+      ``data/{train,dev,test,heldout}.jsonl`` and ``data/STATS.md`` (atomically).
+
+Which file an article goes to:
+
+  * ``batch1.md`` ... ``batch5.md`` (the frozen batches, FROZEN_BATCHES): a
+    stratified 70/15/15 train/dev/test split computed over the articles of
+    these five files only, exactly as before batch6 existed, so adding later
+    batches never moves one of their articles and ``data/test.jsonl`` stays
+    byte-identical.
+  * every other ``batch*.md`` (``batch6.md`` and later): dealt to train and
+    dev only, 85/15, by the same quota method, computed over each file's
+    articles alone, so adding or editing one file never moves an article of
+    another file.  The test split never grows.
+  * ``heldout*.md``: every article goes to ``data/heldout.jsonl``, a set that
+    is never trained or tuned on (no thresholds, no model selection); it has
+    its own section in STATS.md and does not count towards the corpus
+    targets.  A held-out file with errors is reported and left out of
+    ``heldout.jsonl`` (train/dev/test are still written, as they never depend
+    on held-out files); an error in a batch file still stops the whole build.
+
+An article has MIN_WORDS to MAX_WORDS (120-1,600) words; the limit was 450
+before long multi-topic articles were added in batch6.
+
+Within every output file records keep source order (file, then position), so
+the records of the frozen batches come first in train.jsonl and dev.jsonl, in
+the same order as before.  Ids are unique across all batch and held-out files.
 
 Python 3.11 standard library only.
 """
@@ -59,9 +85,15 @@ MONTHS = (
 )
 MONTH_DAYS = dict(zip(MONTHS, (31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)))
 
-MIN_WORDS, MAX_WORDS = 120, 450
+MIN_WORDS, MAX_WORDS = 120, 1600
 SPLITS = ("train", "dev", "test")
 SPLIT_SHARES = (0.70, 0.15, 0.15)
+# batch1.md .. batch{FROZEN_BATCHES}.md keep the 70/15/15 split they were built
+# with; later batches are dealt to train/dev only, with LATER_SHARES.
+FROZEN_BATCHES = 5
+LATER_SPLITS = ("train", "dev")
+LATER_SHARES = (0.85, 0.15)
+HELDOUT = "heldout"
 
 TARGET_ARTICLES = 240
 TARGET_PER_TOPIC = 60
@@ -706,11 +738,23 @@ def parse_files(rep: Reporter, paths: list[str]) -> list[tuple[str, list[Article
     return parsed
 
 
+def _natural_key(p: str):
+    name = os.path.basename(p)
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name)]
+
+
 def batch_files(src_dir: str) -> list[str]:
-    def key(p: str):
-        name = os.path.basename(p)
-        return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name)]
-    return sorted(glob.glob(os.path.join(src_dir, "batch*.md")), key=key)
+    return sorted(glob.glob(os.path.join(src_dir, "batch*.md")), key=_natural_key)
+
+
+def heldout_files(src_dir: str) -> list[str]:
+    return sorted(glob.glob(os.path.join(src_dir, "heldout*.md")), key=_natural_key)
+
+
+def is_frozen_batch(path: str) -> bool:
+    """True for batch1.md .. batch{FROZEN_BATCHES}.md (exact names only)."""
+    m = re.fullmatch(r"batch([0-9]+)\.md", os.path.basename(path))
+    return bool(m) and 1 <= int(m.group(1)) <= FROZEN_BATCHES
 
 
 def rel(path: str) -> str:
@@ -729,34 +773,46 @@ def stable_hash(art_id: str) -> str:
     return hashlib.sha1(art_id.encode("utf-8")).hexdigest()
 
 
-def split_articles(articles: list[Article]) -> dict[str, str]:
-    """Deterministic stratified 70/15/15 split.
+def split_articles(articles: list[Article], splits=SPLITS, shares=SPLIT_SHARES) -> dict[str, str]:
+    """Deterministic stratified split (70/15/15 train/dev/test by default).
 
     Articles are visited in sha1(id) order and each is dealt to the split whose
     quota is most behind, summed over the strata it belongs to: the whole
     corpus, its exact topic set (sorted topic tuple) and each of its topics.
-    The result depends only on the set of (id, topics) pairs.
+    The result depends only on the set of (id, topics) pairs and the shares.
     """
-    counts: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])
+    counts: dict[str, list[int]] = defaultdict(lambda: [0] * len(shares))
     assign: dict[str, str] = {}
     for a in sorted(articles, key=lambda a: (stable_hash(a.id), a.id)):
         strata = ["all", "set:" + ",".join(sorted(a.topics))]
         strata += ["topic:" + t for t in a.topics]
         best, best_score = 0, None
-        for k, share in enumerate(SPLIT_SHARES):
+        for k, share in enumerate(shares):
             score = 0.0
             for s in strata:
                 c = counts[s]
                 score += share * (sum(c) + 1) - c[k]
             # the exact topic set counts double so that small groups are dealt
-            # 70/15/15 as well
+            # to their shares as well
             c = counts[strata[1]]
             score += share * (sum(c) + 1) - c[k]
             if best_score is None or score > best_score + 1e-9:
                 best, best_score = k, score
         for s in strata:
             counts[s][best] += 1
-        assign[a.id] = SPLITS[best]
+        assign[a.id] = splits[best]
+    return assign
+
+
+def assign_splits(parsed: list[tuple[str, list[Article]]]) -> dict[str, str]:
+    """Split of every batch article: the frozen batches 70/15/15 among
+    themselves; each later batch file 85/15 train/dev on its own, so that
+    adding a file never moves an article of another file."""
+    frozen = [a for p, arts in parsed if is_frozen_batch(p) for a in arts]
+    assign = split_articles(frozen)
+    for p, arts in parsed:
+        if not is_frozen_batch(p):
+            assign.update(split_articles(arts, LATER_SPLITS, LATER_SHARES))
     return assign
 
 
@@ -776,7 +832,25 @@ def table(header: list[str], rows: list[list]) -> list[str]:
     return out
 
 
-def corpus_stats(by_split: dict[str, list[Article]]) -> tuple[list[str], bool]:
+def drop_columns(lines: list[str], drop: tuple[str, ...]) -> list[str]:
+    """Remove the named columns from the Markdown tables in ``lines`` (used for
+    a single-split table, where 'total' repeats the split)."""
+    out: list[str] = []
+    keep: list[int] | None = None
+    for ln in lines:
+        if not ln.startswith("|"):
+            keep = None
+            out.append(ln)
+            continue
+        cells = ln.strip("|").split("|")
+        if keep is None:                          # header row
+            keep = [i for i, c in enumerate(cells) if c.strip() not in drop]
+        out.append("|" + "|".join(cells[i] for i in keep if i < len(cells)) + "|")
+    return out
+
+
+def corpus_stats(by_split: dict[str, list[Article]], level: str = "##",
+                 targets: bool = True) -> tuple[list[str], bool]:
     names = list(by_split)
     allarts = [a for s in names for a in by_split[s]]
     total = len(allarts)
@@ -787,18 +861,18 @@ def corpus_stats(by_split: dict[str, list[Article]]) -> tuple[list[str], bool]:
         vals = [fn(by_split[s]) for s in names] + [fn(allarts)]
         return [label] + vals
 
-    L += ["## Articles and words", ""]
+    L += [f"{level} Articles and words", ""]
     L += table(["", *cols], [
         row("articles", len),
         row("share", lambda arts: pct(len(arts), total)),
         row("words (whitespace tokens)", lambda arts: sum(a.words for a in arts)),
         row("mean words / article", lambda arts: f"{sum(a.words for a in arts) / len(arts):.0f}" if arts else "-"),
     ])
-    L += ["", "## Entity mentions", ""]
+    L += ["", f"{level} Entity mentions", ""]
     rows = [row(t, lambda arts, t=t: sum(e.label == t for a in arts for e in a.entities)) for t in TYPES]
     rows.append(row("all", lambda arts: sum(len(a.entities) for a in arts)))
     L += table(["type", *cols], rows)
-    L += ["", "## Topics (articles per topic)", ""]
+    L += ["", f"{level} Topics (articles per topic)", ""]
     rows = []
     for t in TOPICS:
         r = row(t, lambda arts, t=t: sum(t in a.topics for a in arts))
@@ -811,12 +885,12 @@ def corpus_stats(by_split: dict[str, list[Article]]) -> tuple[list[str], bool]:
     r.append(" / ".join(pct(x, r[-1]) for x in r[1:-1]))
     rows.append(r)
     L += table(["topic", *cols, "split shares"], rows)
-    L += ["", "## Topic sets", ""]
+    L += ["", f"{level} Topic sets", ""]
     sets = sorted({tuple(a.topics) for a in allarts}, key=lambda t: (len(t), [TOPICS.index(x) for x in t]))
     L += table(["topic set", *cols], [
         row(", ".join(ts) if ts else "(none)", lambda arts, ts=ts: sum(tuple(a.topics) == ts for a in arts))
         for ts in sets])
-    L += ["", "## Regions", ""]
+    L += ["", f"{level} Regions", ""]
     rows = []
     for rg in REGIONS:
         r = row(rg, lambda arts, rg=rg: sum(a.region == rg for a in arts))
@@ -827,13 +901,18 @@ def corpus_stats(by_split: dict[str, list[Article]]) -> tuple[list[str], bool]:
     ca.append(pct(ca[-1], total))
     rows.append(ca)
     L += table(["region", *cols, "share"], rows)
-    L += ["", "## Beats", ""]
+    L += ["", f"{level} Beats", ""]
     rows = []
     for b in BEATS:
         r = row(b, lambda arts, b=b: sum(a.beat == b for a in arts))
         if r[-1]:
             rows.append(r)
     L += table(["beat", *cols], rows)
+
+    if len(names) == 1:
+        L = drop_columns(L, ("total", "split shares"))
+    if not targets:
+        return L, True
 
     # Targets.
     mentions = Counter(e.label for a in allarts for e in a.entities)
@@ -894,6 +973,40 @@ def verify(art: Article) -> None:
         raise AssertionError(f"{art.file}:{art.line}: markup characters left in text of '{art.id}'")
 
 
+def parse_heldout(paths: list[str], taken: dict[str, tuple[str, int]], warnings: bool
+                  ) -> tuple[list[tuple[str, list[Article]]], list[tuple[str, int]]]:
+    """Parse each held-out file on its own.  A file with an error (markup, or
+    an id already used in a batch file or an earlier held-out file) is
+    reported and left out; returns (accepted files, [(rejected file, errors)])."""
+    accepted: list[tuple[str, list[Article]]] = []
+    rejected: list[tuple[str, int]] = []
+    for p in paths:
+        rep = Reporter()
+        arts = parse_file(rep, p)
+        local: dict[str, int] = {}
+        for a in arts:
+            if a.id is None:
+                continue
+            if a.id in taken:
+                f0, l0 = taken[a.id]
+                rep.error(p, a.line, f"duplicate id '{a.id}' (first used at {f0}:{l0})")
+            elif a.id in local:
+                rep.error(p, a.line, f"duplicate id '{a.id}' (first used at {p}:{local[a.id]})")
+            else:
+                local[a.id] = a.line
+        rep.dump(sys.stdout, warnings=warnings)
+        if rep.n_errors:
+            print(f"{p}: {rep.n_errors} error(s): left out of {HELDOUT}.jsonl "
+                  f"(run --check {p} for details)", file=sys.stderr)
+            rejected.append((p, rep.n_errors))
+            continue
+        for a in arts:
+            verify(a)
+            taken[a.id] = (p, a.line)
+        accepted.append((p, arts))
+    return accepted, rejected
+
+
 def cmd_build(args) -> int:
     rep = Reporter()
     paths = batch_files(args.src_dir)
@@ -909,34 +1022,74 @@ def cmd_build(args) -> int:
     articles = [a for _, arts in parsed for a in arts]
     for a in articles:
         verify(a)
-    assign = split_articles(articles)
+    taken = {a.id: (p, a.line) for p, arts in parsed for a in arts}
+    held_parsed, held_rejected = parse_heldout(
+        [rel(p) for p in heldout_files(args.src_dir)], taken, not args.no_warnings)
+    held_articles = [a for _, arts in held_parsed for a in arts]
+
+    assign = assign_splits(parsed)
     by_split: dict[str, list[Article]] = {s: [] for s in SPLITS}
     for a in articles:                       # source order within each split
         by_split[assign[a.id]].append(a)
 
-    for s in SPLITS:
+    outputs = {s: by_split[s] for s in SPLITS}
+    outputs[HELDOUT] = held_articles
+    for s, arts in outputs.items():
         buf = io.StringIO()
-        for a in by_split[s]:
+        for a in arts:
             buf.write(json.dumps(a.record(), ensure_ascii=False) + "\n")
         atomic_write(os.path.join(args.out_dir, f"{s}.jsonl"), buf.getvalue())
 
     body, ok = corpus_stats(by_split)
     src_names = ", ".join(f"`{os.path.basename(p)}`" for p in paths)
+    held_names = ", ".join(f"`{os.path.basename(p)}`" for p, _ in held_parsed)
     md = ["# Corpus statistics", "",
-          "Generated by `python3 scripts/build_corpus.py` from " + src_names + "; do not edit by hand.",
+          "Generated by `python3 scripts/build_corpus.py` from " + src_names
+          + (" and " + held_names if held_names else "") + "; do not edit by hand.",
           "Words are whitespace-separated tokens of the article text (headline + body).", ""]
+    md += ["## Sources", "",
+           f"`batch1.md` to `batch{FROZEN_BATCHES}.md` keep the 70/15/15 train/dev/test split "
+           f"computed over their articles alone; each later batch file is dealt to train and dev "
+           f"only ({LATER_SHARES[0]:.0%}/{LATER_SHARES[1]:.0%}, over that file alone); `heldout*.md` files go to "
+           f"`{HELDOUT}.jsonl`, which is never trained or tuned on and is not part of the "
+           f"tables and targets below (see the last section).", ""]
+    src_rows = []
+    for p, arts in parsed:
+        c = Counter(assign[a.id] for a in arts)
+        src_rows.append([f"`{os.path.basename(p)}`"] + [c[s] for s in SPLITS] + [0, len(arts)])
+    for p, arts in held_parsed:
+        src_rows.append([f"`{os.path.basename(p)}`"] + [0] * len(SPLITS) + [len(arts), len(arts)])
+    for p, n in held_rejected:
+        src_rows.append([f"`{os.path.basename(p)}` (left out: {n} error(s))"]
+                        + [0] * len(SPLITS) + [0, 0])
+    md += table(["file", *SPLITS, HELDOUT, "total"], src_rows)
+    md.append("")
     md += body
+    md += ["", f"## Held-out set (`{HELDOUT}.jsonl`)", "",
+           "Never trained or tuned on: no thresholds, refits or model selection use it. "
+           "Report it separately from dev.", ""]
+    if held_articles:
+        hbody, _ = corpus_stats({HELDOUT: held_articles}, level="###", targets=False)
+        md += hbody
+    else:
+        md.append("No `heldout*.md` file was built into it"
+                  + (" (left out with errors: " + ", ".join(f"`{os.path.basename(p)}`"
+                                                            for p, _ in held_rejected) + ")"
+                     if held_rejected else "") + ": it is empty.")
     md.append("")
     content = "\n".join(md)
     atomic_write(os.path.join(args.out_dir, "STATS.md"), content)
     print(content)
     outs = ", ".join(rel(os.path.join(args.out_dir, f)) for f in
-                     [f"{s}.jsonl" for s in SPLITS] + ["STATS.md"])
+                     [f"{s}.jsonl" for s in outputs] + ["STATS.md"])
     print(f"wrote {outs}", file=sys.stderr)
+    if held_rejected:
+        print("held-out file(s) left out with errors: "
+              + ", ".join(p for p, _ in held_rejected), file=sys.stderr)
     if not ok:
         print("some corpus targets FAIL (see Targets above)", file=sys.stderr)
-        if args.strict:
-            return 2
+    if args.strict and (not ok or held_rejected):
+        return 2
     return 0
 
 
@@ -962,16 +1115,19 @@ def file_stats(path: str, arts: list[Article]) -> list[str]:
 
 def cmd_check(args) -> int:
     rep = Reporter()
-    paths = args.check or [rel(p) for p in batch_files(args.src_dir)]
+    all_src = batch_files(args.src_dir) + heldout_files(args.src_dir)
+    paths = args.check or [rel(p) for p in all_src]
     if not paths:
-        print(f"error: no files given and no batch*.md files in {rel(args.src_dir)}", file=sys.stderr)
+        print(f"error: no files given and no batch*.md or heldout*.md files in "
+              f"{rel(args.src_dir)}", file=sys.stderr)
         return 1
     parsed = parse_files(rep, paths)
 
-    # Ids must be unique across all batch files, including ones not being checked.
+    # Ids must be unique across all batch and held-out files, including ones
+    # not being checked.
     checked = {os.path.realpath(p) for p in paths}
     mine = {a.id: (p, a.line) for p, arts in parsed for a in arts if a.id}
-    for other in batch_files(args.src_dir):
+    for other in all_src:
         if os.path.realpath(other) in checked:
             continue
         try:
@@ -998,15 +1154,17 @@ def cmd_check(args) -> int:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(
-        description="Check newstag corpus markup files, or build data/{train,dev,test}.jsonl "
-                    "and data/STATS.md from data/src/batch*.md.")
+        description="Check newstag corpus markup files, or build data/{train,dev,test,heldout}.jsonl "
+                    "and data/STATS.md from data/src/batch*.md and data/src/heldout*.md.")
     ap.add_argument("--check", nargs="*", metavar="FILE",
-                    help="only check these markup files (default: all data/src/batch*.md) and "
+                    help="only check these markup files (default: all data/src/batch*.md and "
+                         "data/src/heldout*.md) and "
                          "print problems as FILE:LINE: message; exit 1 on any error")
     ap.add_argument("--no-warnings", action="store_true",
                     help="do not print warnings (they never affect the exit status)")
     ap.add_argument("--strict", action="store_true",
-                    help="build mode: exit 2 if a corpus target in STATS.md fails")
+                    help="build mode: exit 2 if a corpus target in STATS.md fails or a "
+                         "held-out file was left out with errors")
     ap.add_argument("--src-dir", default=DEFAULT_SRC, help=argparse.SUPPRESS)
     ap.add_argument("--out-dir", default=DEFAULT_OUT, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)

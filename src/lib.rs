@@ -19,6 +19,7 @@
 pub mod cli;
 pub mod data;
 pub mod device;
+pub mod encode;
 pub mod eval;
 pub mod fsutil;
 pub mod infer;

@@ -391,6 +391,7 @@ mod tests {
                 .map(|t| OutputTopic {
                     label: t.to_string(),
                     score: 0.93,
+                    evidence: None,
                 })
                 .collect(),
         }

@@ -1,8 +1,8 @@
 //! Batched inference: articles in, scored entities and topic probabilities out.
 //!
-//! Articles are cut into windows, windows of similar length are batched together (little padding),
-//! each word is classified in the window that owns it, and topics are read from the article's
-//! passages (`topics`).
+//! Articles are encoded into windows and units ([`crate::encode`]), units of similar length are
+//! batched together (little padding), each word is classified in the window that owns it, and
+//! topics are read from the article's passages ([`crate::encode::pool`], [`topics`]).
 
 pub mod decode;
 pub mod html;
@@ -12,10 +12,10 @@ pub mod progress;
 pub mod topics;
 
 use crate::data::Article;
-use crate::model::batch::{Batch, Item};
+use crate::encode::pool::ArticleSums;
+use crate::encode::{encode_article, inference_batches, units, Batch, EncodedArticle};
 use crate::model::bert::{Mode, Prepared};
 use crate::model::calibration::{sigmoid, tempered};
-use crate::model::windows::{encode_article, EncodedArticle};
 use crate::model::{NewsTagger, Precision};
 pub use decode::ScoredEntity;
 pub use topics::PassageState;
@@ -143,22 +143,6 @@ impl<'m> Predictor<'m> {
         let model = self.model;
         let n_tags = model.tags.len();
         let hidden = model.config.bert.hidden_size;
-        // Items: runs of at most `batch_windows` windows, so one huge article never makes a huge batch.
-        let mut items: Vec<(usize, Item)> = Vec::new();
-        for (a, enc) in encoded.iter().enumerate() {
-            let n = enc.windows.len();
-            for start in (0..n).step_by(self.batch_windows) {
-                items.push((
-                    a,
-                    Item {
-                        article: enc,
-                        windows: (start, (start + self.batch_windows).min(n)),
-                    },
-                ));
-            }
-        }
-        items.sort_by_key(|(_, it)| it.max_len());
-
         let mut word_probs: Vec<Vec<Vec<f32>>> = articles
             .iter()
             .map(|a| {
@@ -170,43 +154,20 @@ impl<'m> Predictor<'m> {
                 vec![outside; a.words().len()]
             })
             .collect();
-        // Each passage's sum of hidden states, added up per article in segment order: an article's
-        // states do not depend on how its windows were batched.
-        let mut passage_sums: Vec<Vec<(Vec<f32>, usize)>> = encoded
-            .iter()
-            .map(|e| vec![(vec![0f32; hidden], 0); e.passages.len().max(1)])
-            .collect();
-
-        let mut start = 0;
-        while start < items.len() {
-            let mut end = start;
-            let mut windows = 0;
-            while end < items.len()
-                && (end == start || windows + items[end].1.window_count() <= self.batch_windows)
-            {
-                windows += items[end].1.window_count();
-                end += 1;
-            }
-            let group: Vec<Item> = items[start..end].iter().map(|(_, it)| *it).collect();
-            let batch = Batch::new(&group, model.special, model.device())?;
+        let mut pooled = ArticleSums::new(encoded, hidden);
+        // Units of at most `batch_windows` windows, so one huge article never makes a huge batch.
+        let units = units(encoded, self.batch_windows);
+        for group in inference_batches(&units, self.batch_windows) {
+            let batch = Batch::new(encoded, &group, model.special, model.device())?;
             let out = model.forward_prepared(&batch, self.prepared.as_ref(), &mut Mode::Infer)?;
             let probs = candle_nn::ops::softmax_last_dim(&out.entity_logits)?.to_vec2::<f32>()?;
-            for ((item, word), p) in batch.words.iter().zip(probs) {
-                word_probs[items[start + item].0][*word] = p;
+            for ((unit, word), p) in batch.words.iter().zip(probs) {
+                word_probs[group[*unit].article][*word] = p;
             }
-            let sums = out.segment_sums.to_vec2::<f32>()?;
-            for (seg, sum) in batch.segments.iter().zip(sums) {
-                let article = items[start + seg.item].0;
-                let slot = &mut passage_sums[article][seg.passage];
-                for (s, v) in slot.0.iter_mut().zip(sum) {
-                    *s += v;
-                }
-                slot.1 += seg.tokens;
-            }
-            start = end;
+            pooled.add(&group, &batch, out.segment_sums.to_vec2::<f32>()?);
         }
-
-        let topics = topics::read_topics(model, passage_sums, hidden, self.keep_passages)?;
+        let topics =
+            topics::read_topics(model, pooled.into_passages(), hidden, self.keep_passages)?;
         let calibration = model.calibration();
         let temperature = calibration.map_or(1.0, |c| c.entity_temperature);
 

@@ -124,46 +124,8 @@ impl BertConfig {
     }
 }
 
-/// How long articles are cut into overlapping windows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct WindowConfig {
-    /// Sub-tokens per window, including `[CLS]` and `[SEP]`.
-    pub max_tokens: usize,
-    /// Sub-tokens shared by neighbouring windows.
-    pub overlap: usize,
-}
-
-impl Default for WindowConfig {
-    fn default() -> Self {
-        WindowConfig {
-            max_tokens: 256,
-            overlap: 64,
-        }
-    }
-}
-
-impl WindowConfig {
-    pub fn validate(&self, max_positions: usize) -> anyhow::Result<()> {
-        anyhow::ensure!(
-            self.max_tokens >= 8,
-            "window of {} sub-tokens is too small (at least 8)",
-            self.max_tokens
-        );
-        anyhow::ensure!(
-            self.max_tokens <= max_positions,
-            "window of {} sub-tokens exceeds the model's {} positions",
-            self.max_tokens,
-            max_positions
-        );
-        anyhow::ensure!(
-            self.overlap * 2 <= self.max_tokens - 2,
-            "window overlap {} must be at most half of the window's {} content tokens",
-            self.overlap,
-            self.max_tokens - 2
-        );
-        Ok(())
-    }
-}
+/// `newstag.window` of `config.json`: defined with the windows it plans.
+pub use crate::encode::WindowConfig;
 
 /// newstag's own part of `config.json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -223,7 +185,6 @@ impl NewstagSection {
         if let Some(c) = &self.calibration {
             c.validate(self.topics.len())?;
         }
-        self.topic_pooling.validate(self.topics.len())?;
         Ok(())
     }
 }

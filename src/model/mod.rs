@@ -3,7 +3,6 @@
 //! `BertForTokenClassification`; the topic head rides along under its own tensor prefix.
 
 pub mod attention;
-pub mod batch;
 pub mod bert;
 pub mod bf16;
 pub mod calibration;
@@ -13,11 +12,10 @@ pub mod params;
 pub mod source;
 pub mod tiny;
 pub mod topic_pooling;
-pub mod windows;
 
+use crate::encode::{Batch, SpecialTokens};
 use crate::fsutil::{write_atomic, write_json_atomic};
 use anyhow::Context;
-use batch::Batch;
 use bert::{Bert, Mode, Prepared};
 use candle_core::{Device, Module, Tensor, Var};
 use candle_nn::{Init, Linear, VarBuilder};
@@ -26,7 +24,6 @@ use params::{Missing, ParamStore};
 use std::collections::BTreeMap;
 use std::path::Path;
 use tokenizers::Tokenizer;
-use windows::SpecialTokens;
 
 /// Tensor prefix of the topic head in `model.safetensors`.
 pub const TOPIC_HEAD: &str = "topic_classifier";
@@ -49,7 +46,7 @@ pub struct Output {
     /// `[words, tags]`, one row per word of `Batch::words`.
     pub entity_logits: Tensor,
     /// `[segments, hidden]`: each segment's sum of hidden states over its sub-tokens
-    /// ([`Batch::item_means`] and [`Batch::segment_means`] make the topic head's inputs from it).
+    /// ([`crate::encode::pool`] makes the topic head's inputs from it).
     pub segment_sums: Tensor,
 }
 
@@ -161,8 +158,14 @@ fn check_agreement(
             topics.len(),
             weights.display()
         ),
-        _ => Ok(()),
+        _ => anyhow::Ok(()),
+    }?;
+    if let Some(n) = config.newstag.as_ref().filter(|n| !n.topics.is_empty()) {
+        n.topic_pooling
+            .validate(n.topics.len())
+            .with_context(|| format!("{}", config_path.display()))?;
     }
+    Ok(())
 }
 
 impl NewsTagger {

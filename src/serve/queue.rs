@@ -12,9 +12,9 @@
 use super::metrics::Metrics;
 use crate::data::input::InputItem;
 use crate::data::Article;
+use crate::encode::EncodedArticle;
 use crate::infer::output::OutputRecord;
 use crate::infer::Predictor;
-use crate::model::windows::EncodedArticle;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{

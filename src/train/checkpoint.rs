@@ -1,49 +1,17 @@
 //! Resumable checkpoints. Each is a complete directory `checkpoints/step-N/` (model, optimiser
 //! moments, state) written before `checkpoints/latest.json` is atomically pointed at it, so a run
-//! killed at any moment leaves the previous checkpoint or the new one, never a broken one.
+//! killed at any moment leaves the previous checkpoint or the new one, never a broken one. The
+//! state saved is the run's [`TrainState`], which the loop updates in place.
 
 use super::optim::AdamW;
-use super::EpochRecord;
+use super::state::TrainState;
 use crate::fsutil::{write_atomic, write_json_atomic};
 use crate::model::params::safetensors_bytes;
 use crate::model::NewsTagger;
 use anyhow::Context;
 use candle_core::{Device, Tensor};
-use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-
-/// Where a run stands: everything besides weights and moments that resuming needs.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct TrainState {
-    /// Optimiser steps taken.
-    pub step: usize,
-    /// Current epoch (0-based) and batches of it already done.
-    pub epoch: usize,
-    pub batch: usize,
-    pub best_score: Option<f64>,
-    pub bad_epochs: usize,
-    pub history: Vec<EpochRecord>,
-    /// Real sub-tokens trained on and seconds spent in training steps (for tokens/s).
-    pub tokens: usize,
-    pub train_seconds: f64,
-    /// Sum and count of the losses of the current epoch so far, and the last learning rate: a run
-    /// resumed mid-epoch records the same epoch train loss as an uninterrupted one.
-    #[serde(default)]
-    pub epoch_loss_sum: f64,
-    #[serde(default)]
-    pub epoch_loss_count: usize,
-    #[serde(default)]
-    pub lr: f64,
-    /// Whether the topic head of the kept model has been refitted (the run's last stage).
-    #[serde(default)]
-    pub topic_head_refitted: bool,
-    /// Whether the kept model's scores have been calibrated on dev (after the refit).
-    #[serde(default)]
-    pub calibrated: bool,
-    /// The checkpoint directory (under `checkpoints/`) holding this state's weights.
-    pub dir: String,
-}
 
 /// The checkpoints of one run directory.
 pub struct Checkpoint {

@@ -1,30 +1,30 @@
 //! Fine-tuning: AdamW with warm-up and decay, gradient clipping, evaluation on dev after each
 //! epoch, the best model kept, early stopping, and checkpoints a killed run resumes from exactly.
+//!
+//! The loop is here; a step's loss is in `loss.rs`, evaluation on dev and the kept model's last
+//! stages in `select.rs`, the running state it updates (and checkpoints save) in [`state`].
 
-pub mod batches;
 pub mod calibrate;
 pub mod checkpoint;
 pub mod curves;
+mod loss;
 pub mod optim;
 pub mod progress;
+mod select;
+pub mod state;
 pub mod topic_head;
 
-use crate::data::{tags_from_entities, Article};
-use crate::eval::{evaluate, Evaluation};
-use crate::fsutil::write_atomic;
-use crate::infer::Predictor;
-use crate::model::batch::{Batch, Item};
+use crate::data::Article;
+use crate::encode::{epoch_batches, units};
 use crate::model::bert::{Dropout, Mode};
-use crate::model::topic_pooling::{self, TopicPooling};
-use crate::model::windows::{encode_article, EncodedArticle};
 use crate::model::NewsTagger;
-use anyhow::Context;
-use batches::{epoch_batches, units, Unit};
-use candle_core::{DType, Tensor};
-use checkpoint::{Checkpoint, TrainState};
+use checkpoint::Checkpoint;
+use loss::{batch_loss, ensure_usable, TrainingSet};
 use optim::{clip_grad_norm, learning_rate, AdamW, AdamWConfig};
 use progress::Progress;
+use select::{calibrate_kept, evaluate_and_keep, record_line, refit_topic_head};
 use serde::{Deserialize, Serialize};
+pub use state::TrainState;
 use std::path::Path;
 use std::time::Instant;
 
@@ -97,170 +97,6 @@ pub struct TrainSummary {
     pub tokens_per_s: f64,
 }
 
-/// An article ready for training: its encoding, BIO targets per word, and topic targets.
-struct Example {
-    encoded: EncodedArticle,
-    tags: Option<Vec<u32>>,
-    topics: Option<Vec<f32>>,
-}
-
-fn prepare(model: &NewsTagger, articles: &[Article]) -> anyhow::Result<Vec<Example>> {
-    let topics = model.topics();
-    articles
-        .iter()
-        .map(|a| {
-            let encoded = encode_article(&model.tokenizer, a, model.window())?;
-            let tags = match &a.entities {
-                Some(e) => Some(
-                    tags_from_entities(a.words().len(), e)
-                        .iter()
-                        .map(|t| {
-                            model.tags.index(t).map(|i| i as u32).ok_or_else(|| {
-                                anyhow::anyhow!(
-                                    "article {:?}: tag {t} is not in the model's label set",
-                                    a.id
-                                )
-                            })
-                        })
-                        .collect::<anyhow::Result<Vec<u32>>>()?,
-                ),
-                None => None,
-            };
-            let topic_targets = a.topics.as_ref().filter(|_| !topics.is_empty()).map(|t| {
-                topics
-                    .iter()
-                    .map(|k| if t.contains(k) { 1.0 } else { 0.0 })
-                    .collect()
-            });
-            Ok(Example {
-                encoded,
-                tags,
-                topics: topic_targets,
-            })
-        })
-        .collect()
-}
-
-/// Numerically stable binary cross-entropy on logits, averaged.
-fn bce_with_logits(logits: &Tensor, targets: &Tensor) -> candle_core::Result<Tensor> {
-    // softplus(x) = -log(1 - sigmoid(x)); softplus(x) - x = -log(sigmoid(x)).
-    let softplus = (logits.relu()? + (logits.abs()?.neg()?.exp()? + 1.0)?.log()?)?;
-    ((targets * (&softplus - logits)?)? + ((1.0 - targets)? * softplus)?)?.mean_all()
-}
-
-/// Topic logits `[items, topics]` of the batch items `items`, pooled as the model pools them at
-/// inference (differentiable); `None` for a model without topics.
-fn unit_topic_logits(
-    model: &NewsTagger,
-    batch: &Batch,
-    segment_sums: &Tensor,
-    items: &[u32],
-    mode: &mut Mode,
-) -> anyhow::Result<Option<Tensor>> {
-    let dev = model.device();
-    let temperature = match model.topic_pooling() {
-        TopicPooling::Mean => {
-            let pooled = batch
-                .item_means(segment_sums)?
-                .index_select(&Tensor::new(items, dev)?, 0)?;
-            return model.topic_logits(&pooled, mode);
-        }
-        TopicPooling::SmoothMax { temperature } => Tensor::new(temperature.as_slice(), dev)?,
-    };
-    let Some(z) = model.topic_logits(&batch.segment_means(segment_sums)?, mode)? else {
-        return Ok(None);
-    };
-    // Each item's segments, padded to the most any item has (the padding row is a zero row).
-    let mut rows: Vec<Vec<u32>> = vec![Vec::new(); items.len()];
-    let mut tokens: Vec<Vec<usize>> = vec![Vec::new(); items.len()];
-    for (s, seg) in batch.segments.iter().enumerate() {
-        if let Some(i) = items.iter().position(|&i| i as usize == seg.item) {
-            rows[i].push(s as u32);
-            tokens[i].push(seg.tokens);
-        }
-    }
-    let width = rows.iter().map(Vec::len).max().unwrap_or(1).max(1);
-    let pad = batch.segments.len() as u32;
-    let index: Vec<u32> = rows
-        .iter()
-        .flat_map(|r| (0..width).map(|p| r.get(p).copied().unwrap_or(pad)))
-        .collect();
-    let k = z.dim(1)?;
-    let z = Tensor::cat(&[&z, &Tensor::zeros((1, k), z.dtype(), dev)?], 0)?
-        .index_select(&Tensor::new(index.as_slice(), dev)?, 0)?
-        .reshape((items.len(), width, k))?;
-    let log_weights = Tensor::from_vec(
-        topic_pooling::log_weights(&tokens, width),
-        (items.len(), width, 1),
-        dev,
-    )?;
-    Ok(Some(topic_pooling::smooth_max_tensor(&z, &log_weights, &temperature)?))
-}
-
-/// The loss of one batch: entity cross-entropy on labelled words, plus weighted topic BCE.
-fn batch_loss(
-    model: &NewsTagger,
-    examples: &[Example],
-    units: &[Unit],
-    opts: &TrainOptions,
-    mode: &mut Mode,
-) -> anyhow::Result<(Tensor, usize)> {
-    let items: Vec<Item> = units
-        .iter()
-        .map(|u| Item {
-            article: &examples[u.article].encoded,
-            windows: u.windows,
-        })
-        .collect();
-    let batch = Batch::new(&items, model.special, model.device())?;
-    let out = model.forward(&batch, mode)?;
-    let dev = model.device();
-    let mut rows = Vec::new();
-    let mut targets = Vec::new();
-    for (r, (item, word)) in batch.words.iter().enumerate() {
-        if let Some(tags) = &examples[units[*item].article].tags {
-            rows.push(r as u32);
-            targets.push(tags[*word]);
-        }
-    }
-    let mut loss: Option<Tensor> = None;
-    if !rows.is_empty() {
-        let logits = if rows.len() == batch.words.len() {
-            out.entity_logits.clone()
-        } else {
-            out.entity_logits
-                .index_select(&Tensor::new(rows.as_slice(), dev)?, 0)?
-        };
-        let targets = Tensor::new(targets.as_slice(), dev)?;
-        loss = Some(candle_nn::loss::cross_entropy(&logits, &targets)?);
-    }
-    // Items without a sub-token have no passage to read topics from.
-    let topic_items: Vec<u32> = (0..units.len())
-        .filter(|&i| examples[units[i].article].topics.is_some())
-        .filter(|&i| batch.segments.iter().any(|s| s.item == i))
-        .map(|i| i as u32)
-        .collect();
-    if !topic_items.is_empty() && opts.topic_weight > 0.0 {
-        if let Some(logits) = unit_topic_logits(model, &batch, &out.segment_sums, &topic_items, mode)? {
-            let t: Vec<f32> = topic_items
-                .iter()
-                .flat_map(|&i| examples[units[i as usize].article].topics.clone().unwrap())
-                .collect();
-            let t = Tensor::from_vec(t, logits.shape(), dev)?;
-            let topic_loss = (bce_with_logits(&logits, &t)? * opts.topic_weight)?;
-            loss = Some(match loss {
-                Some(l) => (l + topic_loss)?,
-                None => topic_loss,
-            });
-        }
-    }
-    let loss = match loss {
-        Some(l) => l,
-        None => Tensor::zeros((), DType::F32, dev)?,
-    };
-    Ok((loss, batch.real_tokens))
-}
-
 /// Fine-tunes `model` on `train`, evaluating on `dev` after each epoch, writing the best model,
 /// `metrics.jsonl` and resumable checkpoints into `out`. With `resume`, continues that checkpoint.
 pub fn train(
@@ -272,13 +108,9 @@ pub fn train(
     resume: Option<TrainState>,
 ) -> anyhow::Result<TrainSummary> {
     let started = Instant::now();
-    let examples = prepare(model, train)?;
-    anyhow::ensure!(!examples.is_empty(), "no training articles");
-    let window_lens: Vec<Vec<usize>> = examples
-        .iter()
-        .map(|e| e.encoded.windows.iter().map(|w| w.len()).collect())
-        .collect();
-    let units = units(&window_lens, opts.batch_windows);
+    let set = TrainingSet::new(model, train)?;
+    anyhow::ensure!(!set.is_empty(), "no training articles");
+    let units = units(&set.encoded, opts.batch_windows);
     let steps_per_epoch = epoch_batches(&units, opts.batch_windows, opts.seed, 0).len();
     let mut total_steps = steps_per_epoch * opts.epochs;
     if let Some(m) = opts.max_steps {
@@ -300,18 +132,16 @@ pub fn train(
     }
     let ckpt = Checkpoint::new(out);
     let mut progress = Progress::new(total_steps, state.step);
-    let mut tokens_done = state.tokens;
-    let mut train_time = state.train_seconds;
-    let mut loss_sum = state.epoch_loss_sum;
-    let mut loss_count = state.epoch_loss_count;
-    let mut lr = state.lr;
-    // A run checkpointed after its final evaluation (step budget spent, or stopped early) is
-    // complete: resuming it must neither train nor evaluate (and record) again.
-    let complete = state.history.last().is_some_and(|r| r.step == state.step)
-        && (state.step >= total_steps || (!dev.is_empty() && state.bad_epochs >= opts.patience));
+    // The step budget is spent, or dev stopped improving.
+    let stops = |state: &TrainState| {
+        state.step >= total_steps || (!dev.is_empty() && state.bad_epochs >= opts.patience)
+    };
+    // A run checkpointed after its final evaluation is complete: resuming it must neither train
+    // nor evaluate (and record) again.
+    let complete = state.history.last().is_some_and(|r| r.step == state.step) && stops(&state);
     let first_epoch = if complete { opts.epochs } else { state.epoch };
 
-    'epochs: for epoch in first_epoch..opts.epochs {
+    for epoch in first_epoch..opts.epochs {
         let batches = epoch_batches(&units, opts.batch_windows, opts.seed, epoch);
         let skip = if epoch == state.epoch { state.batch } else { 0 };
         for (bi, batch_units) in batches.iter().enumerate().skip(skip) {
@@ -319,7 +149,7 @@ pub fn train(
                 break;
             }
             let t0 = Instant::now();
-            lr = learning_rate(state.step, warmup, total_steps, opts.lr);
+            state.lr = learning_rate(state.step, warmup, total_steps, opts.lr);
             let step_seed = opts.seed.wrapping_mul(0x2545_F491_4F6C_DD1D) ^ state.step as u64;
             if !model.device().is_cpu() {
                 // Off the CPU, dropout masks are drawn on the device from its own generator
@@ -327,7 +157,7 @@ pub fn train(
                 model.device().set_seed(step_seed)?;
             }
             let mut mode = Mode::Train(Dropout::new(&model.config.bert, step_seed));
-            let (loss, tokens) = batch_loss(model, &examples, batch_units, opts, &mut mode)?;
+            let (loss, tokens) = batch_loss(model, &set, batch_units, opts, &mut mode)?;
             let loss_value = loss.to_scalar::<f32>()? as f64;
             if !loss_value.is_finite() {
                 anyhow::bail!(
@@ -347,21 +177,12 @@ pub fn train(
                     Checkpoint::last_good(out)
                 );
             }
-            optimizer.step(&grads, lr)?;
-            state.step += 1;
-            state.epoch = epoch;
-            state.batch = bi + 1;
-            tokens_done += tokens;
-            train_time += t0.elapsed().as_secs_f64();
-            loss_sum += loss_value;
-            loss_count += 1;
-            progress.step(loss_value, lr, tokens_done as f64 / train_time.max(1e-9));
+            optimizer.step(&grads, state.lr)?;
+            let seconds = t0.elapsed().as_secs_f64();
+            state.count_step(epoch, bi + 1, loss_value, tokens, seconds);
+            progress.step(loss_value, state.lr, state.tokens_per_s());
             if opts.checkpoint_every > 0 && state.step.is_multiple_of(opts.checkpoint_every) {
-                ensure_usable(model, &examples, batch_units, opts, out, state.step, epoch)?;
-                state.tokens = tokens_done;
-                state.train_seconds = train_time;
-                (state.epoch_loss_sum, state.epoch_loss_count, state.lr) =
-                    (loss_sum, loss_count, lr);
+                ensure_usable(model, &set, batch_units, opts, out, state.step, epoch)?;
                 ckpt.save(model, &optimizer, &state)?;
             }
         }
@@ -370,42 +191,25 @@ pub fn train(
         // evaluated (NaN scores) nor saved over the run's model.
         let finished_epoch = state.batch >= batches.len();
         let step = state.step;
-        ensure_usable(model, &examples, &batches[0], opts, out, step, epoch)?;
-        let record = evaluate_and_keep(
-            model,
-            dev,
-            out,
-            &mut state,
-            EpochRecord {
-                epoch: epoch + 1,
-                step,
-                train_loss: if loss_count > 0 {
-                    loss_sum / loss_count as f64
-                } else {
-                    f64::NAN
-                },
-                lr,
-                elapsed_s: started.elapsed().as_secs_f64(),
-                tokens_per_s: tokens_done as f64 / train_time.max(1e-9),
-                dev: None,
-                score: None,
-                thresholds: Vec::new(),
-                note: None,
-            },
-        )?;
+        ensure_usable(model, &set, &batches[0], opts, out, step, epoch)?;
+        let record = EpochRecord {
+            epoch: epoch + 1,
+            step,
+            train_loss: state.epoch_train_loss(),
+            lr: state.lr,
+            elapsed_s: started.elapsed().as_secs_f64(),
+            tokens_per_s: state.tokens_per_s(),
+            dev: None,
+            score: None,
+            thresholds: Vec::new(),
+            note: None,
+        };
+        let record = evaluate_and_keep(model, dev, out, &mut state, record)?;
         progress.println(&record_line(&record));
-        loss_sum = 0.0;
-        loss_count = 0;
-        if finished_epoch {
-            state.epoch = epoch + 1;
-            state.batch = 0;
-        }
-        state.tokens = tokens_done;
-        state.train_seconds = train_time;
-        (state.epoch_loss_sum, state.epoch_loss_count, state.lr) = (0.0, 0, lr);
+        state.end_epoch(epoch, finished_epoch);
         ckpt.save(model, &optimizer, &state)?;
-        if state.step >= total_steps || (!dev.is_empty() && state.bad_epochs >= opts.patience) {
-            break 'epochs;
+        if stops(&state) {
+            break;
         }
     }
     if !state.topic_head_refitted && !model.topics().is_empty() {
@@ -428,225 +232,6 @@ pub fn train(
         best_score: state.best_score,
         history: state.history.clone(),
         elapsed_s: started.elapsed().as_secs_f64(),
-        tokens_per_s: tokens_done as f64 / train_time.max(1e-9),
+        tokens_per_s: state.tokens_per_s(),
     })
-}
-
-/// Stops the run (with the message a non-finite training loss gives) when the weights after step
-/// `step` hold a NaN or an infinity, or give a non-finite loss on `probe` (finite but huge weights
-/// do: a `--lr` far too high).
-fn ensure_usable(
-    model: &NewsTagger,
-    examples: &[Example],
-    probe: &[Unit],
-    opts: &TrainOptions,
-    out: &Path,
-    step: usize,
-    epoch: usize,
-) -> anyhow::Result<()> {
-    if let Some(name) = checkpoint::first_non_finite(model)? {
-        anyhow::bail!(
-            "the weights became non-finite at step {step} (epoch {}, tensor {name}): stopping; {}. Try a lower --lr.",
-            epoch + 1,
-            Checkpoint::last_good(out)
-        );
-    }
-    let (loss, _) = batch_loss(model, examples, probe, opts, &mut Mode::Infer)?;
-    let loss = loss.to_scalar::<f32>()?;
-    if !loss.is_finite() {
-        anyhow::bail!(
-            "the loss became {loss} after step {step} (epoch {}): stopping; {}. Try a lower --lr.",
-            epoch + 1,
-            Checkpoint::last_good(out)
-        );
-    }
-    Ok(())
-}
-
-fn record_line(r: &EpochRecord) -> String {
-    let score = r.score.map_or("-".to_string(), |s| format!("{s:.4}"));
-    format!(
-        "epoch {} step {}: train loss {:.4}, dev score {score}, {:.0} tokens/s, {:.0}s",
-        r.epoch, r.step, r.train_loss, r.tokens_per_s, r.elapsed_s
-    )
-}
-
-/// Scores dev (choosing topic thresholds there), records the epoch in `metrics.jsonl`, and saves the
-/// model to `out` when it is the best so far (or always, without dev).
-fn evaluate_and_keep(
-    model: &mut NewsTagger,
-    dev: &[Article],
-    out: &Path,
-    state: &mut TrainState,
-    mut record: EpochRecord,
-) -> anyhow::Result<EpochRecord> {
-    let improved = if dev.is_empty() {
-        true
-    } else {
-        let Evaluation {
-            report,
-            thresholds,
-            predictions,
-        } = evaluate(&Predictor::new(model, 32)?, dev, true)?;
-        if let Some((a, _)) = dev.iter().zip(&predictions).find(|(_, p)| !is_finite(p)) {
-            anyhow::bail!(
-                "the predictions for dev article {:?} became non-finite after step {} (epoch {}): stopping; {}. Try a lower --lr.",
-                a.id,
-                record.step,
-                record.epoch,
-                Checkpoint::last_good(out)
-            );
-        }
-        let score = selection_score(&report);
-        record.dev = Some(serde_json::to_value(&report)?);
-        record.score = Some(score);
-        record.thresholds = thresholds.clone();
-        let better = state.best_score.is_none_or(|b| score > b);
-        if better {
-            model.set_thresholds(thresholds);
-            state.best_score = Some(score);
-            state.bad_epochs = 0;
-        } else {
-            state.bad_epochs += 1;
-        }
-        better
-    };
-    if improved {
-        model
-            .save(out)
-            .with_context(|| format!("{}: cannot save the model", out.display()))?;
-    }
-    state.history.push(record.clone());
-    write_history(out, &state.history)?;
-    Ok(record)
-}
-
-/// Whether every number of a prediction is finite.
-fn is_finite(p: &crate::infer::ArticlePrediction) -> bool {
-    let scores = p.entities.iter().map(|e| &e.score);
-    p.embedding
-        .iter()
-        .chain(&p.topic_probs)
-        .chain(scores)
-        .all(|v| v.is_finite())
-}
-
-/// Writes `metrics.jsonl` and the curves from the run's history.
-fn write_history(out: &Path, history: &[EpochRecord]) -> anyhow::Result<()> {
-    let mut lines = String::new();
-    for r in history {
-        lines.push_str(&serde_json::to_string(r)?);
-        lines.push('\n');
-    }
-    write_atomic(&out.join("metrics.jsonl"), lines.as_bytes())?;
-    curves::update(out, history);
-    Ok(())
-}
-
-/// Refits the topic head of the kept model (the one in `out`), saves and returns it; with dev,
-/// records the refitted model's dev scores as a last history entry.
-fn refit_topic_head(
-    model: &NewsTagger,
-    train: &[Article],
-    dev: &[Article],
-    out: &Path,
-    state: &mut TrainState,
-) -> anyhow::Result<NewsTagger> {
-    let mut kept = NewsTagger::load(out, model.device())?;
-    if let Err(e) = topic_head::refit(&mut kept, train, dev, 32) {
-        return Err(match e.downcast_ref::<topic_head::NonFiniteEmbedding>() {
-            Some(bad) => anyhow::anyhow!(
-                "{bad} under the kept model in {}: stopping before the topic head refit; {}. Try a lower --lr.",
-                out.display(),
-                Checkpoint::last_good(out)
-            ),
-            None => e,
-        });
-    }
-    kept.save(out)
-        .with_context(|| format!("{}: cannot save the model", out.display()))?;
-    if dev.is_empty() {
-        return Ok(kept);
-    }
-    let Evaluation {
-        report, thresholds, ..
-    } = evaluate(&Predictor::new(&kept, 32)?, dev, false)?;
-    let mut record = state
-        .history
-        .last()
-        .cloned()
-        .expect("an evaluated run has history");
-    record.score = Some(selection_score(&report));
-    record.dev = Some(serde_json::to_value(&report)?);
-    record.thresholds = thresholds;
-    record.note = Some("topic head refit stage (refitted head kept only if better on dev)".into());
-    state.best_score = record.score;
-    state.history.push(record);
-    write_history(out, &state.history)?;
-    Ok(kept)
-}
-
-/// Calibrates the scores of the kept model (the one in `out`) on dev, saves and returns it.
-fn calibrate_kept(
-    model: &NewsTagger,
-    dev: &[Article],
-    out: &Path,
-    progress: &Progress,
-) -> anyhow::Result<NewsTagger> {
-    let mut kept = NewsTagger::load(out, model.device())?;
-    if let Some(f) = calibrate::calibrate(&mut kept, dev, 32)? {
-        let ece = |c: &crate::eval::Calibration| {
-            let part = |r: &Option<crate::eval::Reliability>| {
-                r.as_ref()
-                    .map_or("-".to_string(), |r| format!("{:.3}", r.ece))
-            };
-            format!("entities {}, topics {}", part(&c.entities), part(&c.topics))
-        };
-        progress.println(&format!(
-            "calibrated the scores on dev: entity temperature {:.2}, Platt scaling for {} topic(s); dev ECE {} before, {} after (fitted on dev)",
-            f.calibration.entity_temperature,
-            f.calibration.topics.len(),
-            ece(&f.before),
-            ece(&f.after)
-        ));
-        kept.save(out)
-            .with_context(|| format!("{}: cannot save the model", out.display()))?;
-    }
-    Ok(kept)
-}
-
-/// Mean of entity micro-F1 and topic micro-F1 (those the report has).
-fn selection_score(report: &crate::eval::Report) -> f64 {
-    let parts: Vec<f64> = report
-        .entities
-        .iter()
-        .map(|e| e.micro.f1)
-        .chain(report.topics.iter().map(|t| t.micro.f1))
-        .collect();
-    if parts.is_empty() {
-        0.0
-    } else {
-        parts.iter().sum::<f64>() / parts.len() as f64
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use candle_core::Device;
-
-    #[test]
-    fn bce_matches_the_formula_and_stays_finite() {
-        let dev = Device::Cpu;
-        let logits = Tensor::new(&[[0f32, 100.0], [-100.0, 2.0]], &dev).unwrap();
-        let targets = Tensor::new(&[[1f32, 0.0], [1.0, 1.0]], &dev).unwrap();
-        let got = bce_with_logits(&logits, &targets)
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
-        let sp = |x: f32| (1.0 + x.exp()).ln();
-        // -log sigmoid(x) = softplus(-x); -log(1 - sigmoid(x)) = softplus(x).
-        let want = (sp(0.0) + 100.0 + 100.0 + sp(-2.0)) / 4.0;
-        assert!((got - want).abs() < 1e-3, "{got} vs {want}");
-    }
 }

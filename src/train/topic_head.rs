@@ -349,13 +349,20 @@ pub fn refit(
     }
     let train = features(model, train, batch)?;
     let dev = features(model, dev, batch)?;
-    let design = match model.topic_pooling() {
-        TopicPooling::Mean => Design::Mean,
-        TopicPooling::SmoothMax { .. } => Design::SmoothMax { fixed: None },
+    // The designs tried for a passage-pooling model: the hardest maximum and a learned
+    // temperature (docs/benchmarks.md: on dev and held out, neither wins everywhere).
+    let designs: &[Design] = match model.topic_pooling() {
+        TopicPooling::Mean => &[Design::Mean],
+        TopicPooling::SmoothMax { .. } => &[
+            Design::SmoothMax {
+                fixed: Some(TEMPERATURE_RANGE.0),
+            },
+            Design::SmoothMax { fixed: None },
+        ],
     };
     let topics = model.topics().to_vec();
     let (fitted, thresholds, score) = if dev.passages.is_empty() {
-        let fitted = fit(&train.passages, &train.gold, DEFAULT_PENALTY, design)?;
+        let fitted = fit(&train.passages, &train.gold, DEFAULT_PENALTY, designs[0])?;
         if !fitted.is_finite() {
             // Nothing to compare with on dev: the jointly trained head stays.
             return Ok(None);
@@ -363,7 +370,10 @@ pub fn refit(
         (fitted, vec![0.5; topics.len()], None)
     } else {
         let mut best: Option<(Fitted, Vec<f32>, f64)> = None;
-        for penalty in PENALTIES {
+        for (&design, penalty) in designs
+            .iter()
+            .flat_map(|d| PENALTIES.iter().map(move |&p| (d, p)))
+        {
             let fitted = fit(&train.passages, &train.gold, penalty, design)?;
             if !fitted.is_finite() {
                 continue;

@@ -1,80 +1,23 @@
-//! Batches of windows as tensors. An item is a run of consecutive windows of one article: its
-//! words are classified where their windows own them, and its topics come from its passages'
-//! hidden states: the owned sub-tokens' states are summed per (item, passage) segment, so
-//! inference can add an article's segments in their own order whatever batches they ran in.
+//! Batches of units as tensors. Each unit's words are classified where their windows own them,
+//! and its topic input pooled from its passages' sums of owned sub-token states, one sum per
+//! (unit, passage) segment ([`super::pool`]).
 
-use super::windows::{EncodedArticle, SpecialTokens};
+use super::subtokens::{EncodedArticle, SpecialTokens};
+use super::units::Unit;
 use candle_core::{Device, Tensor};
-use std::ops::Range;
 
-/// A run of consecutive windows of one encoded article.
-#[derive(Debug, Clone, Copy)]
-pub struct Item<'a> {
-    pub article: &'a EncodedArticle,
-    pub windows: (usize, usize),
-}
-
-impl<'a> Item<'a> {
-    pub fn whole(article: &'a EncodedArticle) -> Self {
-        Item {
-            article,
-            windows: (0, article.windows.len()),
-        }
-    }
-
-    /// Words (indices into the article) whose first sub-token this item owns.
-    pub fn words(&self) -> Range<usize> {
-        let w = &self.article.windows;
-        let owned = w[self.windows.0].owned.start..w[self.windows.1 - 1].owned.end;
-        let first = &self.article.first_token;
-        // `first_token` increases with the word index (skipping words without tokens).
-        let lo = partition(first, |t| t < owned.start);
-        let hi = partition(first, |t| t < owned.end);
-        lo..hi
-    }
-
-    /// Window lengths (with special tokens).
-    pub fn max_len(&self) -> usize {
-        self.article.windows[self.windows.0..self.windows.1]
-            .iter()
-            .map(|w| w.len())
-            .max()
-            .unwrap_or(2)
-    }
-
-    pub fn window_count(&self) -> usize {
-        self.windows.1 - self.windows.0
-    }
-}
-
-/// Index of the first word whose first token fails `pred` (words without tokens follow the
-/// previous word's answer).
-fn partition(first: &[Option<usize>], pred: impl Fn(usize) -> bool) -> usize {
-    let (mut lo, mut hi) = (0, first.len());
-    while lo < hi {
-        let mid = (lo + hi) / 2;
-        // Find a word at or before `mid` that has a token; none means "before everything".
-        let t = first[..=mid].iter().rev().find_map(|t| *t);
-        if t.is_none_or(&pred) {
-            lo = mid + 1;
-        } else {
-            hi = mid;
-        }
-    }
-    lo
-}
-
-/// The sub-tokens of one passage that one item of a batch owns.
+/// The sub-tokens of one passage that one unit of a batch owns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Segment {
-    pub item: usize,
+    /// Index into the batch's units.
+    pub unit: usize,
     /// Index into the article's passages.
     pub passage: usize,
     /// Sub-tokens (at least one).
     pub tokens: usize,
 }
 
-/// Tensors for a batch of items.
+/// Tensors for a batch of units.
 pub struct Batch {
     /// `[windows, len]` token ids, `[CLS] ... [SEP]` then padding.
     pub ids: Tensor,
@@ -83,18 +26,18 @@ pub struct Batch {
     pub mask: Tensor,
     /// Flat positions (`row * len + column`) of the words' first sub-tokens.
     pub word_positions: Tensor,
-    /// For each row of `word_positions`: (item, word index in its article).
+    /// For each row of `word_positions`: (unit, word index in its article).
     pub words: Vec<(usize, usize)>,
     /// Flat positions of the sub-tokens the windows own, window by window.
     pub owned_positions: Tensor,
     /// For each of `owned_positions`: its segment.
     pub owned_segments: Tensor,
-    /// Each segment: the sub-tokens of one passage that one item owns.
+    /// Each segment: the sub-tokens of one passage that one unit owns, in order.
     pub segments: Vec<Segment>,
-    /// For each segment: its item.
-    pub segment_items: Tensor,
-    /// `[items, 1]`: one over the number of sub-tokens each item owns.
-    pub item_scale: Tensor,
+    /// For each segment: its unit.
+    pub segment_units: Tensor,
+    /// `[units, 1]`: one over the number of sub-tokens each unit owns.
+    pub unit_scale: Tensor,
     /// Sub-tokens that are not padding (special tokens included).
     pub real_tokens: usize,
     /// All slots, padding included.
@@ -102,28 +45,30 @@ pub struct Batch {
 }
 
 impl Batch {
+    /// The tensors of `units`, whose articles are `encoded`.
     pub fn new(
-        items: &[Item],
+        encoded: &[EncodedArticle],
+        units: &[Unit],
         special: SpecialTokens,
         device: &Device,
     ) -> candle_core::Result<Self> {
-        let rows: usize = items.iter().map(Item::window_count).sum();
-        let len = items.iter().map(Item::max_len).max().unwrap_or(2);
+        let rows: usize = units.iter().map(Unit::window_count).sum();
+        let len = units.iter().map(|u| u.max_len).max().unwrap_or(2);
         let mut ids = vec![special.pad; rows * len];
         let mut mask = vec![0u32; rows * len];
         let (mut owned_positions, mut owned_segments) = (Vec::new(), Vec::new());
         let mut segments: Vec<Segment> = Vec::new();
-        let mut item_scale = Vec::with_capacity(items.len());
+        let mut unit_scale = Vec::with_capacity(units.len());
         let mut word_positions = Vec::new();
         let mut words = Vec::new();
         let mut real_tokens = 0;
         let mut row = 0;
-        for (i, item) in items.iter().enumerate() {
-            let art = item.article;
-            let mut word_iter = item.words().peekable();
+        for (i, unit) in units.iter().enumerate() {
+            let art = &encoded[unit.article];
+            let mut word_iter = unit.words(art).peekable();
             let owned_before = owned_positions.len();
             let mut passage = 0;
-            for w in &art.windows[item.windows.0..item.windows.1] {
+            for w in &art.windows[unit.windows.0..unit.windows.1] {
                 let base = row * len;
                 ids[base] = special.cls;
                 ids[base + 1..base + 1 + w.tokens.len()]
@@ -138,10 +83,10 @@ impl Batch {
                     }
                     if segments
                         .last()
-                        .is_none_or(|s| s.item != i || s.passage != passage)
+                        .is_none_or(|s| s.unit != i || s.passage != passage)
                     {
                         segments.push(Segment {
-                            item: i,
+                            unit: i,
                             passage,
                             tokens: 0,
                         });
@@ -163,10 +108,10 @@ impl Batch {
                 }
                 row += 1;
             }
-            item_scale.push(1.0 / (owned_positions.len() - owned_before).max(1) as f32);
+            unit_scale.push(1.0 / (owned_positions.len() - owned_before).max(1) as f32);
         }
         let n_owned = owned_positions.len();
-        let segment_items: Vec<u32> = segments.iter().map(|s| s.item as u32).collect();
+        let segment_units: Vec<u32> = segments.iter().map(|s| s.unit as u32).collect();
         Ok(Batch {
             ids: Tensor::from_vec(ids, (rows, len), device)?,
             type_ids: Tensor::zeros((rows, len), candle_core::DType::U32, device)?,
@@ -175,40 +120,19 @@ impl Batch {
             words,
             owned_segments: Tensor::from_vec(owned_segments, n_owned, device)?,
             owned_positions: Tensor::from_vec(owned_positions, n_owned, device)?,
-            segment_items: Tensor::from_vec(segment_items, segments.len(), device)?,
+            segment_units: Tensor::from_vec(segment_units, segments.len(), device)?,
             segments,
-            item_scale: Tensor::from_vec(item_scale, (items.len(), 1), device)?,
+            unit_scale: Tensor::from_vec(unit_scale, (units.len(), 1), device)?,
             real_tokens,
             slots: rows * len,
         })
-    }
-
-    /// `[items, hidden]`: each item's mean hidden state over the sub-tokens it owns, from the
-    /// segments' sums `[segments, hidden]` (differentiable).
-    pub fn item_means(&self, segment_sums: &Tensor) -> candle_core::Result<Tensor> {
-        let (items, hidden) = (self.item_scale.dim(0)?, segment_sums.dim(1)?);
-        Tensor::zeros((items, hidden), segment_sums.dtype(), segment_sums.device())?
-            .index_add(&self.segment_items, segment_sums, 0)?
-            .broadcast_mul(&self.item_scale)
-    }
-
-    /// `[segments, hidden]`: each segment's mean hidden state, from the segments' sums
-    /// (differentiable).
-    pub fn segment_means(&self, segment_sums: &Tensor) -> candle_core::Result<Tensor> {
-        let scale: Vec<f32> = self
-            .segments
-            .iter()
-            .map(|s| 1.0 / s.tokens as f32)
-            .collect();
-        let scale = Tensor::from_vec(scale, (self.segments.len(), 1), segment_sums.device())?;
-        segment_sums.broadcast_mul(&scale.to_dtype(segment_sums.dtype())?)
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::super::config::WindowConfig;
-    use super::super::windows::{plan_windows, EncodedArticle, Passage};
+    use super::super::subtokens::Passage;
+    use super::super::windows::{plan_windows, WindowConfig};
     use super::*;
 
     #[test]
@@ -249,7 +173,8 @@ mod tests {
             sep: 2,
             pad: 0,
         };
-        let batch = Batch::new(&[Item::whole(&art)], special, &Device::Cpu).unwrap();
+        let unit = Unit::whole(0, &art);
+        let batch = Batch::new(std::slice::from_ref(&art), &[unit], special, &Device::Cpu).unwrap();
         let ids = batch.ids.flatten_all().unwrap().to_vec1::<u32>().unwrap();
         let pos = batch.word_positions.to_vec1::<u32>().unwrap();
         let words: Vec<usize> = batch.words.iter().map(|w| w.1).collect();
@@ -264,12 +189,19 @@ mod tests {
         let len = batch.ids.dim(1).unwrap() as u32;
         let rows: Vec<u32> = owned.iter().map(|p| p / len).collect();
         assert!(rows.windows(2).all(|r| r[0] <= r[1]));
-        // Segments: the two passages, the first wholly in window 0.
-        let seg: Vec<(usize, usize)> = batch.segments.iter().map(|s| (s.passage, s.tokens)).collect();
+        // Segments: the two passages, each once (a passage may span windows).
+        let seg: Vec<(usize, usize)> = batch
+            .segments
+            .iter()
+            .map(|s| (s.passage, s.tokens))
+            .collect();
         assert_eq!(seg, [(0, 5), (1, n - 5)]);
         let of = batch.owned_segments.to_vec1::<u32>().unwrap();
-        assert!(of.iter().enumerate().all(|(t, &s)| s == u32::from(t >= 5)));
-        let scale = batch.item_scale.to_vec2::<f32>().unwrap();
+        assert!(of
+            .iter()
+            .enumerate()
+            .all(|(t, &s)| s == u32::from(t >= 5)));
+        let scale = batch.unit_scale.to_vec2::<f32>().unwrap();
         assert_eq!(scale, vec![vec![1.0 / n as f32]]);
     }
 }
