@@ -9,11 +9,9 @@
 //! [`super::attention`] and optionally bf16 products ([`super::bf16`]); elsewhere candle's
 //! forward-only kernels.
 
-use super::attention;
-use super::bf16;
 use super::config::{Activation, BertConfig};
-use super::ops;
 use super::Precision;
+use crate::kernels::{self as ops, bf16};
 use candle_core::{DType, Module, Result, Tensor, TensorId};
 use candle_nn::{Embedding, Init, Linear, VarBuilder};
 use rand::{rngs::StdRng, Rng, SeedableRng};
@@ -290,7 +288,7 @@ impl Layer {
         prepared: &PreparedLayer,
     ) -> Result<Tensor> {
         let qkv = prepared.qkv.multiply(x)?;
-        let context = attention::self_attention(&qkv, &prepared.qkv_bias, lengths, self.heads)?;
+        let context = ops::self_attention(&qkv, &prepared.qkv_bias, lengths, self.heads)?;
         self.forward_after_attention(x, &context, Some(prepared), &mut Mode::Infer)
     }
 

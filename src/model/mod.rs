@@ -2,19 +2,17 @@
 //! multi-label document topics. A saved model is a directory that Hugging Face transformers loads as
 //! `BertForTokenClassification`; the topic head rides along under its own tensor prefix.
 
-pub mod attention;
 pub mod batch;
 pub mod bert;
-pub mod bf16;
 pub mod calibration;
 pub mod config;
-pub mod ops;
 pub mod params;
 pub mod source;
 pub mod tiny;
 pub mod windows;
 
 use crate::fsutil::{write_atomic, write_json_atomic};
+use crate::kernels::{self as ops, bf16};
 use anyhow::Context;
 use batch::Batch;
 use bert::{Bert, Mode, Prepared};
