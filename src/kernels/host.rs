@@ -17,7 +17,7 @@ const PAR_MIN: usize = 1 << 15;
 pub(crate) const BLOCK_ROWS: usize = 16;
 
 /// Elements per parallel chunk of the elementwise kernels (a multiple of 4, see
-/// [`super::dropout`]).
+/// [`super::dropout()`]).
 pub(crate) const ELEMWISE_CHUNK: usize = 1 << 14;
 
 /// Whether the fused kernels run on `x` (`f32` on CPU) rather than their fallbacks.
@@ -198,7 +198,7 @@ pub(crate) fn check_shapes(ok: bool, op: &str) -> Result<()> {
 
 /// The number of rows of `n` in `len` elements (`n` above zero and dividing `len`).
 pub(crate) fn rows_of(len: usize, n: usize, op: &str) -> Result<usize> {
-    check_shapes(n > 0 && len % n == 0, op)?;
+    check_shapes(n > 0 && len.is_multiple_of(n), op)?;
     Ok(len / n)
 }
 

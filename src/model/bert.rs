@@ -3,11 +3,11 @@
 //! Training needs gradients through every op, and candle's fused LayerNorm and last-dim softmax
 //! kernels have none (huggingface/candle#3011, #3569): training through them would leave the encoder
 //! frozen. So [`Mode::Train`] uses newstag's own fused kernels with backward passes
-//! ([`super::ops`]: LayerNorm, masked softmax, GELU, dropout; on CPU, falling back to compositions of
-//! differentiable candle ops elsewhere), with real dropout. [`Mode::Infer`] has no dropout: on CPU
-//! it runs the same fused kernels, and with [`Bert::prepare`]d weights the per-window attention of
-//! [`super::attention`] and optionally bf16 products ([`super::bf16`]); elsewhere candle's
-//! forward-only kernels.
+//! ([`crate::kernels`]: LayerNorm, masked softmax, GELU, dropout; on CPU, falling back to
+//! compositions of differentiable candle ops elsewhere), with real dropout. [`Mode::Infer`] has no
+//! dropout: on CPU it runs the same fused kernels, and with [`Bert::prepare`]d weights the
+//! per-window attention of [`crate::kernels::self_attention`] and optionally bf16 products
+//! ([`crate::kernels::bf16`]); elsewhere candle's forward-only kernels.
 
 use super::config::{Activation, BertConfig};
 use super::Precision;
