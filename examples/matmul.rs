@@ -6,7 +6,7 @@
 //! `cargo run --release --example matmul`
 
 use candle_core::{Device, Tensor};
-use newstag::model::bf16;
+use newstag::kernels::bf16;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -30,9 +30,8 @@ fn gflops(product: impl Fn() -> candle_core::Result<Tensor>) -> candle_core::Res
 
 fn main() -> candle_core::Result<()> {
     // SAFETY: no other thread has been started yet.
-    unsafe { newstag::device::fix_thread_count() };
-    newstag::model::ops::tune_allocator();
-    newstag::device::on_compute_threads(|| {
+    unsafe { newstag::runtime::set_up() };
+    newstag::runtime::on_compute_threads(|| {
         let a = Tensor::randn(0f32, 1.0, (M, K), &Device::Cpu)?;
         let b = Tensor::randn(0f32, 1.0, (K, N), &Device::Cpu)?;
         let fp32 = gflops(|| a.matmul(&b))?;

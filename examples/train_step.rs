@@ -8,7 +8,7 @@
 //! `--reference` trains through compositions of differentiable candle ops instead of newstag's
 //! fused kernels (the same dropout masks) and updates with the tensor-op AdamW, for comparison;
 //! the losses printed should agree to float rounding. Both runs get the allocator tuning of
-//! `newstag::model::ops::tune_allocator` (set `RAYON_NUM_THREADS` to fix the thread count).
+//! `newstag::runtime::tune_allocator` (set `RAYON_NUM_THREADS` to fix the thread count).
 
 use candle_core::{Device, Tensor};
 use newstag::model::bert::{Bert, Dropout, Mode};

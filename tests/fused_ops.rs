@@ -1,11 +1,11 @@
-//! The fused training kernels (`newstag::model::ops`) and the fused AdamW step match the
+//! The fused training kernels (`newstag::kernels`) and the fused AdamW step match the
 //! compositions of differentiable candle ops they replace, forward and backward.
 
 use candle_core::{Device, Tensor, Var, D};
-use newstag::model::attention::self_attention;
+use newstag::kernels as ops;
+use newstag::kernels::self_attention;
 use newstag::model::bert::{Bert, Dropout, Mode};
 use newstag::model::config::BertConfig;
-use newstag::model::ops;
 use newstag::model::params::ParamStore;
 use newstag::train::optim::{clip_grad_norm, AdamW, AdamWConfig};
 use rand::{rngs::StdRng, Rng, SeedableRng};

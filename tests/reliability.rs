@@ -217,7 +217,7 @@ fn bf16_tagging_runs_where_the_cpu_can_and_says_why_elsewhere() {
         &inputs,
         &["--precision", "bf16", "--out", s(&bf16_out)],
     );
-    if !newstag::model::bf16::supported() {
+    if !newstag::kernels::bf16::supported() {
         assert!(!out.status.success());
         let err = stderr(&out);
         assert!(

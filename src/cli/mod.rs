@@ -142,7 +142,8 @@ fn non_negative(s: &str) -> Result<f64, String> {
 /// - A user error prints its message, not a backtrace: with `RUST_BACKTRACE=1` in the
 ///   environment, candle attaches a backtrace to every error it makes and prints it with the
 ///   message. `RUST_LIB_BACKTRACE=0` stops that and keeps backtraces for panics.
-/// - The compute threads are counted once ([`crate::device::fix_thread_count`]).
+/// - The compute threads are counted once and the allocator set to reuse large buffers
+///   ([`crate::runtime::set_up`]).
 ///
 /// # Safety
 /// Sets environment variables and a signal disposition: call it before any other thread starts.
@@ -154,7 +155,7 @@ pub unsafe fn set_up_process() {
         if std::env::var_os("RUST_LIB_BACKTRACE").is_none() {
             std::env::set_var("RUST_LIB_BACKTRACE", "0");
         }
-        crate::device::fix_thread_count();
+        crate::runtime::set_up();
     }
 }
 

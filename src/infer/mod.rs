@@ -86,7 +86,7 @@ impl<'m> Predictor<'m> {
         batch_windows: usize,
         precision: Precision,
     ) -> anyhow::Result<Self> {
-        crate::model::ops::tune_allocator();
+        crate::runtime::tune_allocator();
         let prepared = if model.device().is_cpu() || precision != Precision::F32 {
             Some(model.prepare(precision)?)
         } else {

@@ -3,17 +3,15 @@
 //! Training needs gradients through every op, and candle's fused LayerNorm and last-dim softmax
 //! kernels have none (huggingface/candle#3011, #3569): training through them would leave the encoder
 //! frozen. So [`Mode::Train`] uses newstag's own fused kernels with backward passes
-//! ([`super::ops`]: LayerNorm, masked softmax, GELU, dropout; on CPU, falling back to compositions of
-//! differentiable candle ops elsewhere), with real dropout. [`Mode::Infer`] has no dropout: on CPU
-//! it runs the same fused kernels, and with [`Bert::prepare`]d weights the per-window attention of
-//! [`super::attention`] and optionally bf16 products ([`super::bf16`]); elsewhere candle's
-//! forward-only kernels.
+//! ([`crate::kernels`]: LayerNorm, masked softmax, GELU, dropout; on CPU, falling back to
+//! compositions of differentiable candle ops elsewhere), with real dropout. [`Mode::Infer`] has no
+//! dropout: on CPU it runs the same fused kernels, and with [`Bert::prepare`]d weights the
+//! per-window attention of [`crate::kernels::self_attention`] and optionally bf16 products
+//! ([`crate::kernels::bf16`]); elsewhere candle's forward-only kernels.
 
-use super::attention;
-use super::bf16;
 use super::config::{Activation, BertConfig};
-use super::ops;
 use super::Precision;
+use crate::kernels::{self as ops, bf16};
 use candle_core::{DType, Module, Result, Tensor, TensorId};
 use candle_nn::{Embedding, Init, Linear, VarBuilder};
 use rand::{rngs::StdRng, Rng, SeedableRng};
@@ -290,7 +288,7 @@ impl Layer {
         prepared: &PreparedLayer,
     ) -> Result<Tensor> {
         let qkv = prepared.qkv.multiply(x)?;
-        let context = attention::self_attention(&qkv, &prepared.qkv_bias, lengths, self.heads)?;
+        let context = ops::self_attention(&qkv, &prepared.qkv_bias, lengths, self.heads)?;
         self.forward_after_attention(x, &context, Some(prepared), &mut Mode::Infer)
     }
 

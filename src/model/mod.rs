@@ -2,12 +2,9 @@
 //! multi-label document topics. A saved model is a directory that Hugging Face transformers loads as
 //! `BertForTokenClassification`; the topic head rides along under its own tensor prefix.
 
-pub mod attention;
 pub mod bert;
-pub mod bf16;
 pub mod calibration;
 pub mod config;
-pub mod ops;
 pub mod params;
 pub mod source;
 pub mod tiny;
@@ -15,6 +12,7 @@ pub mod topic_pooling;
 
 use crate::encode::{Batch, SpecialTokens};
 use crate::fsutil::{write_atomic, write_json_atomic};
+use crate::kernels::{self as ops, bf16};
 use anyhow::Context;
 use bert::{Bert, Mode, Prepared};
 use candle_core::{Device, Module, Tensor, Var};

@@ -9,7 +9,7 @@
 //! [`run`] binds the address, starts the HTTP thread, loads the model (the service answers
 //! `/health` at once and `/ready` once the model is loaded), and runs the batching worker on the
 //! calling thread, which should be a thread of the compute pool
-//! ([`crate::device::on_compute_threads`]; the CLI's main thread is one). SIGTERM or Ctrl-C stops
+//! ([`crate::runtime::on_compute_threads`]; the CLI's main thread is one). SIGTERM or Ctrl-C stops
 //! accepting connections, lets the requests in flight finish (up to the drain timeout), and
 //! returns `Ok`.
 //!
@@ -150,7 +150,7 @@ pub fn run(config: ServeConfig) -> anyhow::Result<()> {
     if rayon::current_thread_index().is_some() {
         work();
     } else {
-        crate::device::on_compute_threads(work);
+        crate::runtime::on_compute_threads(work);
     }
     let result = http
         .join()

@@ -155,7 +155,7 @@ impl Jobs {
     }
 
     /// Runs jobs until every [`Queue`] is dropped and the queue is empty. Call it on the compute
-    /// pool's thread ([`crate::device::on_compute_threads`]).
+    /// pool's thread ([`crate::runtime::on_compute_threads`]).
     pub fn run(self, predictor: &Predictor, limits: BatchLimits) {
         let mut held: Option<Ready> = None;
         let mut closed = false;

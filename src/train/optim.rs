@@ -5,7 +5,7 @@
 //! On CPU (f32 variables) each parameter is updated in one fused parallel pass over its value,
 //! gradient and moments, in place; elsewhere the update is composed from tensor ops.
 
-use crate::model::ops::par_chunks_mut;
+use crate::kernels::host::par_chunks_mut;
 use candle_core::{
     backprop::GradStore, CpuStorage, DType, InplaceOp1, Layout, Storage, Tensor, Var,
 };
@@ -152,7 +152,7 @@ pub fn takes_decay(name: &str) -> bool {
 impl AdamW {
     pub fn new(vars: BTreeMap<String, Var>, config: AdamWConfig) -> candle_core::Result<Self> {
         // Training starts: keep the large buffers every step allocates for reuse.
-        crate::model::ops::tune_allocator();
+        crate::runtime::tune_allocator();
         let slots = vars
             .into_iter()
             .map(|(name, var)| {

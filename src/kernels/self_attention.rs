@@ -8,8 +8,9 @@
 //! the values straight into the context rows, on one thread (the tasks are the parallelism). A
 //! window's result depends on its own tokens only, never on its batch-mates or its padding.
 
-use super::ops::{as_f32, par_for, softmax_row_in_place, DisjointOut};
-use candle_core::{bail, CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
+use super::host::{par_for, DisjointOut, Host, HostKernel, Input};
+use super::softmax::softmax_row_in_place;
+use candle_core::{bail, Result, Shape, Tensor};
 
 /// The attention context `[windows * len, hidden]` from the packed projections `qkv`
 /// (`[windows * len, 3 * hidden]`: queries, keys, values, without their bias) and `bias`
@@ -23,10 +24,10 @@ pub fn self_attention(
 ) -> Result<Tensor> {
     qkv.contiguous()?.apply_op2_no_bwd(
         &bias.contiguous()?,
-        &SelfAttention {
+        &Host(SelfAttention {
             lengths: lengths.to_vec(),
             heads,
-        },
+        }),
     )
 }
 
@@ -35,21 +36,12 @@ struct SelfAttention {
     heads: usize,
 }
 
-impl CustomOp2 for SelfAttention {
-    fn name(&self) -> &'static str {
-        "newstag-self-attention"
-    }
+impl HostKernel<2> for SelfAttention {
+    const NAME: &'static str = "newstag-self-attention";
 
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        let name = self.name();
-        let (qkv, bias) = (as_f32(s1, l1, name)?, as_f32(s2, l2, name)?);
-        let (rows, width) = l1.shape().dims2()?;
+    fn forward(&self, [qkv, bias]: [Input<'_>; 2]) -> Result<(Vec<f32>, Shape)> {
+        let (rows, width) = qkv.shape().dims2()?;
+        let (qkv, bias) = (qkv.data, bias.data);
         let windows = self.lengths.len();
         let hidden = width / 3;
         if width % 3 != 0
@@ -144,6 +136,6 @@ impl CustomOp2 for SelfAttention {
                 );
             }
         });
-        Ok((CpuStorage::F32(context), Shape::from((rows, hidden))))
+        Ok((context, Shape::from((rows, hidden))))
     }
 }

@@ -8,8 +8,8 @@
 //! kernel. Every output is summed over the inner dimension in the same order whatever the number
 //! of rows, so a row's result does not depend on its batch.
 
-use super::ops::as_f32;
-use candle_core::{bail, CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
+use super::host::{Host, HostKernel, Input};
+use candle_core::{bail, Result, Shape, Tensor};
 use std::sync::Arc;
 
 /// Columns per packed panel (two 16-lane registers).
@@ -84,20 +84,18 @@ impl PackedWeight {
 
 /// `x w` for `x` `[rows, k]` (f32) with the packed bf16 weight `w`: f32 `[rows, n]`.
 pub fn matmul(x: &Tensor, w: &Arc<PackedWeight>) -> Result<Tensor> {
-    x.contiguous()?.apply_op1_no_bwd(&Bf16Matmul(Arc::clone(w)))
+    x.contiguous()?
+        .apply_op1_no_bwd(&Host(Bf16Matmul(Arc::clone(w))))
 }
 
 struct Bf16Matmul(Arc<PackedWeight>);
 
-impl CustomOp1 for Bf16Matmul {
-    fn name(&self) -> &'static str {
-        "newstag-bf16-matmul"
-    }
+impl HostKernel<1> for Bf16Matmul {
+    const NAME: &'static str = "newstag-bf16-matmul";
 
-    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+    fn forward(&self, [x]: [Input<'_>; 1]) -> Result<(Vec<f32>, Shape)> {
         let w = &self.0;
-        let x = as_f32(s, l, self.name())?;
-        let dims = l.dims();
+        let dims = x.dims();
         if dims.last() != Some(&w.k) || !supported() {
             bail!(
                 "bf16 matmul: input {dims:?} for a [{}, {}] weight{}",
@@ -110,23 +108,23 @@ impl CustomOp1 for Bf16Matmul {
                 }
             )
         }
-        let rows = x.len() / w.k.max(1);
+        let rows = x.data.len() / w.k.max(1);
         let mut y = vec![0f32; rows * w.n];
         #[cfg(target_arch = "x86_64")]
         // SAFETY: the CPU has AVX-512F and AVX512-BF16 (checked above).
         unsafe {
-            kernel::matmul(x, rows, w, &mut y)
+            kernel::matmul(x.data, rows, w, &mut y)
         };
         let mut out = dims.to_vec();
         *out.last_mut().expect("a last dimension") = w.n;
-        Ok((CpuStorage::F32(y), Shape::from(out)))
+        Ok((y, Shape::from(out)))
     }
 }
 
 #[cfg(target_arch = "x86_64")]
 mod kernel {
     use super::{to_bf16, PackedWeight, MR, NR};
-    use crate::model::ops::{par_for, DisjointOut};
+    use crate::kernels::host::{par_for, DisjointOut};
     use std::arch::x86_64::*;
 
     /// Output rows and panels a task covers: enough tasks for every thread, each reusing its

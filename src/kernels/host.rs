@@ -1,0 +1,378 @@
+//! What every host kernel repeats: its inputs unpacked from candle's storage (contiguous `f32`,
+//! with the error said in one place), the custom-op plumbing ([`HostKernel`] and its wrapper
+//! [`Host`], one implementation per arity instead of one per op), and the row-parallel loops on
+//! rayon's pool, the one candle's matrix multiply runs on (with candle's own pool as well, its
+//! threads spin after each kernel while the multiply's threads want the cores).
+
+use candle_core::{
+    bail, CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Tensor,
+};
+use rayon::prelude::*;
+
+/// Below this many elements touched, a kernel runs on the calling thread.
+const PAR_MIN: usize = 1 << 15;
+
+/// Rows per block of the partial column sums of the backward passes (bias and LayerNorm
+/// gradients; fixed, so the summation order does not depend on the number of threads).
+pub(crate) const BLOCK_ROWS: usize = 16;
+
+/// Elements per parallel chunk of the elementwise kernels (a multiple of 4, see
+/// [`super::dropout()`]).
+pub(crate) const ELEMWISE_CHUNK: usize = 1 << 14;
+
+/// Whether the fused kernels run on `x` (`f32` on CPU) rather than their fallbacks.
+pub fn runs_fused(x: &Tensor) -> bool {
+    x.device().is_cpu() && x.dtype() == DType::F32
+}
+
+// ---------------------------------------------------------------------------------------------
+// Inputs and the custom-op plumbing.
+
+/// The `f32` elements of a contiguous CPU tensor.
+fn as_f32<'a>(s: &'a CpuStorage, l: &Layout, op: &str) -> Result<&'a [f32]> {
+    let CpuStorage::F32(v) = s else {
+        bail!("{op}: expected an f32 tensor")
+    };
+    match l.contiguous_offsets() {
+        Some((a, b)) => Ok(&v[a..b]),
+        None => bail!("{op}: expected a contiguous tensor"),
+    }
+}
+
+/// One input of a host kernel: its contiguous `f32` elements and its layout.
+#[derive(Clone, Copy)]
+pub(crate) struct Input<'a> {
+    pub(crate) data: &'a [f32],
+    layout: &'a Layout,
+    op: &'static str,
+}
+
+impl Input<'_> {
+    pub(crate) fn dims(&self) -> &[usize] {
+        self.layout.dims()
+    }
+
+    pub(crate) fn shape(&self) -> Shape {
+        self.layout.shape().clone()
+    }
+
+    /// The length of the rows (the last dimension, which must not be empty).
+    pub(crate) fn last_dim(&self) -> Result<usize> {
+        match self.dims().last() {
+            Some(&d) if d > 0 => Ok(d),
+            _ => bail!(
+                "{}: expected a tensor with a non-empty last dimension",
+                self.op
+            ),
+        }
+    }
+}
+
+/// A kernel on the host: `N` contiguous `f32` CPU tensors in, one `f32` tensor out, with its
+/// backward pass (where it has one) made of tensor ops, usually other host kernels. [`Host`]
+/// makes a candle custom op of it.
+pub(crate) trait HostKernel<const N: usize>: Send + Sync {
+    /// The op's name, in its errors (`newstag-layer-norm`).
+    const NAME: &'static str;
+
+    /// The output's elements and shape.
+    fn forward(&self, inputs: [Input<'_>; N]) -> Result<(Vec<f32>, Shape)>;
+
+    /// The gradients of the `inputs` from the output `res` and its gradient `grad`.
+    fn backward(
+        &self,
+        inputs: [&Tensor; N],
+        res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<[Option<Tensor>; N]> {
+        let _ = (inputs, res, grad);
+        Err(candle_core::Error::BackwardNotSupported { op: Self::NAME })
+    }
+}
+
+/// A [`HostKernel`] as a candle custom op (`CustomOp1`, `CustomOp2` or `CustomOp3` by its
+/// number of inputs).
+pub(crate) struct Host<K>(pub(crate) K);
+
+impl<K> Host<K> {
+    fn run<const N: usize>(&self, args: [(&CpuStorage, &Layout); N]) -> Result<(CpuStorage, Shape)>
+    where
+        K: HostKernel<N>,
+    {
+        let mut data: [&[f32]; N] = [&[]; N];
+        for (d, (s, l)) in data.iter_mut().zip(args) {
+            *d = as_f32(s, l, K::NAME)?;
+        }
+        let inputs = std::array::from_fn(|i| Input {
+            data: data[i],
+            layout: args[i].1,
+            op: K::NAME,
+        });
+        let (y, shape) = self.0.forward(inputs)?;
+        Ok((CpuStorage::F32(y), shape))
+    }
+}
+
+impl<K: HostKernel<1>> CustomOp1 for Host<K> {
+    fn name(&self) -> &'static str {
+        K::NAME
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        self.run([(s, l)])
+    }
+
+    fn bwd(&self, x: &Tensor, res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        let [g] = self.0.backward([x], res, grad)?;
+        Ok(g)
+    }
+}
+
+impl<K: HostKernel<2>> CustomOp2 for Host<K> {
+    fn name(&self) -> &'static str {
+        K::NAME
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        self.run([(s1, l1), (s2, l2)])
+    }
+
+    fn bwd(
+        &self,
+        x1: &Tensor,
+        x2: &Tensor,
+        res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let [g1, g2] = self.0.backward([x1, x2], res, grad)?;
+        Ok((g1, g2))
+    }
+}
+
+impl<K: HostKernel<3>> CustomOp3 for Host<K> {
+    fn name(&self) -> &'static str {
+        K::NAME
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        self.run([(s1, l1), (s2, l2), (s3, l3)])
+    }
+
+    fn bwd(
+        &self,
+        x1: &Tensor,
+        x2: &Tensor,
+        x3: &Tensor,
+        res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let [g1, g2, g3] = self.0.backward([x1, x2, x3], res, grad)?;
+        Ok((g1, g2, g3))
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Shape checks.
+
+/// `{op}: mismatched shapes` unless `ok`.
+pub(crate) fn check_shapes(ok: bool, op: &str) -> Result<()> {
+    if !ok {
+        bail!("{op}: mismatched shapes")
+    }
+    Ok(())
+}
+
+/// The number of rows of `n` in `len` elements (`n` above zero and dividing `len`).
+pub(crate) fn rows_of(len: usize, n: usize, op: &str) -> Result<usize> {
+    check_shapes(n > 0 && len.is_multiple_of(n), op)?;
+    Ok(len / n)
+}
+
+/// The row length of `h`, which `bias` must match.
+pub(crate) fn check_bias(h: &Tensor, bias: &Tensor) -> Result<usize> {
+    let n = h.dim(candle_core::D::Minus1)?;
+    if bias.dims() != [n] {
+        bail!("bias of shape {:?} for rows of {n}", bias.dims())
+    }
+    Ok(n)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Parallel loops.
+
+/// Runs `f(i)` for `i` in `0..n`, in parallel when `work` elements are touched in all (each `i`
+/// exactly once).
+pub(crate) fn par_for(n: usize, work: usize, f: impl Fn(usize) + Sync) {
+    if n > 1 && work >= PAR_MIN {
+        (0..n).into_par_iter().for_each(&f);
+    } else {
+        (0..n).for_each(f);
+    }
+}
+
+/// An output buffer that parallel tasks write through, each to its own elements (blocks of a
+/// matrix that are not contiguous chunks, as [`par_chunks_mut`] hands out).
+#[derive(Clone, Copy)]
+pub(crate) struct DisjointOut(*mut f32);
+
+// SAFETY: the users of `at` promise that no two tasks write the same element.
+unsafe impl Send for DisjointOut {}
+unsafe impl Sync for DisjointOut {}
+
+impl DisjointOut {
+    pub(crate) fn new(buffer: &mut [f32]) -> Self {
+        DisjointOut(buffer.as_mut_ptr())
+    }
+
+    /// Element `offset` of the buffer.
+    ///
+    /// # Safety
+    /// `offset` must lie inside the buffer, which must outlive the writes; no other task may
+    /// write the elements written through this pointer.
+    pub(crate) unsafe fn at(self, offset: usize) -> *mut f32 {
+        // SAFETY: the caller's promise.
+        unsafe { self.0.add(offset) }
+    }
+}
+
+/// Calls `f(i, [chunk i of each output])` for every chunk index, in parallel when the outputs
+/// are large: rayon's `par_chunks_mut`, for several outputs at once. Each output is cut into
+/// chunks of its own length; all must have the same number of chunks.
+pub(crate) fn par_chunks_mut<const N: usize>(
+    outs: [(&mut [f32], usize); N],
+    f: impl Fn(usize, [&mut [f32]; N]) + Sync,
+) {
+    let work: usize = outs.iter().map(|(s, _)| s.len()).sum();
+    let mut chunks = outs.map(|(s, c)| s.chunks_mut(c.max(1)));
+    let n = chunks.first().map_or(0, ExactSizeIterator::len);
+    assert!(
+        chunks.iter().all(|c| c.len() == n),
+        "par_chunks_mut: outputs with different chunk counts"
+    );
+    let tasks = (0..n).map(|_| chunks.each_mut().map(|c| c.next().expect("n chunks")));
+    if n > 1 && work >= PAR_MIN {
+        let tasks: Vec<_> = tasks.collect();
+        tasks
+            .into_par_iter()
+            .enumerate()
+            .for_each(|(i, parts)| f(i, parts));
+    } else {
+        tasks.enumerate().for_each(|(i, parts)| f(i, parts));
+    }
+}
+
+/// Rows per parallel chunk when each row costs `work_per_row` elements.
+pub(crate) fn rows_per_chunk(work_per_row: usize) -> usize {
+    (ELEMWISE_CHUNK / work_per_row.max(1)).max(1)
+}
+
+/// The row-parallel loop: `out` holds rows of `n`; calls `f(first_row, chunk)` on chunks of
+/// `rows` whole rows, in parallel.
+pub(crate) fn par_rows(
+    out: &mut [f32],
+    n: usize,
+    rows: usize,
+    f: impl Fn(usize, &mut [f32]) + Sync,
+) {
+    par_chunks_mut([(out, rows * n)], |c, [out]| f(c * rows, out));
+}
+
+/// Rows `first..` of `x` (rows of `n`), as many elements as `like` has.
+#[inline(always)]
+pub(crate) fn rows_from<'a>(x: &'a [f32], first: usize, n: usize, like: &[f32]) -> &'a [f32] {
+    &x[first * n..][..like.len()]
+}
+
+/// A fresh `[rows, d]` result whose row `i` is `row(i, [row i of each input], out)`, in parallel
+/// chunks of whole rows; every input has rows of `d`, the first sets the row count.
+pub(crate) fn map_rows<const N: usize>(
+    inputs: [&[f32]; N],
+    d: usize,
+    row: impl Fn(usize, [&[f32]; N], &mut [f32]) + Sync,
+) -> Vec<f32> {
+    let mut y = vec![0f32; inputs.first().map_or(0, |x| x.len())];
+    par_rows(&mut y, d, rows_per_chunk(d), |first, y| {
+        for (r, y) in y.chunks_exact_mut(d).enumerate() {
+            let at = (first + r) * d;
+            row(first + r, inputs.map(|x| &x[at..at + d]), y);
+        }
+    });
+    y
+}
+
+// ---------------------------------------------------------------------------------------------
+// Backward passes with column sums (bias and LayerNorm parameter gradients).
+
+/// Runs `f(first_row, rows, sums)` over blocks of [`BLOCK_ROWS`] rows of an `[rows, n]` result,
+/// where `sums` holds `k` column-sum vectors of length `n` for the block; returns `[rows + k, n]`:
+/// the rows, then the `k` column sums over all rows (summed block by block, in order).
+pub(crate) fn rows_and_column_sums(
+    rows: usize,
+    n: usize,
+    k: usize,
+    f: impl Fn(usize, &mut [f32], &mut [f32]) + Sync,
+) -> Vec<f32> {
+    let blocks = rows.div_ceil(BLOCK_ROWS);
+    let mut out = vec![0f32; (rows + k) * n];
+    let (body, total) = out.split_at_mut(rows * n);
+    let mut partial = vec![0f32; blocks * k * n];
+    if blocks > 0 {
+        par_chunks_mut(
+            [(body, BLOCK_ROWS * n), (&mut partial[..], k * n)],
+            |b, [rows, sums]| f(b * BLOCK_ROWS, rows, sums),
+        );
+    }
+    for p in partial.chunks_exact(k * n) {
+        for (acc, v) in total.iter_mut().zip(p) {
+            *acc += v;
+        }
+    }
+    out
+}
+
+/// Adds each row of `rows` (rows of `sums.len()`) into `sums`.
+#[inline(always)]
+pub(crate) fn add_rows(rows: &[f32], sums: &mut [f32]) {
+    for row in rows.chunks_exact(sums.len()) {
+        for (p, v) in sums.iter_mut().zip(row) {
+            *p += v;
+        }
+    }
+}
+
+/// Splits `[rows + k, n]` from [`rows_and_column_sums`] into the rows (reshaped to `shape`) and
+/// the `k` sums.
+pub(crate) fn split_rows_and_sums(
+    t: &Tensor,
+    rows: usize,
+    k: usize,
+    shape: &Shape,
+) -> Result<(Tensor, Vec<Tensor>)> {
+    let body = t.narrow(0, 0, rows)?.reshape(shape)?;
+    let sums = (0..k)
+        .map(|i| t.narrow(0, rows + i, 1)?.squeeze(0))
+        .collect::<Result<_>>()?;
+    Ok((body, sums))
+}
+
+/// The gradients of `(h, bias)` from `[rows + 1, n]` of a bias kernel's backward pass: the rows
+/// (shaped as `h`), then the bias's (the column sums).
+pub(crate) fn split_bias_grads(g: &Tensor, h: &Tensor, bias: &Tensor) -> Result<(Tensor, Tensor)> {
+    let rows = h.elem_count() / bias.elem_count();
+    let (gh, sums) = split_rows_and_sums(g, rows, 1, h.shape())?;
+    Ok((gh, sums[0].reshape(bias.shape())?))
+}
