@@ -103,13 +103,28 @@ fn main() -> anyhow::Result<()> {
     let topics = model.topics().to_vec();
     let designs: [(&str, Design, bool); 4] = [
         ("mean over the article (before)", Design::Mean, false),
-        ("hard maximum over sentences (τ = 0.05)", Design::SmoothMax { fixed: Some(0.05) }, false),
-        ("smooth maximum over sentences (τ learned)", Design::SmoothMax { fixed: None }, false),
-        ("smooth maximum over paragraphs (τ learned)", Design::SmoothMax { fixed: None }, true),
+        (
+            "hard maximum over sentences (τ = 0.05)",
+            Design::SmoothMax { fixed: Some(0.05) },
+            false,
+        ),
+        (
+            "smooth maximum over sentences (τ learned)",
+            Design::SmoothMax { fixed: None },
+            false,
+        ),
+        (
+            "smooth maximum over paragraphs (τ learned)",
+            Design::SmoothMax { fixed: None },
+            true,
+        ),
     ];
     let mut header = "| design |".to_string();
     for s in &sets {
-        header += &format!(" {} micro-F1 | {} min recall | {} long F1 |", s.name, s.name, s.name);
+        header += &format!(
+            " {} micro-F1 | {} min recall | {} long F1 |",
+            s.name, s.name, s.name
+        );
     }
     println!("{header}");
     println!("|---|{}", "---:|".repeat(3 * sets.len()));
@@ -146,7 +161,12 @@ fn main() -> anyhow::Result<()> {
             let mut long = TopicScorer::new(&topics);
             for ((a, probs), gold) in s.articles.iter().zip(&p).zip(&s.features.gold) {
                 let names = |b: Vec<bool>| -> Vec<String> {
-                    topics.iter().zip(b).filter(|x| x.1).map(|x| x.0.clone()).collect()
+                    topics
+                        .iter()
+                        .zip(b)
+                        .filter(|x| x.1)
+                        .map(|x| x.0.clone())
+                        .collect()
                 };
                 let g = names(gold.clone());
                 let q = names(probs.iter().zip(&th).map(|(p, t)| p >= t).collect());
@@ -172,18 +192,29 @@ fn main() -> anyhow::Result<()> {
             row += &format!(" τ {temperature:.2?}");
         }
         println!("{row}");
-        if !by_paragraph && chosen.as_ref().is_none_or(|c: &(_, _, f64, &str)| dev_f1 > c.2) {
+        if !by_paragraph
+            && chosen
+                .as_ref()
+                .is_none_or(|c: &(_, _, f64, &str)| dev_f1 > c.2)
+        {
             chosen = Some((fitted, th, dev_f1, label));
         }
     }
     if let (Some(dir), Some((fitted, th, f1, label))) = (save, chosen) {
-        anyhow::ensure!(!dir.exists(), "{}: exists; give a new directory", dir.display());
+        anyhow::ensure!(
+            !dir.exists(),
+            "{}: exists; give a new directory",
+            dir.display()
+        );
         let mut model = model;
         fitted.install(&mut model)?;
         model.set_thresholds(th);
         calibrate(&mut model, &sets[0].articles, 32)?;
         model.save(&dir)?;
-        eprintln!("saved {} with \"{label}\" (dev topic micro-F1 {f1:.3})", dir.display());
+        eprintln!(
+            "saved {} with \"{label}\" (dev topic micro-F1 {f1:.3})",
+            dir.display()
+        );
     }
     Ok(())
 }

@@ -27,16 +27,15 @@ pub fn passages(article: &Article) -> Vec<Range<usize>> {
     } else {
         for w in 1..words.len() {
             let between = &article.text[words[w - 1].end..words[w].start];
-            if between.contains('\n') {
-                starts.push(w);
-            } else if !between.is_empty()
+            let new_line = between.contains('\n');
+            let new_sentence = !between.is_empty()
                 && w >= 2
                 && ends_sentence(article.word(w - 1))
                 && !is_abbreviation(article.word(w - 2))
                 && opens_sentence(article.word(w))
                 && w - starts.last().copied().unwrap_or(0) >= MIN_WORDS
-                && line_end(article, w) - w >= MIN_WORDS
-            {
+                && line_end(article, w) - w >= MIN_WORDS;
+            if new_line || new_sentence {
                 starts.push(w);
             }
         }
@@ -68,8 +67,26 @@ fn is_abbreviation(word: &str) -> bool {
     word.chars().count() == 1
         || matches!(
             word,
-            "Mr" | "Mrs" | "Ms" | "Dr" | "St" | "Gen" | "Lt" | "Col" | "Sen" | "Rep" | "Gov"
-                | "Prof" | "Jr" | "Sr" | "Inc" | "Co" | "Corp" | "Ltd" | "No" | "vs" | "Mt"
+            "Mr" | "Mrs"
+                | "Ms"
+                | "Dr"
+                | "St"
+                | "Gen"
+                | "Lt"
+                | "Col"
+                | "Sen"
+                | "Rep"
+                | "Gov"
+                | "Prof"
+                | "Jr"
+                | "Sr"
+                | "Inc"
+                | "Co"
+                | "Corp"
+                | "Ltd"
+                | "No"
+                | "vs"
+                | "Mt"
         )
 }
 

@@ -1,19 +1,20 @@
 //! Windows' evidence into an article's topic input: the one place that gathers it, for training
 //! and inference alike. The encoder gives one sum of hidden states per segment (the sub-tokens of
-//! one passage that one unit owns, `Output::segment_sums`); from them come each passage's mean
+//! one passage that one window owns, `Output::segment_sums`); from them come each passage's mean
 //! state, which the topic head scores (`model::topic_pooling` combines the scores), and the
 //! article's mean state.
 //!
 //! It comes in two forms because the windows arrive in two ways. In training, a unit's windows
 //! are all in one batch and the loss must flow back through the pooling: [`unit_means`] and
-//! [`segment_means`] work on tensors. In inference, an article's windows may run in different
-//! batches: [`ArticleSums`] gathers the segment sums on the host and adds them up per passage in
-//! segment order, so an article's states do not depend on how its windows were batched.
+//! [`passage_means`] work on tensors. In inference, an article's windows may run in different
+//! batches: [`ArticleSums`] keeps the segment sums on the host and adds them up per passage in
+//! window order at the end, so an article's states do not depend on how its windows were batched.
 
 use super::subtokens::EncodedArticle;
 use super::tensors::Batch;
 use super::units::Unit;
 use candle_core::Tensor;
+use std::collections::BTreeMap;
 
 /// `[units, hidden]`: each unit's mean hidden state over the sub-tokens it owns, from the
 /// batch's segment sums `[segments, hidden]` (differentiable).
@@ -24,35 +25,43 @@ pub fn unit_means(batch: &Batch, segment_sums: &Tensor) -> candle_core::Result<T
         .broadcast_mul(&batch.unit_scale)
 }
 
-/// `[segments, hidden]`: each segment's mean hidden state, from the segment sums
-/// (differentiable).
-pub fn segment_means(batch: &Batch, segment_sums: &Tensor) -> candle_core::Result<Tensor> {
+/// `[unit passages, hidden]`: the mean hidden state of each passage of each unit
+/// (`batch.unit_passages`), from the segment sums (differentiable).
+pub fn passage_means(batch: &Batch, segment_sums: &Tensor) -> candle_core::Result<Tensor> {
+    let n = batch.unit_passages.len();
     let scale: Vec<f32> = batch
-        .segments
+        .unit_passages
         .iter()
-        .map(|s| 1.0 / s.tokens as f32)
+        .map(|p| 1.0 / p.tokens as f32)
         .collect();
-    let scale = Tensor::from_vec(scale, (batch.segments.len(), 1), segment_sums.device())?;
-    segment_sums.broadcast_mul(&scale.to_dtype(segment_sums.dtype())?)
+    let scale = Tensor::from_vec(scale, (n, 1), segment_sums.device())?;
+    Tensor::zeros(
+        (n, segment_sums.dim(1)?),
+        segment_sums.dtype(),
+        segment_sums.device(),
+    )?
+    .index_add(&batch.segment_passages, segment_sums, 0)?
+    .broadcast_mul(&scale.to_dtype(segment_sums.dtype())?)
 }
 
 /// One passage's sum of hidden states over its sub-tokens, and their number.
 pub type PassageSum = (Vec<f32>, usize);
 
-/// Each article's passage sums, gathered batch by batch.
+/// Each article's segment sums, gathered batch by batch.
 pub struct ArticleSums {
-    /// Per article, per passage.
-    passages: Vec<Vec<PassageSum>>,
+    /// Per article: (passage, window) → the segment's sum and sub-tokens.
+    segments: Vec<BTreeMap<(usize, usize), PassageSum>>,
+    passages: Vec<usize>,
+    hidden: usize,
 }
 
 impl ArticleSums {
-    /// Room for every passage of `encoded`.
+    /// Room for the segments of `encoded`.
     pub fn new(encoded: &[EncodedArticle], hidden: usize) -> Self {
         ArticleSums {
-            passages: encoded
-                .iter()
-                .map(|e| vec![(vec![0f32; hidden], 0); e.passages.len()])
-                .collect(),
+            segments: vec![BTreeMap::new(); encoded.len()],
+            passages: encoded.iter().map(|e| e.passages.len()).collect(),
+            hidden,
         }
     }
 
@@ -60,19 +69,30 @@ impl ArticleSums {
     /// made of `units`.
     pub fn add(&mut self, units: &[Unit], batch: &Batch, segment_sums: Vec<Vec<f32>>) {
         for (seg, sum) in batch.segments.iter().zip(segment_sums) {
-            let Some(slot) = self.passages[units[seg.unit].article].get_mut(seg.passage) else {
-                continue;
-            };
-            for (s, v) in slot.0.iter_mut().zip(sum) {
-                *s += v;
-            }
-            slot.1 += seg.tokens;
+            self.segments[units[seg.unit].article]
+                .insert((seg.passage, seg.window), (sum, seg.tokens));
         }
     }
 
-    /// Each article's passage sums, in passage order.
+    /// Each article's passage sums, in passage order, each added up in window order.
     pub fn into_passages(self) -> Vec<Vec<PassageSum>> {
-        self.passages
+        let hidden = self.hidden;
+        self.segments
+            .into_iter()
+            .zip(self.passages)
+            .map(|(segments, n)| {
+                let mut out = vec![(vec![0f32; hidden], 0); n];
+                for ((p, _), (sum, tokens)) in segments {
+                    if let Some(slot) = out.get_mut(p) {
+                        for (s, v) in slot.0.iter_mut().zip(sum) {
+                            *s += v;
+                        }
+                        slot.1 += tokens;
+                    }
+                }
+                out
+            })
+            .collect()
     }
 }
 
@@ -109,11 +129,13 @@ mod tests {
             .segments
             .iter()
             .map(|s| {
-                let u = &units[s.unit];
-                let art = &encoded[u.article];
-                let owned_from = art.windows[u.windows.0].owned.start;
+                let art = &encoded[units[s.unit].article];
+                let owned_from = art.windows[s.window].owned.start;
                 let from = owned_from.max(art.passages[s.passage].tokens.start);
-                vec![(from..from + s.tokens).sum::<usize>() as f32, s.tokens as f32]
+                vec![
+                    (from..from + s.tokens).sum::<usize>() as f32,
+                    s.tokens as f32,
+                ]
             })
             .collect()
     }

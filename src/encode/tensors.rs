@@ -1,18 +1,30 @@
 //! Batches of units as tensors. Each unit's words are classified where their windows own them,
 //! and its topic input pooled from its passages' sums of owned sub-token states, one sum per
-//! (unit, passage) segment ([`super::pool`]).
+//! (window, passage) segment ([`super::pool`]): a segment never depends on how windows were
+//! grouped into units, so inference can add an article's segments in window order.
 
 use super::subtokens::{EncodedArticle, SpecialTokens};
 use super::units::Unit;
 use candle_core::{Device, Tensor};
 
-/// The sub-tokens of one passage that one unit of a batch owns.
+/// The sub-tokens of one passage that one window of a batch owns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Segment {
     /// Index into the batch's units.
     pub unit: usize,
+    /// Index into the article's windows.
+    pub window: usize,
     /// Index into the article's passages.
     pub passage: usize,
+    /// Sub-tokens (at least one).
+    pub tokens: usize,
+}
+
+/// The sub-tokens of one passage that one unit of a batch owns (its segments together).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UnitPassage {
+    /// Index into the batch's units.
+    pub unit: usize,
     /// Sub-tokens (at least one).
     pub tokens: usize,
 }
@@ -36,6 +48,10 @@ pub struct Batch {
     pub segments: Vec<Segment>,
     /// For each segment: its unit.
     pub segment_units: Tensor,
+    /// Each unit's passages, unit by unit in passage order.
+    pub unit_passages: Vec<UnitPassage>,
+    /// For each segment: its entry in `unit_passages`.
+    pub segment_passages: Tensor,
     /// `[units, 1]`: one over the number of sub-tokens each unit owns.
     pub unit_scale: Tensor,
     /// Sub-tokens that are not padding (special tokens included).
@@ -68,7 +84,11 @@ impl Batch {
             let mut word_iter = unit.words(art).peekable();
             let owned_before = owned_positions.len();
             let mut passage = 0;
-            for w in &art.windows[unit.windows.0..unit.windows.1] {
+            for (wi, w) in art.windows[unit.windows.0..unit.windows.1]
+                .iter()
+                .enumerate()
+            {
+                let window = unit.windows.0 + wi;
                 let base = row * len;
                 ids[base] = special.cls;
                 ids[base + 1..base + 1 + w.tokens.len()]
@@ -83,10 +103,11 @@ impl Batch {
                     }
                     if segments
                         .last()
-                        .is_none_or(|s| s.unit != i || s.passage != passage)
+                        .is_none_or(|s| s.window != window || s.unit != i || s.passage != passage)
                     {
                         segments.push(Segment {
                             unit: i,
+                            window,
                             passage,
                             tokens: 0,
                         });
@@ -112,6 +133,20 @@ impl Batch {
         }
         let n_owned = owned_positions.len();
         let segment_units: Vec<u32> = segments.iter().map(|s| s.unit as u32).collect();
+        let mut unit_passages: Vec<UnitPassage> = Vec::new();
+        let mut segment_passages: Vec<u32> = Vec::with_capacity(segments.len());
+        let mut last: Option<(usize, usize)> = None;
+        for seg in &segments {
+            if last != Some((seg.unit, seg.passage)) {
+                unit_passages.push(UnitPassage {
+                    unit: seg.unit,
+                    tokens: 0,
+                });
+                last = Some((seg.unit, seg.passage));
+            }
+            unit_passages.last_mut().unwrap().tokens += seg.tokens;
+            segment_passages.push((unit_passages.len() - 1) as u32);
+        }
         Ok(Batch {
             ids: Tensor::from_vec(ids, (rows, len), device)?,
             type_ids: Tensor::zeros((rows, len), candle_core::DType::U32, device)?,
@@ -121,6 +156,8 @@ impl Batch {
             owned_segments: Tensor::from_vec(owned_segments, n_owned, device)?,
             owned_positions: Tensor::from_vec(owned_positions, n_owned, device)?,
             segment_units: Tensor::from_vec(segment_units, segments.len(), device)?,
+            segment_passages: Tensor::from_vec(segment_passages, segments.len(), device)?,
+            unit_passages,
             segments,
             unit_scale: Tensor::from_vec(unit_scale, (units.len(), 1), device)?,
             real_tokens,
@@ -189,18 +226,26 @@ mod tests {
         let len = batch.ids.dim(1).unwrap() as u32;
         let rows: Vec<u32> = owned.iter().map(|p| p / len).collect();
         assert!(rows.windows(2).all(|r| r[0] <= r[1]));
-        // Segments: the two passages, each once (a passage may span windows).
-        let seg: Vec<(usize, usize)> = batch
+        // Segments: one per (window, passage); the unit's passages gather them.
+        let seg: Vec<(usize, usize, usize)> = batch
             .segments
             .iter()
-            .map(|s| (s.passage, s.tokens))
+            .map(|s| (s.window, s.passage, s.tokens))
             .collect();
-        assert_eq!(seg, [(0, 5), (1, n - 5)]);
-        let of = batch.owned_segments.to_vec1::<u32>().unwrap();
-        assert!(of
+        let expect: Vec<(usize, usize, usize)> = art
+            .windows
             .iter()
             .enumerate()
-            .all(|(t, &s)| s == u32::from(t >= 5)));
+            .flat_map(|(i, w)| {
+                let first = (w.owned.start..w.owned.end.min(5)).len();
+                let second = (w.owned.start.max(5)..w.owned.end).len();
+                [(i, 0, first), (i, 1, second)]
+            })
+            .filter(|s| s.2 > 0)
+            .collect();
+        assert_eq!(seg, expect);
+        let tokens: Vec<usize> = batch.unit_passages.iter().map(|p| p.tokens).collect();
+        assert_eq!(tokens, [5, n - 5]);
         let scale = batch.unit_scale.to_vec2::<f32>().unwrap();
         assert_eq!(scale, vec![vec![1.0 / n as f32]]);
     }

@@ -341,7 +341,10 @@ impl NewsTagger {
     /// without topics).
     pub fn topic_pooling(&self) -> &topic_pooling::TopicPooling {
         const MEAN: topic_pooling::TopicPooling = topic_pooling::TopicPooling::Mean;
-        self.config.newstag.as_ref().map_or(&MEAN, |n| &n.topic_pooling)
+        self.config
+            .newstag
+            .as_ref()
+            .map_or(&MEAN, |n| &n.topic_pooling)
     }
 
     pub fn set_topic_pooling(&mut self, pooling: topic_pooling::TopicPooling) {

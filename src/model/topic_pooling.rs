@@ -129,7 +129,10 @@ mod tests {
     fn tensor_twin_agrees_and_ignores_padding() {
         let dev = Device::Cpu;
         // Two items: three passages, and one passage plus two of padding; two topics.
-        let z = [[[1.0f32, -2.0], [0.5, 4.0], [-3.0, 0.0]], [[2.0, -1.0], [9.0, 9.0], [9.0, 9.0]]];
+        let z = [
+            [[1.0f32, -2.0], [0.5, 4.0], [-3.0, 0.0]],
+            [[2.0, -1.0], [9.0, 9.0], [9.0, 9.0]],
+        ];
         let tokens = vec![vec![10, 5, 5], vec![7]];
         let lw = log_weights(&tokens, 3);
         let t = Tensor::new(&[0.7f32, 2.0], &dev).unwrap();
@@ -143,7 +146,10 @@ mod tests {
         .unwrap();
         for (item, row) in out.iter().enumerate() {
             let total: usize = tokens[item].iter().sum();
-            let w: Vec<f32> = tokens[item].iter().map(|&n| n as f32 / total as f32).collect();
+            let w: Vec<f32> = tokens[item]
+                .iter()
+                .map(|&n| n as f32 / total as f32)
+                .collect();
             for (topic, temp) in [0.7, 2.0].into_iter().enumerate() {
                 let zs: Vec<f32> = (0..w.len()).map(|p| z[item][p][topic]).collect();
                 let want = smooth_max(&zs, &w, temp).unwrap();

@@ -95,20 +95,20 @@ fn unit_topic_logits(
         }
         TopicPooling::SmoothMax { temperature } => Tensor::new(temperature.as_slice(), dev)?,
     };
-    let Some(z) = model.topic_logits(&pool::segment_means(batch, segment_sums)?, mode)? else {
+    let Some(z) = model.topic_logits(&pool::passage_means(batch, segment_sums)?, mode)? else {
         return Ok(None);
     };
-    // Each unit's segments, padded to the most any unit has (the padding row is a zero row).
+    // Each unit's passages, padded to the most any unit has (the padding row is a zero row).
     let mut rows: Vec<Vec<u32>> = vec![Vec::new(); units.len()];
     let mut tokens: Vec<Vec<usize>> = vec![Vec::new(); units.len()];
-    for (s, seg) in batch.segments.iter().enumerate() {
-        if let Some(i) = units.iter().position(|&u| u as usize == seg.unit) {
+    for (s, p) in batch.unit_passages.iter().enumerate() {
+        if let Some(i) = units.iter().position(|&u| u as usize == p.unit) {
             rows[i].push(s as u32);
-            tokens[i].push(seg.tokens);
+            tokens[i].push(p.tokens);
         }
     }
     let width = rows.iter().map(Vec::len).max().unwrap_or(1).max(1);
-    let pad = batch.segments.len() as u32;
+    let pad = batch.unit_passages.len() as u32;
     let index: Vec<u32> = rows
         .iter()
         .flat_map(|r| (0..width).map(|p| r.get(p).copied().unwrap_or(pad)))
@@ -167,7 +167,9 @@ pub(crate) fn batch_loss(
         .map(|i| i as u32)
         .collect();
     if !topic_units.is_empty() && opts.topic_weight > 0.0 {
-        if let Some(logits) = unit_topic_logits(model, &batch, &out.segment_sums, &topic_units, mode)? {
+        if let Some(logits) =
+            unit_topic_logits(model, &batch, &out.segment_sums, &topic_units, mode)?
+        {
             let t: Vec<f32> = topic_units
                 .iter()
                 .flat_map(|&i| {

@@ -10,11 +10,11 @@
 
 use crate::data::Article;
 use crate::eval::{best_thresholds, TopicScorer};
-use crate::infer::Predictor;
-use crate::model::NewsTagger;
 use crate::infer::PassageState;
+use crate::infer::Predictor;
 use crate::model::calibration::sigmoid;
 use crate::model::topic_pooling::{self, smooth_max, TopicPooling, INITIAL_TEMPERATURE};
+use crate::model::NewsTagger;
 use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::{AdamW, Optimizer, ParamsAdamW};
 
@@ -55,7 +55,11 @@ impl std::fmt::Display for NonFiniteEmbedding {
 impl std::error::Error for NonFiniteEmbedding {}
 
 /// The features of the articles that carry topics.
-pub fn features(model: &NewsTagger, articles: &[Article], batch: usize) -> anyhow::Result<Features> {
+pub fn features(
+    model: &NewsTagger,
+    articles: &[Article],
+    batch: usize,
+) -> anyhow::Result<Features> {
     let labelled: Vec<Article> = articles
         .iter()
         .filter(|a| a.topics.is_some())
@@ -265,7 +269,8 @@ impl Fitted {
                         let total = kept.iter().map(|p| p.tokens).sum::<usize>().max(1) as f32;
                         let weights: Vec<f32> =
                             kept.iter().map(|p| p.tokens as f32 / total).collect();
-                        let z: Vec<Vec<f32>> = kept.iter().map(|p| self.head.logits(&p.mean)).collect();
+                        let z: Vec<Vec<f32>> =
+                            kept.iter().map(|p| self.head.logits(&p.mean)).collect();
                         (0..k)
                             .map(|j| {
                                 let zj: Vec<f32> = z.iter().map(|r| r[j]).collect();
@@ -316,7 +321,12 @@ impl Head {
 }
 
 /// Topic micro-F1 of `probs` at `thresholds` against `gold`.
-pub fn micro_f1(topics: &[String], probs: &[Vec<f32>], gold: &[Vec<bool>], thresholds: &[f32]) -> f64 {
+pub fn micro_f1(
+    topics: &[String],
+    probs: &[Vec<f32>],
+    gold: &[Vec<bool>],
+    thresholds: &[f32],
+) -> f64 {
     let mut scorer = TopicScorer::new(topics);
     let names = |row: Vec<bool>| -> Vec<String> {
         topics
