@@ -26,6 +26,7 @@ pub mod infer;
 pub mod kernels;
 pub mod model;
 pub mod outputs;
+pub mod page;
 pub mod runtime;
 pub mod serve;
 pub mod train;

@@ -3,21 +3,14 @@
 //! Offsets count characters (Unicode scalar values, as Python does), end exclusive. `entities` and
 //! `topics` are optional; an article without them carries no annotation of that kind.
 
+use super::span::RangeError;
 use super::{
-    blank_reason, check_entity_type, check_topics, Article, CharOffsets, DataError, Entity,
-    ReadOutcome, Schema,
+    blank_reason, check_entity_type, check_topics, Article, CharOffsets, CharSpan, DataError,
+    Entity, ReadOutcome, Schema,
 };
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::path::Path;
-
-/// A character-offset entity as written in JSONL.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CharSpan {
-    pub start: usize,
-    pub end: usize,
-    pub label: String,
-}
 
 /// An annotated article as written to JSONL.
 #[derive(Debug, Serialize)]
@@ -45,18 +38,32 @@ pub fn read_jsonl(path: &Path, opts: ReadOptions) -> anyhow::Result<ReadOutcome>
     Ok(parse_jsonl(path, &bytes, opts))
 }
 
+/// The lines of JSONL bytes that hold something, with their line numbers (from 1): a byte-order
+/// mark at the start, the `\r` of `\r\n` line ends and blank lines are dropped. Every JSONL reader
+/// (articles, predictions) reads its lines through this.
+pub fn content_lines(bytes: &[u8]) -> impl Iterator<Item = (usize, &[u8])> {
+    let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
+    bytes
+        .split(|&b| b == b'\n')
+        .enumerate()
+        .map(|(i, raw)| (i + 1, raw.strip_suffix(b"\r").unwrap_or(raw)))
+        .filter(|(_, raw)| !raw.iter().all(u8::is_ascii_whitespace))
+}
+
+/// A line as text, or the problem that it is not UTF-8.
+pub fn line_text<'a>(path: &Path, lineno: usize, raw: &'a [u8]) -> Result<&'a str, DataError> {
+    std::str::from_utf8(raw).map_err(|e| {
+        let msg = format!("invalid UTF-8 at byte {} of the line", e.valid_up_to() + 1);
+        DataError::new(path, lineno, msg)
+    })
+}
+
 /// Parses JSONL bytes; `path` only names the source in messages.
 pub fn parse_jsonl(path: &Path, bytes: &[u8], opts: ReadOptions) -> ReadOutcome {
     let mut out = ReadOutcome::default();
     let mut seen: HashMap<String, usize> = HashMap::new();
-    let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
     let mut any_line = false;
-    for (i, raw) in bytes.split(|&b| b == b'\n').enumerate() {
-        let lineno = i + 1;
-        let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
-        if raw.iter().all(u8::is_ascii_whitespace) {
-            continue;
-        }
+    for (lineno, raw) in content_lines(bytes) {
         any_line = true;
         let (id, parsed) = parse_line(path, lineno, raw, opts);
         if let Some(id) = id {
@@ -95,12 +102,9 @@ pub fn parse_line(
     raw: &[u8],
     opts: ReadOptions,
 ) -> (Option<String>, Result<Article, Vec<DataError>>) {
-    match std::str::from_utf8(raw) {
+    match line_text(path, lineno, raw) {
         Ok(line) => parse_record(path, lineno, line, opts),
-        Err(e) => {
-            let msg = format!("invalid UTF-8 at byte {} of the line", e.valid_up_to() + 1);
-            (None, Err(vec![DataError::new(path, lineno, msg)]))
-        }
+        Err(e) => (None, Err(vec![e])),
     }
 }
 
@@ -248,21 +252,19 @@ fn parse_fields(
                 problems.push(err(format!("{what}: {msg}")));
                 continue;
             }
-            if s.end <= s.start {
-                let kind = if s.end == s.start {
-                    "is empty"
-                } else {
-                    "ends before it starts"
-                };
-                problems.push(err(format!("{what} {kind}")));
-                continue;
-            }
-            let (Some(b0), Some(b1)) = (chars.to_byte(s.start), chars.to_byte(s.end)) else {
-                problems.push(err(format!(
-                    "{what} lies outside the text ({} characters)",
-                    chars.len()
-                )));
-                continue;
+            let bytes = match chars.byte_range(s.start, s.end) {
+                Ok(bytes) => bytes,
+                Err(why) => {
+                    let why = match why {
+                        RangeError::Empty => "is empty".to_string(),
+                        RangeError::Reversed => "ends before it starts".to_string(),
+                        RangeError::OutsideText(n) => {
+                            format!("lies outside the text ({n} characters)")
+                        }
+                    };
+                    problems.push(err(format!("{what} {why}")));
+                    continue;
+                }
             };
             if let Some(p) = prev.filter(|p| p.end > s.start) {
                 problems.push(err(format!(
@@ -272,13 +274,13 @@ fn parse_fields(
                 continue;
             }
             prev = Some(s);
-            match article.words_of_bytes(b0..b1) {
+            match article.words_of_bytes(bytes.clone()) {
                 Ok(words) => entities.push(Entity {
                     words,
                     label: s.label.clone(),
                 }),
                 Err(msg) => {
-                    problems.push(err(format!("{what} ({:?}) {msg}", &article.text[b0..b1])))
+                    problems.push(err(format!("{what} ({:?}) {msg}", &article.text[bytes])))
                 }
             }
         }
@@ -291,28 +293,18 @@ fn parse_fields(
     }
 }
 
-/// Character-offset spans of an article's entities.
-pub fn char_spans(article: &Article, entities: &[Entity]) -> Vec<CharSpan> {
-    let chars = CharOffsets::new(&article.text);
-    entities
-        .iter()
-        .map(|e| {
-            let b = article.entity_bytes(e);
-            CharSpan {
-                start: chars.to_char(b.start),
-                end: chars.to_char(b.end),
-                label: e.label.clone(),
-            }
-        })
-        .collect()
-}
-
 /// The JSONL line (without newline) of an annotated article.
 pub fn to_json_line(article: &Article) -> String {
     let record = ArticleRecord {
         id: &article.id,
         text: &article.text,
-        entities: article.entities.as_ref().map(|e| char_spans(article, e)),
+        entities: article.entities.as_ref().map(|entities| {
+            let chars = CharOffsets::new(&article.text);
+            entities
+                .iter()
+                .map(|e| article.char_span(&chars, e))
+                .collect()
+        }),
         topics: article.topics.as_deref(),
     };
     serde_json::to_string(&record).expect("serialising plain data cannot fail")

@@ -1,7 +1,9 @@
-//! Data formats: annotated articles, CoNLL files, articles JSONL, and inputs for tagging.
+//! Data formats: annotated articles, CoNLL files, articles JSONL, predictions files (another
+//! system's output, for `eval --predictions`), and inputs for tagging.
 //!
 //! Every format is read into [`Article`]: the text, its words (byte ranges), and optional entity and
-//! topic annotations. Entities are spans of whole words, so offsets can never cut a word.
+//! topic annotations. Entities are spans of whole words, so offsets can never cut a word; files give
+//! them as [`CharSpan`]s (character offsets), converted in [`span`].
 
 pub mod conll;
 pub mod formats;
@@ -9,7 +11,11 @@ pub mod input;
 pub mod jsonl;
 pub mod load;
 pub mod passages;
+pub mod predictions;
+pub mod span;
 pub mod words;
+
+pub use span::CharSpan;
 
 use std::fmt;
 use std::ops::Range;

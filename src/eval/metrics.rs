@@ -6,7 +6,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::data::{entities_from_tags, Entity, Tag};
 
@@ -63,7 +63,7 @@ pub struct Counts {
 }
 
 /// Precision, recall and F1 (0 where undefined, as `zero_division=0`), and the gold count.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Scores {
     pub precision: f64,
     pub recall: f64,

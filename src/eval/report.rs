@@ -1,26 +1,34 @@
-//! The evaluation [`Report`]: what the scorers found, as a plain-text table or JSON.
+//! The evaluation [`Report`]: what the scorers found, as a plain-text table or JSON (`eval
+//! --json`, and each dev evaluation in a run's `metrics.jsonl`), read back with serde.
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::calibration::Calibration;
+use super::errors::ErrorAnalysis;
 use super::metrics::{EntityScorer, Scores, TopicScorer};
 
 /// Entity and topic results of one evaluation; a part is `None` when nothing was scored for it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Report {
     pub entities: Option<EntityReport>,
     pub topics: Option<TopicReport>,
     /// Documents evaluated in all.
     pub documents: usize,
-    /// Do the entity scores and topic probabilities mean what they say?
+    /// Do the entity scores and topic probabilities mean what they say? (Absent from reports
+    /// written before newstag measured it: read as nothing measured.)
+    #[serde(default)]
     pub calibration: Calibration,
+    /// What went wrong (`eval` adds it; the dev evaluations of training do not): the entity-type
+    /// confusion matrix, boundary errors and the worst articles, as the `--html` page shows them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub errors: Option<ErrorAnalysis>,
 }
 
 /// Strict entity-level results.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct EntityReport {
     pub micro: Prf,
     /// Mean over the types seen in gold or predictions; zeros when there are none.
@@ -29,7 +37,7 @@ pub struct EntityReport {
 }
 
 /// Multi-label topic results.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TopicReport {
     pub micro: Prf,
     /// Mean over every label of the label set.
@@ -40,7 +48,7 @@ pub struct TopicReport {
 }
 
 /// Precision, recall and F1 of an average.
-#[derive(Debug, Clone, Copy, Serialize)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 pub struct Prf {
     pub precision: f64,
     pub recall: f64,
@@ -87,6 +95,7 @@ impl Report {
             topics,
             documents,
             calibration: Calibration::default(),
+            errors: None,
         }
     }
 
@@ -194,6 +203,20 @@ mod tests {
         let v = serde_json::to_value(empty).unwrap();
         assert!(v["topics"].is_null());
         assert_eq!(v["entities"]["macro"]["f1"], 0.0);
+    }
+
+    #[test]
+    fn json_reads_back_as_the_report() {
+        let report = example();
+        let text = serde_json::to_string(&report).unwrap();
+        let back: Report = serde_json::from_str(&text).unwrap();
+        assert_eq!(serde_json::to_string(&back).unwrap(), text);
+        assert_eq!(back.table(), report.table());
+        // Reports from before calibration was measured still read.
+        let mut old = serde_json::to_value(&report).unwrap();
+        old.as_object_mut().unwrap().remove("calibration");
+        let old: Report = serde_json::from_value(old).unwrap();
+        assert!(old.calibration.entities.is_none() && old.errors.is_none());
     }
 
     #[test]

@@ -9,6 +9,7 @@ pub mod html;
 pub mod marginals;
 pub mod output;
 pub mod progress;
+pub mod run;
 pub mod topics;
 
 use crate::data::Article;

@@ -7,14 +7,13 @@
 //! its own sans-serif font, so no font files are needed to draw it.
 
 use super::EpochRecord;
-use crate::eval::html::{write_head, write_report_tables};
-use crate::eval::{EntityReport, Prf, Report, Scores, TopicReport};
+use crate::eval::html::report_tables;
+use crate::eval::Report;
 use crate::fsutil::write_atomic;
-use crate::infer::html::{type_accent, type_order, Esc};
+use crate::page::{document, type_accent, type_order, Style};
+use maud::{html, Markup, PreEscaped};
 use plotters::prelude::*;
-use serde::Deserialize;
 use std::collections::BTreeMap;
-use std::fmt::Write;
 use std::path::Path;
 
 /// Size of `curves.svg` in pixels.
@@ -70,83 +69,9 @@ const LINKED_FILES: [&str; 7] = [
     "checkpoints/latest.json",
 ];
 
-/// The part of a record's dev report the curves and tables read (the JSON of [`Report`]).
-#[derive(Debug, Deserialize)]
-struct DevJson {
-    entities: Option<PartJson>,
-    topics: Option<PartJson>,
-    documents: usize,
-}
-
-#[derive(Debug, Deserialize)]
-struct PartJson {
-    micro: PrfJson,
-    r#macro: PrfJson,
-    #[serde(alias = "per_label")]
-    per_type: BTreeMap<String, ScoresJson>,
-    #[serde(default)]
-    documents: usize,
-}
-
-#[derive(Debug, Clone, Copy, Deserialize)]
-struct PrfJson {
-    precision: f64,
-    recall: f64,
-    f1: f64,
-}
-
-#[derive(Debug, Clone, Copy, Deserialize)]
-struct ScoresJson {
-    precision: f64,
-    recall: f64,
-    f1: f64,
-    support: usize,
-}
-
-impl From<PrfJson> for Prf {
-    fn from(p: PrfJson) -> Self {
-        Prf {
-            precision: p.precision,
-            recall: p.recall,
-            f1: p.f1,
-        }
-    }
-}
-
-fn scores_of(m: BTreeMap<String, ScoresJson>) -> BTreeMap<String, Scores> {
-    m.into_iter()
-        .map(|(k, s)| {
-            (
-                k,
-                Scores {
-                    precision: s.precision,
-                    recall: s.recall,
-                    f1: s.f1,
-                    support: s.support,
-                },
-            )
-        })
-        .collect()
-}
-
 /// The dev report of a record, if it has one that reads as a [`Report`].
 fn dev_report(r: &EpochRecord) -> Option<Report> {
-    let dev: DevJson = serde_json::from_value(r.dev.clone()?).ok()?;
-    Some(Report {
-        entities: dev.entities.map(|e| EntityReport {
-            micro: e.micro.into(),
-            r#macro: e.r#macro.into(),
-            per_type: scores_of(e.per_type),
-        }),
-        topics: dev.topics.map(|t| TopicReport {
-            micro: t.micro.into(),
-            r#macro: t.r#macro.into(),
-            per_label: scores_of(t.per_type),
-            documents: t.documents,
-        }),
-        documents: dev.documents,
-        calibration: Default::default(),
-    })
+    serde_json::from_value(r.dev.clone()?).ok()
 }
 
 /// One curve: a name, a colour, and (epoch, value) points.
@@ -347,128 +272,111 @@ pub fn index_html(
     files: &[&str],
     topics: &[String],
 ) -> String {
-    let mut out = String::new();
-    write_index(&mut out, title, history, svg, files, topics)
-        .expect("writing to a String cannot fail");
-    out
-}
-
-fn write_index(
-    out: &mut String,
-    title: &str,
-    history: &[EpochRecord],
-    svg: &str,
-    files: &[&str],
-    topics: &[String],
-) -> std::fmt::Result {
-    write_head(out, &format!("newstag run: {title}"))?;
     let best = history.iter().filter(|r| r.score.is_some()).max_by(|a, b| {
         a.score
             .partial_cmp(&b.score)
             .unwrap_or(std::cmp::Ordering::Equal)
             .then(b.epoch.cmp(&a.epoch))
     });
-    if let Some(last) = history.last() {
-        write!(
-            out,
-            "<p class=\"meta\">{} evaluation{}; last: epoch {}, step {}, {:.0} s, {:.0} tokens/s.",
-            history.len(),
-            if history.len() == 1 { "" } else { "s" },
-            last.epoch,
-            last.step,
-            last.elapsed_s,
-            last.tokens_per_s
-        )?;
-        if let (Some(b), Some(s)) = (best, best.and_then(|b| b.score)) {
-            write!(
-                out,
-                " The saved model is from epoch {} (best dev score {s:.4}).",
-                b.epoch
-            )?;
-        }
-        out.push_str("</p>\n");
-    }
-    out.push_str("<section>\n<h2>Training curves</h2>\n<div class=\"scroll\">\n");
-    out.push_str(svg.trim());
-    out.push_str("\n</div>\n</section>\n<section>\n<h2>Files</h2>\n<ul>\n");
-    for f in files {
-        writeln!(out, "<li><a href=\"{0}\">{0}</a></li>", Esc(f))?;
-    }
-    out.push_str("</ul>\n</section>\n");
-    write_epochs(out, history)?;
     let last_dev = history
         .iter()
         .rev()
         .find_map(|r| dev_report(r).map(|rep| (r, rep)));
-    out.push_str("<section>\n<h2>Last evaluation</h2>\n");
-    match last_dev {
-        Some((r, report)) => {
-            writeln!(
-                out,
-                "<p class=\"meta\">dev set after epoch {} (step {}); topic thresholds chosen on dev.</p>",
-                r.epoch, r.step
-            )?;
-            write_report_tables(out, &report)?;
-            if !r.thresholds.is_empty() {
-                // Thresholds are in the model's topic order (config.json), when it is known.
-                let list: Vec<String> = r
-                    .thresholds
-                    .iter()
-                    .enumerate()
-                    .map(|(i, t)| {
-                        match topics.get(i).filter(|_| topics.len() == r.thresholds.len()) {
-                            Some(name) => format!("{} {t:.3}", Esc(name)),
-                            None => format!("{t:.3}"),
-                        }
-                    })
-                    .collect();
-                writeln!(
-                    out,
-                    "<p class=\"meta\">topic thresholds chosen on dev: {}</p>",
-                    list.join(", ")
-                )?;
+    let body = html! {
+        @if let Some(last) = history.last() {
+            p class="meta" {
+                (history.len()) " evaluation" (if history.len() == 1 { "" } else { "s" })
+                "; last: epoch " (last.epoch) ", step " (last.step) ", "
+                (format!("{:.0}", last.elapsed_s)) " s, " (format!("{:.0}", last.tokens_per_s))
+                " tokens/s."
+                @if let (Some(b), Some(s)) = (best, best.and_then(|b| b.score)) {
+                    " The saved model is from epoch " (b.epoch) " (best dev score "
+                    (format!("{s:.4}")) ")."
+                }
             }
         }
-        None => out.push_str("<p>No dev evaluation in this run.</p>\n"),
-    }
-    out.push_str("</section>\n</body>\n</html>\n");
-    Ok(())
+        section {
+            h2 { "Training curves" }
+            // plotters' SVG: its text is escaped by plotters.
+            div class="scroll" { (PreEscaped(svg.trim())) }
+        }
+        section {
+            h2 { "Files" }
+            ul {
+                @for f in files {
+                    li { a href=(f) { (f) } }
+                }
+            }
+        }
+        (epochs(history))
+        section {
+            h2 { "Last evaluation" }
+            @match &last_dev {
+                Some((r, report)) => {
+                    p class="meta" {
+                        "dev set after epoch " (r.epoch) " (step " (r.step)
+                        "); topic thresholds chosen on dev."
+                    }
+                    (report_tables(report))
+                    @if !r.thresholds.is_empty() {
+                        p class="meta" {
+                            "topic thresholds chosen on dev: " (thresholds_text(&r.thresholds, topics))
+                        }
+                    }
+                }
+                None => p { "No dev evaluation in this run." },
+            }
+        }
+    };
+    document(&format!("newstag run: {title}"), Style::Report, body)
 }
 
-fn write_epochs(out: &mut String, history: &[EpochRecord]) -> std::fmt::Result {
-    out.push_str(
-        "<section>\n<h2>Epochs</h2>\n<div class=\"scroll\"><table>\n<thead><tr><th>epoch</th>\
-         <th>step</th><th>train loss</th><th>lr</th><th>dev score</th><th>entity micro-F1</th>\
-         <th>topic micro-F1</th><th>tokens/s</th><th>elapsed s</th></tr></thead>\n<tbody>\n",
-    );
+/// `energy 0.250, trade 0.400`: thresholds named by the model's topics (in its order, as in
+/// config.json) when those are known, else bare.
+fn thresholds_text(thresholds: &[f32], topics: &[String]) -> String {
+    let named = topics.len() == thresholds.len();
+    thresholds
+        .iter()
+        .enumerate()
+        .map(|(i, t)| match topics.get(i).filter(|_| named) {
+            Some(name) => format!("{name} {t:.3}"),
+            None => format!("{t:.3}"),
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn epochs(history: &[EpochRecord]) -> Markup {
     let opt = |v: Option<f64>| v.map_or("–".to_string(), |v| format!("{v:.4}"));
-    for r in history {
-        let report = dev_report(r);
-        let entity = report
-            .as_ref()
-            .and_then(|d| d.entities.as_ref())
-            .map(|e| e.micro.f1);
-        let topic = report
-            .as_ref()
-            .and_then(|d| d.topics.as_ref())
-            .map(|t| t.micro.f1);
-        writeln!(
-            out,
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{:.2e}</td><td>{}</td><td>{}</td><td>{}</td>\
-             <td>{:.0}</td><td>{:.1}</td></tr>",
-            r.epoch,
-            r.step,
-            opt(Some(r.train_loss).filter(|l| l.is_finite())),
-            r.lr,
-            opt(r.score),
-            opt(entity),
-            opt(topic),
-            r.tokens_per_s,
-            r.elapsed_s
-        )?;
+    html! {
+        section {
+            h2 { "Epochs" }
+            div class="scroll" {
+                table {
+                    thead { tr {
+                        th { "epoch" } th { "step" } th { "train loss" } th { "lr" }
+                        th { "dev score" } th { "entity micro-F1" } th { "topic micro-F1" }
+                        th { "tokens/s" } th { "elapsed s" }
+                    } }
+                    tbody {
+                        @for r in history {
+                            @let report = dev_report(r);
+                            @let entity = report.as_ref().and_then(|d| d.entities.as_ref()).map(|e| e.micro.f1);
+                            @let topic = report.as_ref().and_then(|d| d.topics.as_ref()).map(|t| t.micro.f1);
+                            tr {
+                                td { (r.epoch) } td { (r.step) }
+                                td { (opt(Some(r.train_loss).filter(|l| l.is_finite()))) }
+                                td { (format!("{:.2e}", r.lr)) } td { (opt(r.score)) }
+                                td { (opt(entity)) } td { (opt(topic)) }
+                                td { (format!("{:.0}", r.tokens_per_s)) }
+                                td { (format!("{:.1}", r.elapsed_s)) }
+                            }
+                        }
+                    }
+                }
+            }
+        }
     }
-    out.push_str("</tbody></table></div>\n</section>\n");
-    Ok(())
 }
 
 #[cfg(test)]

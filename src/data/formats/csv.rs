@@ -48,9 +48,11 @@ mod tests {
         let record = OutputRecord::Tagged {
             id: "a,\"1\"".into(),
             entities: vec![OutputEntity {
-                start: 0,
-                end: 9,
-                label: "ORG".into(),
+                span: crate::data::CharSpan {
+                    start: 0,
+                    end: 9,
+                    label: "ORG".into(),
+                },
                 text: "Acme\n\"Co\"".into(),
                 score: 0.5,
             }],
