@@ -79,6 +79,9 @@ padding:0 .6rem;font-size:.85rem}
 .types{display:grid;grid-template-columns:repeat(auto-fill,minmax(13rem,1fr));gap:.5rem 1rem}
 .types ol{margin:0;padding-left:1.6rem;overflow-wrap:anywhere}
 .text{white-space:pre-wrap;overflow-wrap:anywhere;margin-top:.75rem}
+.evidence{background:#fff8c5;box-shadow:0 0 0 2px #fff8c5;border-radius:2px}
+.evidence::before{content:attr(data-topics);font-size:.68em;font-weight:700;color:#7d4e00;\
+margin-right:4px;vertical-align:.15em}
 article.failed{border-color:#cf222e}.error{color:#a40e26;white-space:pre-wrap}
 ";
 

@@ -3,9 +3,10 @@
 //!
 //! The page has a legend of entity types, a summary (articles tagged and failed, articles per
 //! topic, the most frequent entities of each type), then every article with its topic chips and
-//! its text with entities highlighted by type.
+//! its text with entities highlighted by type and each topic's evidence (the sentence that
+//! carried it) shaded and labelled with its topics.
 
-use super::output::{OutputEntity, OutputRecord};
+use super::output::{OutputEntity, OutputRecord, OutputTopic};
 use crate::page::{
     document, highlighted, mark, type_mark, type_order, Highlight, Style, KNOWN_TYPES,
 };
@@ -173,7 +174,7 @@ fn article_view(article: &PageArticle) -> Markup {
                         }
                     }
                 }
-                div class="text" { (highlighted_entities(article.text, entities)) }
+                div class="text" { (with_evidence(article.text, entities, topics)) }
             }
         },
         OutputRecord::Failed { id, error } => html! {
@@ -182,6 +183,56 @@ fn article_view(article: &PageArticle) -> Markup {
                 p class="error" { "Not tagged: " (error) }
             }
         },
+    }
+}
+
+/// `text` with its topics' evidence passages shaded (labelled with their topics) and the entities
+/// highlighted inside and around them. An entity that crosses a passage's edge is left unmarked.
+fn with_evidence(text: &str, entities: &[OutputEntity], topics: &[OutputTopic]) -> Markup {
+    let mut passages: BTreeMap<(usize, usize), Vec<&str>> = BTreeMap::new();
+    for t in topics {
+        if let Some(e) = t.evidence {
+            passages.entry((e.start, e.end)).or_default().push(&t.label);
+        }
+    }
+    let bounds: Vec<usize> = text
+        .char_indices()
+        .map(|(b, _)| b)
+        .chain([text.len()])
+        .collect();
+    let chars = bounds.len() - 1;
+    // Pieces of the text in order: (start, end, topics of the passage or none).
+    let mut pieces: Vec<(usize, usize, Option<String>)> = Vec::new();
+    let mut at = 0;
+    for ((start, end), labels) in passages {
+        if start < at || end > chars || start >= end {
+            continue;
+        }
+        pieces.push((at, start, None));
+        pieces.push((start, end, Some(labels.join(", "))));
+        at = end;
+    }
+    pieces.push((at, chars, None));
+    html! {
+        @for (start, end, labels) in pieces {
+            @let inside: Vec<OutputEntity> = entities
+                .iter()
+                .filter(|e| e.span.start >= start && e.span.end <= end)
+                .map(|e| {
+                    let mut e = e.clone();
+                    e.span.start -= start;
+                    e.span.end -= start;
+                    e
+                })
+                .collect();
+            @let piece = &text[bounds[start]..bounds[end]];
+            @match labels {
+                Some(l) => span class="evidence" data-topics=(l) title={ "evidence: " (l) } {
+                    (highlighted_entities(piece, &inside))
+                },
+                None => (highlighted_entities(piece, &inside)),
+            }
+        }
     }
 }
 
@@ -282,6 +333,38 @@ mod tests {
         assert_eq!(
             highlighted(text, &entities),
             format!("{per}Zoë</mark> 🎉 met {per}Владимир Путин</mark> in {loc}Zürich</mark>.")
+        );
+    }
+
+    #[test]
+    fn evidence_is_shaded_with_its_topics_and_keeps_its_entities() {
+        let text = "Gas deal\nZoë met Putin in Zürich.";
+        let entities = [entity(9, 12, "PER", "Zoë"), entity(26, 32, "LOC", "Zürich")];
+        let topic = |label: &str, start, end| OutputTopic {
+            label: label.into(),
+            score: 0.9,
+            evidence: Some(super::super::output::Evidence { start, end }),
+        };
+        let page = with_evidence(
+            text,
+            &entities,
+            &[topic("energy", 9, 33), topic("trade", 9, 33)],
+        )
+        .into_string();
+        let open = "<span class=\"evidence\" data-topics=\"energy, trade\" \
+                    title=\"evidence: energy, trade\">";
+        assert!(
+            page.starts_with(&format!("Gas deal\n{open}<mark")),
+            "{page}"
+        );
+        assert!(
+            page.contains(">Zoë</mark>") && page.contains(">Zürich</mark>.</span>"),
+            "{page}"
+        );
+        // Without evidence the text is as before.
+        assert_eq!(
+            with_evidence(text, &entities, &[]).into_string(),
+            highlighted(text, &entities)
         );
     }
 
