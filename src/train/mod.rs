@@ -213,7 +213,7 @@ pub fn train(
         }
     }
     if !state.topic_head_refitted && !model.topics().is_empty() {
-        progress.println("refitting the topic head on the kept model's article embeddings");
+        progress.println("refitting the topic head on the kept model's passage states");
         let kept = refit_topic_head(model, train, dev, out, &mut state)?;
         state.topic_head_refitted = true;
         ckpt.save(model, &optimizer, &state)?;
