@@ -177,15 +177,19 @@ pub struct Highlight<'a> {
     pub class: &'a str,
 }
 
+/// The byte offset of every character boundary of `text`: `bounds[c]` is where character `c`
+/// starts, and the last entry is the text's length.
+pub fn char_bounds(text: &str) -> Vec<usize> {
+    text.char_indices()
+        .map(|(b, _)| b)
+        .chain([text.len()])
+        .collect()
+}
+
 /// `text` with each span in a [`mark`]. Offsets are in characters; spans that are empty, out of
 /// range, or overlap one starting earlier are skipped.
 pub fn highlighted(text: &str, spans: &[Highlight]) -> Markup {
-    // Byte offset of every character boundary, so `bounds[c]` is where character `c` starts.
-    let bounds: Vec<usize> = text
-        .char_indices()
-        .map(|(b, _)| b)
-        .chain([text.len()])
-        .collect();
+    let bounds = char_bounds(text);
     let chars = bounds.len() - 1;
     let mut shown: Vec<&Highlight> = spans
         .iter()

@@ -8,7 +8,7 @@
 
 use super::output::{OutputEntity, OutputRecord, OutputTopic};
 use crate::page::{
-    document, highlighted, mark, type_mark, type_order, Highlight, Style, KNOWN_TYPES,
+    char_bounds, document, highlighted, mark, type_mark, type_order, Highlight, Style, KNOWN_TYPES,
 };
 use maud::{html, Markup};
 use std::collections::{BTreeMap, HashMap};
@@ -195,11 +195,7 @@ fn with_evidence(text: &str, entities: &[OutputEntity], topics: &[OutputTopic]) 
             passages.entry((e.start, e.end)).or_default().push(&t.label);
         }
     }
-    let bounds: Vec<usize> = text
-        .char_indices()
-        .map(|(b, _)| b)
-        .chain([text.len()])
-        .collect();
+    let bounds = char_bounds(text);
     let chars = bounds.len() - 1;
     // Pieces of the text in order: (start, end, topics of the passage or none).
     let mut pieces: Vec<(usize, usize, Option<String>)> = Vec::new();
