@@ -1,7 +1,7 @@
 //! An article's topic scores from its passages' hidden states, and the passage that carried each.
 
 use crate::model::bert::Mode;
-use crate::model::topic_pooling::{smooth_max, TopicPooling};
+use crate::model::topic_pooling::{pool_passages, TopicPooling};
 use crate::model::NewsTagger;
 use candle_core::Tensor;
 
@@ -95,14 +95,9 @@ pub fn read_topics(
         }
         TopicPooling::SmoothMax { temperature } => {
             for (t, passages) in out.iter_mut().zip(&per_article) {
-                let total = passages.iter().map(|p| p.2).sum::<usize>().max(1) as f32;
-                let weights: Vec<f32> = passages.iter().map(|p| p.2 as f32 / total).collect();
-                t.logits = (0..k)
-                    .map(|j| {
-                        let z: Vec<f32> = passages.iter().map(|p| p.1[j]).collect();
-                        smooth_max(&z, &weights, temperature[j]).unwrap_or(0.0)
-                    })
-                    .collect();
+                let logits: Vec<&[f32]> = passages.iter().map(|p| p.1).collect();
+                let tokens: Vec<usize> = passages.iter().map(|p| p.2).collect();
+                t.logits = pool_passages(&logits, &tokens, temperature);
             }
         }
     }

@@ -75,6 +75,77 @@ pub fn smooth_max(logits: &[f32], weights: &[f32], temperature: f32) -> Option<f
     Some((f64::from(m) + t * sum.ln()) as f32)
 }
 
+/// Every topic's [`smooth_max`] over an article's passages: `logits[p]` `[topics]` and
+/// `tokens[p]` of each passage, weighted by its share of the sub-tokens; zeros without passages.
+pub fn pool_passages(logits: &[&[f32]], tokens: &[usize], temperature: &[f32]) -> Vec<f32> {
+    let total = tokens.iter().sum::<usize>().max(1) as f32;
+    let weights: Vec<f32> = tokens.iter().map(|&n| n as f32 / total).collect();
+    (0..temperature.len())
+        .map(|j| {
+            let z: Vec<f32> = logits.iter().map(|r| r[j]).collect();
+            smooth_max(&z, &weights, temperature[j]).unwrap_or(0.0)
+        })
+        .collect()
+}
+
+/// Groups of passages laid out for [`smooth_max_tensor`]: each group's rows of a `[rows, topics]`
+/// logits tensor, padded to the widest group with a zero row, and their log weights. Built once
+/// for a batch (or a whole fit) and applied to its logits.
+pub struct PassageGroups {
+    index: Tensor,
+    log_weights: Tensor,
+    groups: usize,
+    width: usize,
+    rows: usize,
+}
+
+impl PassageGroups {
+    /// `groups[g]`: the (row, sub-tokens) of group `g`'s passages, among `rows` rows.
+    pub fn new(
+        groups: &[Vec<(u32, usize)>],
+        rows: usize,
+        device: &candle_core::Device,
+    ) -> candle_core::Result<Self> {
+        let width = groups.iter().map(Vec::len).max().unwrap_or(1).max(1);
+        let index: Vec<u32> = groups
+            .iter()
+            .flat_map(|g| (0..width).map(move |p| g.get(p).map_or(rows as u32, |r| r.0)))
+            .collect();
+        let tokens: Vec<Vec<usize>> = groups
+            .iter()
+            .map(|g| g.iter().map(|r| r.1).collect())
+            .collect();
+        Ok(PassageGroups {
+            index: Tensor::from_vec(index, groups.len() * width, device)?,
+            log_weights: Tensor::from_vec(
+                log_weights(&tokens, width),
+                (groups.len(), width, 1),
+                device,
+            )?,
+            groups: groups.len(),
+            width,
+            rows,
+        })
+    }
+
+    /// `[groups, topics]`: each group's pooled logits from the passages' `logits`
+    /// `[rows, topics]` at `temperature` `[topics]` (differentiable).
+    pub fn pool(&self, logits: &Tensor, temperature: &Tensor) -> candle_core::Result<Tensor> {
+        let k = logits.dim(1)?;
+        debug_assert_eq!(logits.dim(0)?, self.rows);
+        let padded = Tensor::cat(
+            &[
+                logits,
+                &Tensor::zeros((1, k), logits.dtype(), logits.device())?,
+            ],
+            0,
+        )?
+        .index_select(&self.index, 0)?
+        .reshape((self.groups, self.width, k))?;
+        smooth_max_tensor(&padded, &self.log_weights, temperature)
+    }
+}
+
 /// The differentiable twin of [`smooth_max`] for a batch: `logits` `[items, passages, topics]`,
 /// `log_weights` `[items, passages, 1]` (padding at a large negative value), `temperature`
 /// `[topics]`; returns `[items, topics]`.
@@ -94,7 +165,7 @@ pub fn smooth_max_tensor(
 
 /// `[items, passages, 1]` log weights for padded passages: each item's passages weighted by their
 /// sub-tokens, padding at -1e30 (its exp is 0 next to any real passage).
-pub fn log_weights(tokens: &[Vec<usize>], width: usize) -> Vec<f32> {
+fn log_weights(tokens: &[Vec<usize>], width: usize) -> Vec<f32> {
     let mut out = Vec::with_capacity(tokens.len() * width);
     for item in tokens {
         let total: usize = item.iter().sum();

@@ -7,7 +7,7 @@ use super::TrainOptions;
 use crate::data::{tags_from_entities, Article};
 use crate::encode::{encode_article, pool, Batch, EncodedArticle, Unit};
 use crate::model::bert::Mode;
-use crate::model::topic_pooling::{self, TopicPooling};
+use crate::model::topic_pooling::{PassageGroups, TopicPooling};
 use crate::model::NewsTagger;
 use candle_core::{DType, Tensor};
 use std::path::Path;
@@ -98,35 +98,15 @@ fn unit_topic_logits(
     let Some(z) = model.topic_logits(&pool::passage_means(batch, segment_sums)?, mode)? else {
         return Ok(None);
     };
-    // Each unit's passages, padded to the most any unit has (the padding row is a zero row).
-    let mut rows: Vec<Vec<u32>> = vec![Vec::new(); units.len()];
-    let mut tokens: Vec<Vec<usize>> = vec![Vec::new(); units.len()];
+    // Each unit's passages, in order.
+    let mut groups: Vec<Vec<(u32, usize)>> = vec![Vec::new(); units.len()];
     for (s, p) in batch.unit_passages.iter().enumerate() {
         if let Some(i) = units.iter().position(|&u| u as usize == p.unit) {
-            rows[i].push(s as u32);
-            tokens[i].push(p.tokens);
+            groups[i].push((s as u32, p.tokens));
         }
     }
-    let width = rows.iter().map(Vec::len).max().unwrap_or(1).max(1);
-    let pad = batch.unit_passages.len() as u32;
-    let index: Vec<u32> = rows
-        .iter()
-        .flat_map(|r| (0..width).map(|p| r.get(p).copied().unwrap_or(pad)))
-        .collect();
-    let k = z.dim(1)?;
-    let z = Tensor::cat(&[&z, &Tensor::zeros((1, k), z.dtype(), dev)?], 0)?
-        .index_select(&Tensor::new(index.as_slice(), dev)?, 0)?
-        .reshape((units.len(), width, k))?;
-    let log_weights = Tensor::from_vec(
-        topic_pooling::log_weights(&tokens, width),
-        (units.len(), width, 1),
-        dev,
-    )?;
-    Ok(Some(topic_pooling::smooth_max_tensor(
-        &z,
-        &log_weights,
-        &temperature,
-    )?))
+    let groups = PassageGroups::new(&groups, batch.unit_passages.len(), dev)?;
+    Ok(Some(groups.pool(&z, &temperature)?))
 }
 
 /// The loss of one batch of `units`, and the real sub-tokens it saw: entity cross-entropy on

@@ -13,7 +13,9 @@ use crate::eval::{best_thresholds, TopicScorer};
 use crate::infer::PassageState;
 use crate::infer::Predictor;
 use crate::model::calibration::sigmoid;
-use crate::model::topic_pooling::{self, smooth_max, TopicPooling, INITIAL_TEMPERATURE};
+use crate::model::topic_pooling::{
+    pool_passages, PassageGroups, TopicPooling, INITIAL_TEMPERATURE,
+};
 use crate::model::NewsTagger;
 use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::{AdamW, Optimizer, ParamsAdamW};
@@ -169,28 +171,22 @@ pub fn fit(
     let mean = xr.mean_keepdim(0)?;
     let std = (xr.broadcast_sub(&mean)?.sqr()?.mean_keepdim(0)? + 1e-6)?.sqrt()?;
     let xs = xr.broadcast_sub(&mean)?.broadcast_div(&std)?;
-    // For the smooth maximum: each article's passages as rows of `xs`, padded with a zero row.
-    let (index, log_weights, width) = {
+    // For the smooth maximum: each article's passages as rows of `xs`.
+    let groups = {
         let mut row = 0u32;
-        let mut rows: Vec<Vec<u32>> = Vec::with_capacity(n);
-        let mut tokens: Vec<Vec<usize>> = Vec::with_capacity(n);
+        let mut groups: Vec<Vec<(u32, usize)>> = Vec::with_capacity(n);
         for a in x {
-            let mine: Vec<&PassageState> = a.iter().filter(|p| p.tokens > 0).collect();
-            rows.push((row..row + mine.len() as u32).collect());
-            tokens.push(mine.iter().map(|p| p.tokens).collect());
-            row += mine.len() as u32;
+            let mine: Vec<(u32, usize)> = a
+                .iter()
+                .filter(|p| p.tokens > 0)
+                .map(|p| {
+                    row += 1;
+                    (row - 1, p.tokens)
+                })
+                .collect();
+            groups.push(mine);
         }
-        let width = rows.iter().map(Vec::len).max().unwrap_or(1).max(1);
-        let index: Vec<u32> = rows
-            .iter()
-            .flat_map(|r| (0..width).map(|p| r.get(p).copied().unwrap_or(m as u32)))
-            .collect();
-        let lw = topic_pooling::log_weights(&tokens, width);
-        (
-            Tensor::from_vec(index, n * width, &dev)?,
-            Tensor::from_vec(lw, (n, width, 1), &dev)?,
-            width,
-        )
+        PassageGroups::new(&groups, m, &dev)?
     };
     let w = Var::zeros((hidden, k), DType::F32, &dev)?;
     let b = Var::zeros(k, DType::F32, &dev)?;
@@ -214,12 +210,7 @@ pub fn fit(
         let z = xs.matmul(w.as_tensor())?.broadcast_add(b.as_tensor())?;
         let logits = match design {
             Design::Mean => z,
-            Design::SmoothMax { .. } => {
-                let padded = Tensor::cat(&[&z, &Tensor::zeros((1, k), DType::F32, &dev)?], 0)?
-                    .index_select(&index, 0)?
-                    .reshape((n, width, k))?;
-                topic_pooling::smooth_max_tensor(&padded, &log_weights, &log_t.as_tensor().exp()?)?
-            }
+            Design::SmoothMax { .. } => groups.pool(&z, &log_t.as_tensor().exp()?)?,
         };
         let softplus = (logits.relu()? + (logits.abs()?.neg()?.exp()? + 1.0)?.log()?)?;
         let positive = (&y * (&softplus - &logits)?)?;
@@ -255,7 +246,6 @@ impl Fitted {
 
     /// Topic probabilities `[articles][topics]` under this head and pooling.
     pub fn probs(&self, x: &[Vec<PassageState>]) -> Vec<Vec<f32>> {
-        let k = self.head.bias.len();
         x.iter()
             .map(|passages| {
                 let logits: Vec<f32> = match &self.pooling {
@@ -266,17 +256,11 @@ impl Fitted {
                     TopicPooling::SmoothMax { temperature } => {
                         let kept: Vec<&PassageState> =
                             passages.iter().filter(|p| p.tokens > 0).collect();
-                        let total = kept.iter().map(|p| p.tokens).sum::<usize>().max(1) as f32;
-                        let weights: Vec<f32> =
-                            kept.iter().map(|p| p.tokens as f32 / total).collect();
                         let z: Vec<Vec<f32>> =
                             kept.iter().map(|p| self.head.logits(&p.mean)).collect();
-                        (0..k)
-                            .map(|j| {
-                                let zj: Vec<f32> = z.iter().map(|r| r[j]).collect();
-                                smooth_max(&zj, &weights, temperature[j]).unwrap_or(0.0)
-                            })
-                            .collect()
+                        let rows: Vec<&[f32]> = z.iter().map(Vec::as_slice).collect();
+                        let tokens: Vec<usize> = kept.iter().map(|p| p.tokens).collect();
+                        pool_passages(&rows, &tokens, temperature)
                     }
                 };
                 logits.into_iter().map(sigmoid).collect()
