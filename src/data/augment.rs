@@ -156,7 +156,7 @@ fn lines(text: &str) -> Vec<Range<usize>> {
 /// quarter as many joined pairs as there are topic-annotated articles, and an eighth as many with
 /// a paragraph moved.
 pub fn augmented(articles: &[Article], seed: u64) -> Vec<Article> {
-    let mut rng = StdRng::seed_from_u64(seed ^ 0x6175_676d_656e_74);
+    let mut rng = StdRng::seed_from_u64(seed ^ 0x0061_7567_6d65_6e74);
     let mut order: Vec<usize> = (0..articles.len())
         .filter(|&i| articles[i].topics.is_some())
         .collect();
