@@ -359,6 +359,11 @@ impl NewsTagger {
         &self.dropped_base_tensors
     }
 
+    /// The encoder, for its hidden states.
+    pub fn encoder(&self) -> &dyn Encoder {
+        self.encoder.as_ref()
+    }
+
     /// The encoder's family.
     pub fn family(&self) -> Family {
         self.config.family().unwrap_or(Family::Bert)
