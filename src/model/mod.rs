@@ -338,18 +338,13 @@ impl NewsTagger {
     /// The heads initialised fresh rather than loaded (by tensor prefix, such as `classifier`):
     /// empty for a saved model, the new heads for one made [`NewsTagger::from_base`].
     pub fn initialised_heads(&self) -> Vec<String> {
-        let mut heads: Vec<String> = self
-            .store
-            .initialised()
-            .iter()
-            .map(|n| {
-                n.rsplit_once('.')
-                    .map_or(n.as_str(), |(p, _)| p)
-                    .to_string()
-            })
-            .collect();
-        heads.dedup();
-        heads
+        tensor_prefixes(&self.store.initialised())
+    }
+
+    /// The base checkpoint's own heads (by tensor prefix, such as `discriminator_predictions.dense`)
+    /// that a model made [`NewsTagger::from_base`] leaves out; empty for a saved model.
+    pub fn dropped_base_heads(&self) -> Vec<String> {
+        tensor_prefixes(&self.dropped_base_tensors)
     }
 
     /// The base checkpoint's tensors outside its encoder (its own heads: a masked-LM or
@@ -523,6 +518,20 @@ impl NewsTagger {
         write_atomic(&dir.join("tokenizer.json"), tok.as_bytes())?;
         write_json_atomic(&dir.join("config.json"), &self.config.to_json()?)
     }
+}
+
+/// The distinct prefixes of sorted tensor names (`classifier` for `classifier.weight`).
+fn tensor_prefixes(names: &[String]) -> Vec<String> {
+    let mut prefixes: Vec<String> = names
+        .iter()
+        .map(|n| {
+            n.rsplit_once('.')
+                .map_or(n.as_str(), |(p, _)| p)
+                .to_string()
+        })
+        .collect();
+    prefixes.dedup();
+    prefixes
 }
 
 /// A head's output. At inference on CPU row by row ([`ops::linear_rows`]): a word's or an
