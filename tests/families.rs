@@ -207,6 +207,59 @@ fn a_base_loads_whole_and_only_the_new_heads_are_initialised() {
     }
 }
 
+#[test]
+fn the_window_must_fit_the_positions_after_robertas_offset() {
+    for family in ["roberta", "xlm-roberta"] {
+        // 130 position embeddings, of which the first two are never a token's.
+        let window = WindowConfig {
+            max_tokens: 129,
+            overlap: 8,
+        };
+        let base = fixture(family).join("base");
+        let e = match NewsTagger::from_base(&base, &types(), &topics(), window, 1, &Device::Cpu) {
+            Ok(_) => panic!("{family}: a 129-token window loaded"),
+            Err(e) => format!("{e:#}"),
+        };
+        assert!(
+            e.contains(&format!("{family} numbers positions from 2, so 128 of its 130 position embeddings hold tokens: window of 129 sub-tokens exceeds the model's 128 positions")),
+            "{e}"
+        );
+        let window = WindowConfig {
+            max_tokens: 128,
+            ..window
+        };
+        NewsTagger::from_base(&base, &types(), &topics(), window, 1, &Device::Cpu).unwrap();
+    }
+}
+
+#[test]
+fn distilberts_sinusoidal_positions_stay_frozen() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = dir.path().join("base");
+    copy_base("distilbert", &base);
+    let path = base.join("config.json");
+    let mut config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    config["sinusoidal_pos_embds"] = true.into();
+    std::fs::write(&path, config.to_string()).unwrap();
+    let mut model = from_base(&base);
+    let before = values(&model);
+    let opts = TrainOptions {
+        max_steps: Some(1),
+        ..options(1)
+    };
+    let run = dir.path().join("run");
+    train(&mut model, &common::corpus(8), &[], &opts, &run, None).unwrap();
+    let after = values(&model);
+    for ((name, old), (_, new)) in before.iter().zip(&after) {
+        let frozen = name == "distilbert.embeddings.position_embeddings.weight";
+        assert_eq!(old == new, frozen, "{name}");
+    }
+    let saved: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("config.json")).unwrap()).unwrap();
+    assert_eq!(saved["sinusoidal_pos_embds"], true);
+}
+
 fn options(epochs: usize) -> TrainOptions {
     TrainOptions {
         epochs,

@@ -4,6 +4,7 @@
 use super::family::Family;
 use super::topic_pooling::TopicPooling;
 use crate::data::Tag;
+use anyhow::Context;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -236,15 +237,16 @@ impl ModelConfig {
         if let Some(n) = &self.newstag {
             let offset = family.position_offset(&self.bert);
             let positions = self.bert.max_position_embeddings.saturating_sub(offset);
-            n.validate(positions, family).map_err(|e| match offset {
-                0 => e,
-                _ => e.context(format!(
-                    "{} of the {} position embeddings are {}'s offset",
-                    offset,
-                    self.bert.max_position_embeddings,
-                    family.model_type()
-                )),
-            })?;
+            if offset > 0 {
+                n.window.validate(positions).with_context(|| {
+                    format!(
+                        "{} numbers positions from {offset}, so {positions} of its {} position embeddings hold tokens",
+                        family.model_type(),
+                        self.bert.max_position_embeddings
+                    )
+                })?;
+            }
+            n.validate(positions, family)?;
         }
         Ok(())
     }
