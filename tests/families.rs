@@ -9,6 +9,7 @@
 mod common;
 
 use candle_core::{DType, Device, Tensor};
+use common::train_options as options;
 use newstag::infer::Predictor;
 use newstag::model::bert::{Dropout, Mode, PreparedPath};
 use newstag::model::config::WindowConfig;
@@ -243,40 +244,20 @@ fn distilberts_sinusoidal_positions_stay_frozen() {
     config["sinusoidal_pos_embds"] = true.into();
     std::fs::write(&path, config.to_string()).unwrap();
     let mut model = from_base(&base);
-    let before = values(&model);
+    let before = common::tensor_values(&model);
     let opts = TrainOptions {
         max_steps: Some(1),
         ..options(1)
     };
     let run = dir.path().join("run");
     train(&mut model, &common::corpus(8), &[], &opts, &run, None).unwrap();
-    let after = values(&model);
-    for ((name, old), (_, new)) in before.iter().zip(&after) {
-        let frozen = name == "distilbert.embeddings.position_embeddings.weight";
-        assert_eq!(old == new, frozen, "{name}");
-    }
+    assert_eq!(
+        common::unchanged_tensors(&before, &model),
+        ["distilbert.embeddings.position_embeddings.weight"]
+    );
     let saved: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(run.join("config.json")).unwrap()).unwrap();
     assert_eq!(saved["sinusoidal_pos_embds"], true);
-}
-
-fn options(epochs: usize) -> TrainOptions {
-    TrainOptions {
-        epochs,
-        batch_windows: 4,
-        lr: 3e-3,
-        checkpoint_every: 0,
-        patience: 100,
-        ..TrainOptions::default()
-    }
-}
-
-fn values(model: &NewsTagger) -> Vec<(String, Vec<f32>)> {
-    model
-        .vars()
-        .into_iter()
-        .map(|(k, v)| (k, v.as_tensor().flatten_all().unwrap().to_vec1().unwrap()))
-        .collect()
 }
 
 #[test]
@@ -284,25 +265,17 @@ fn one_step_changes_every_trainable_tensor_and_loss_goes_down() {
     for family in FAMILIES {
         let run = tempfile::tempdir().unwrap();
         let mut model = from_base(&fixture(family).join("base"));
-        let before = values(&model);
+        let before = common::tensor_values(&model);
         let opts = TrainOptions {
             max_steps: Some(1),
             ..options(1)
         };
         train(&mut model, &common::corpus(8), &[], &opts, run.path(), None).unwrap();
-        let after = model.vars();
-        for (name, old) in before {
-            let new: Vec<f32> = after[&name]
-                .as_tensor()
-                .flatten_all()
-                .unwrap()
-                .to_vec1()
-                .unwrap();
-            assert!(
-                old.iter().zip(&new).any(|(a, b)| a != b),
-                "{family}: {name} did not change"
-            );
-        }
+        let unchanged = common::unchanged_tensors(&before, &model);
+        assert!(
+            unchanged.is_empty(),
+            "{family}: did not change: {unchanged:?}"
+        );
 
         let run = tempfile::tempdir().unwrap();
         let mut model = from_base(&fixture(family).join("base"));

@@ -565,6 +565,56 @@ mod tests {
     }
 
     #[test]
+    fn families_read_and_write_their_own_field_names() {
+        let json = serde_json::json!({"model_type": "distilbert", "vocab_size": 10, "dim": 8,
+            "n_layers": 1, "n_heads": 2, "hidden_dim": 16, "activation": "gelu", "dropout": 0.0,
+            "attention_dropout": 0.2, "max_position_embeddings": 32, "sinusoidal_pos_embds": true});
+        let c = ModelConfig::from_json(json).unwrap();
+        assert_eq!(c.family().unwrap(), Family::DistilBert);
+        assert_eq!(
+            (
+                c.bert.hidden_size,
+                c.bert.num_hidden_layers,
+                c.bert.num_attention_heads
+            ),
+            (8, 1, 2)
+        );
+        assert_eq!(c.bert.intermediate_size, 16);
+        assert_eq!(c.bert.attention_probs_dropout_prob, 0.2);
+        assert!(c.bert.sinusoidal_pos_embds);
+        let out = c.to_json().unwrap();
+        for (key, value) in [
+            ("dim", 8),
+            ("n_layers", 1),
+            ("n_heads", 2),
+            ("hidden_dim", 16),
+        ] {
+            assert_eq!(out[key], value, "{out}");
+        }
+        for gone in [
+            "hidden_size",
+            "type_vocab_size",
+            "layer_norm_eps",
+            "hidden_act",
+        ] {
+            assert!(out.get(gone).is_none(), "{gone} in {out}");
+        }
+        assert_eq!(ModelConfig::from_json(out).unwrap(), c);
+
+        // transformers' defaults where a config leaves them out.
+        let bert_like = |t: &str| {
+            serde_json::json!({"model_type": t, "vocab_size": 10, "hidden_size": 8,
+                "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 16,
+                "max_position_embeddings": 32})
+        };
+        let electra = ModelConfig::from_json(bert_like("electra")).unwrap();
+        assert_eq!(electra.bert.embedding_size, Some(128));
+        let xlmr = ModelConfig::from_json(bert_like("xlm-roberta")).unwrap();
+        assert_eq!(xlmr.bert.pad_token_id, 1);
+        assert_eq!(Family::Roberta.position_offset(&xlmr.bert), 2);
+    }
+
+    #[test]
     fn a_tag_given_twice_in_id2label_is_refused() {
         let mut m = TagSet::from_types(&["PER"]).id2label();
         m.insert("3".into(), "B-PER".into());
