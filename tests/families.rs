@@ -4,7 +4,8 @@
 //! padded batch; a base loads strictly (only the new heads initialised, a missing or stray encoder
 //! tensor refused by name); training changes every trainable tensor and lowers the loss; a saved
 //! model has its family's `...ForTokenClassification` config and tensor names and reloads to
-//! identical predictions.
+//! identical predictions; a `...ForTokenClassification` saved by transformers loads and gives its
+//! logits.
 
 mod common;
 
@@ -110,6 +111,44 @@ fn encoders_match_transformers_in_inference_and_training() {
     }
 }
 
+#[test]
+fn a_token_classifier_saved_by_transformers_tags_as_it_does_there() {
+    let dir = tempfile::tempdir().unwrap();
+    for family in FAMILIES {
+        // transformers' save_pretrained of the model; the tokenizer is the base's.
+        let saved = dir.path().join(family);
+        std::fs::create_dir_all(&saved).unwrap();
+        let from = fixture(family).join("token_classification");
+        for f in ["config.json", "model.safetensors"] {
+            std::fs::copy(from.join(f), saved.join(f)).unwrap();
+        }
+        std::fs::copy(
+            fixture(family).join("base/tokenizer.json"),
+            saved.join("tokenizer.json"),
+        )
+        .unwrap();
+        let model =
+            NewsTagger::load(&saved, &Device::Cpu).unwrap_or_else(|e| panic!("{family}: {e:#}"));
+        assert_eq!(model.family().model_type(), family);
+        assert_eq!(model.tags.len(), 9);
+        assert!(model.topics().is_empty());
+        let r = reference(family);
+        let ids = r["input_ids"].to_dtype(DType::U32).unwrap();
+        let mask = r["attention_mask"].to_dtype(DType::U32).unwrap();
+        let types = ids.zeros_like().unwrap();
+        let logits = model
+            .token_logits(&ids, &types, &mask, &mut Mode::Infer)
+            .unwrap();
+        let diff = max_diff(&logits, &r["logits"], &mask);
+        assert!(diff < 1e-4, "{family}: logits differ by {diff}");
+        let tagged = Predictor::new(&model, 2)
+            .unwrap()
+            .predict(&common::corpus(2))
+            .unwrap();
+        assert_eq!(tagged.len(), 2);
+    }
+}
+
 /// The base's own heads, which are not part of the tagger.
 fn expected_dropped(family: &str) -> &'static [&'static str] {
     match family {
@@ -211,22 +250,22 @@ fn a_base_loads_whole_and_only_the_new_heads_are_initialised() {
 #[test]
 fn the_window_must_fit_the_positions_after_robertas_offset() {
     for family in ["roberta", "xlm-roberta"] {
-        // 130 position embeddings, of which the first two are never a token's.
+        // 66 position embeddings, of which the first two are never a token's.
         let window = WindowConfig {
-            max_tokens: 129,
+            max_tokens: 65,
             overlap: 8,
         };
         let base = fixture(family).join("base");
         let e = match NewsTagger::from_base(&base, &types(), &topics(), window, 1, &Device::Cpu) {
-            Ok(_) => panic!("{family}: a 129-token window loaded"),
+            Ok(_) => panic!("{family}: a 65-token window loaded"),
             Err(e) => format!("{e:#}"),
         };
         assert!(
-            e.contains(&format!("{family} numbers positions from 2, so 128 of its 130 position embeddings hold tokens: window of 129 sub-tokens exceeds the model's 128 positions")),
+            e.contains(&format!("{family} numbers positions from 2, so 64 of its 66 position embeddings hold tokens: window of 65 sub-tokens exceeds the model's 64 positions")),
             "{e}"
         );
         let window = WindowConfig {
-            max_tokens: 128,
+            max_tokens: 64,
             ..window
         };
         NewsTagger::from_base(&base, &types(), &topics(), window, 1, &Device::Cpu).unwrap();

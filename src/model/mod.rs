@@ -490,6 +490,24 @@ impl NewsTagger {
         })
     }
 
+    /// The entity head's logits `[batch, len, tags]` on every token of a batch of token ids
+    /// `[batch, len]` (`attention_mask` 1 on tokens, 0 on padding), as transformers'
+    /// `...ForTokenClassification` gives them: for checking a model against it.
+    pub fn token_logits(
+        &self,
+        ids: &Tensor,
+        type_ids: &Tensor,
+        attention_mask: &Tensor,
+        mode: &mut Mode,
+    ) -> anyhow::Result<Tensor> {
+        let hidden = self
+            .encoder
+            .forward(ids, type_ids, attention_mask, None, mode)?;
+        let (b, t, h) = hidden.dims3()?;
+        let logits = apply_head(&self.classifier, &hidden.reshape((b * t, h))?, mode)?;
+        Ok(logits.reshape((b, t, self.tags.len()))?)
+    }
+
     /// Topic logits `[items, topics]` from pooled states, or `None` for a model without topics.
     pub fn topic_logits(&self, pooled: &Tensor, mode: &mut Mode) -> anyhow::Result<Option<Tensor>> {
         match &self.topic_head {
