@@ -128,6 +128,33 @@ fn topic_head_prefix(config: &ModelConfig) -> &str {
         .map_or(TOPIC_HEAD, |n| n.topic_head.as_str())
 }
 
+/// What is wrong with a base checkpoint without a `family` encoder: it names some of its tensors,
+/// and the family they belong to when they are another's.
+fn no_encoder_error(family: Family, store: &ParamStore, weights: &Path) -> anyhow::Error {
+    let all = store.sample_names(usize::MAX);
+    let looks_like = Family::ALL.into_iter().find(|f| {
+        all.iter()
+            .any(|n| n.starts_with(&format!("{}.", f.prefix())))
+    });
+    let hint = match looks_like {
+        Some(f) => format!(
+            "; its tensors are named as {}'s (model_type {:?}): is config.json's model_type right?",
+            f.name(),
+            f.model_type()
+        ),
+        None => String::new(),
+    };
+    anyhow::anyhow!(
+        "{}: not a {} checkpoint: no tensor under {}. or {} (it holds {}); config.json's model_type {:?} chooses the architecture{hint}",
+        weights.display(),
+        family.name(),
+        family.prefix(),
+        family.bare_roots().join(", "),
+        store.sample_names(3).join(", "),
+        family.model_type()
+    )
+}
+
 /// Checks that `config.json` and the checkpoint in `store` describe the same model, before any
 /// module is built from them (a tensor's shape is checked as it is taken).
 fn check_agreement(
@@ -199,29 +226,7 @@ impl NewsTagger {
         // Without an encoder in the checkpoint every encoder weight would be initialised at
         // random and trained from scratch: not what a base model is for.
         if store.encoder_tensors() == 0 {
-            let names = store.sample_names(3);
-            let looks_like = Family::ALL.into_iter().find(|f| {
-                names
-                    .iter()
-                    .any(|n| n.starts_with(&format!("{}.", f.prefix())))
-            });
-            let hint = match looks_like {
-                Some(f) => format!(
-                    "; its tensors are named as {}'s (model_type {:?}): is config.json's model_type right?",
-                    f.name(),
-                    f.model_type()
-                ),
-                None => String::new(),
-            };
-            anyhow::bail!(
-                "{}: not a {} checkpoint: no tensor under {}. or {} (it holds {}); config.json's model_type {:?} chooses the architecture{hint}",
-                weights.display(),
-                family.name(),
-                family.prefix(),
-                family.bare_roots().join(", "),
-                names.join(", "),
-                family.model_type()
-            );
+            return Err(no_encoder_error(family, &store, &weights));
         }
         // A base model's own heads (another task's classifier, a masked-LM head) are never reused.
         let dropped = store.retain_encoder();
