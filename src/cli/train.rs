@@ -244,6 +244,14 @@ pub fn run(a: TrainArgs, explicit: &[String]) -> anyhow::Result<ExitCode> {
                 base.display(),
                 model.initialised_heads().join(", ")
             );
+            let dropped = model.dropped_base_heads();
+            if !dropped.is_empty() {
+                eprintln!(
+                    "{}: the base's own heads are not reused: {}",
+                    base.display(),
+                    dropped.join(", ")
+                );
+            }
             std::fs::create_dir_all(&out)
                 .with_context(|| format!("{}: cannot create", out.display()))?;
             write_json_atomic(&out.join("training_args.json"), &run_args)?;
