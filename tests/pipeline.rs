@@ -143,3 +143,58 @@ fn output_offsets_land_on_the_right_characters() {
         assert!(!e.text.starts_with(char::is_whitespace) && !e.text.ends_with(char::is_whitespace));
     }
 }
+
+/// Each epoch packs its shuffled windows anew (sorted by length within pools of 50 batches' worth
+/// of units, so a corpus larger than one pool) and so has its own number of batches: the schedule
+/// plans every one of them, so every epoch runs whole and the learning rate ends at its last step.
+#[test]
+fn the_schedule_covers_every_epochs_own_batches() {
+    use newstag::encode::{encode_article, epoch_batches, units};
+    let base = tempfile::tempdir().unwrap();
+    let run = tempfile::tempdir().unwrap();
+    let window = WindowConfig {
+        max_tokens: 10,
+        overlap: 2,
+    };
+    let mut model = fresh_model(base.path(), window);
+    // Articles of one and of two lengths, so units of one and of two windows.
+    let mut data = common::corpus(60);
+    let joined: Vec<Article> = data
+        .chunks(2)
+        .filter_map(|p| newstag::data::augment::concatenate(&p[0], &p[1]))
+        .collect();
+    data.extend(joined);
+    let opts = TrainOptions {
+        batch_windows: 2,
+        augment: false,
+        ..options(2)
+    };
+    let encoded: Vec<_> = data
+        .iter()
+        .map(|a| encode_article(&model.tokenizer, a, window).unwrap())
+        .collect();
+    let all = units(&encoded, opts.batch_windows);
+    let per_epoch: Vec<usize> = (0..opts.epochs)
+        .map(|e| epoch_batches(&all, opts.batch_windows, opts.seed, e).len())
+        .collect();
+    assert!(
+        per_epoch.iter().any(|&n| n != per_epoch[0]),
+        "the corpus should give epochs of different lengths: {per_epoch:?}"
+    );
+    let summary = train(&mut model, &data, &[], &opts, run.path(), None).unwrap();
+    let steps: Vec<usize> = summary.history.iter().map(|r| r.step).collect();
+    let mut expected = Vec::new();
+    let mut total = 0;
+    for n in &per_epoch {
+        total += n;
+        expected.push(total);
+    }
+    assert_eq!(&steps[..per_epoch.len()], expected.as_slice());
+    let warmup = ((total as f64) * opts.warmup).round() as usize;
+    let last = summary.history[per_epoch.len() - 1].lr;
+    let want = opts.lr / (total - warmup) as f64;
+    assert!(
+        (last - want).abs() < 1e-12,
+        "last lr {last}, scheduled {want}"
+    );
+}

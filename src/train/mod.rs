@@ -123,8 +123,11 @@ pub fn train(
     let set = TrainingSet::new(model, train)?;
     anyhow::ensure!(!set.is_empty(), "no training articles");
     let units = units(&set.encoded, opts.batch_windows);
-    let steps_per_epoch = epoch_batches(&units, opts.batch_windows, opts.seed, 0).len();
-    let mut total_steps = steps_per_epoch * opts.epochs;
+    // Each epoch packs its shuffled units anew, so epochs differ by a batch or two: the schedule
+    // counts every epoch's own batches.
+    let mut total_steps: usize = (0..opts.epochs)
+        .map(|e| epoch_batches(&units, opts.batch_windows, opts.seed, e).len())
+        .sum();
     if let Some(m) = opts.max_steps {
         total_steps = total_steps.min(m);
     }
