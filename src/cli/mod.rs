@@ -72,8 +72,9 @@ struct InferenceArgs {
     /// cpu, cuda[:N] or metal.
     #[arg(long, default_value = "cpu")]
     device: String,
-    /// Number format of the matrix products: f32, or bf16 (CPUs with AVX512-BF16: faster, with
-    /// scores a little less exact).
+    /// Number format of the matrix products: f32; bf16 (CPUs with AVX512-BF16: faster, with
+    /// scores a little less exact); or int8 (CPU only, fast with VNNI: weights per channel and
+    /// activations per row quantised to 8 bits).
     #[arg(long, default_value = "f32")]
     precision: Precision,
 }

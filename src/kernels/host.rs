@@ -237,7 +237,9 @@ pub(crate) fn par_blocks(
     let threads = rayon::current_num_threads().max(1);
     let rows_per_task = row_blocks.div_ceil(threads).clamp(1, 8);
     let row_tasks = row_blocks.div_ceil(rows_per_task);
-    let panel_tasks = (2 * threads).div_ceil(row_tasks.max(1)).clamp(1, panels.max(1));
+    let panel_tasks = (2 * threads)
+        .div_ceil(row_tasks.max(1))
+        .clamp(1, panels.max(1));
     let panels_per_task = panels.div_ceil(panel_tasks);
     let panel_tasks = panels.div_ceil(panels_per_task.max(1));
     par_for(row_tasks * panel_tasks, work, |t| {

@@ -98,7 +98,11 @@ pub struct PackedWeight {
 impl PackedWeight {
     /// Quantises and packs `w`, `[k, n]` row-major.
     pub fn new(w: &[f32], k: usize, n: usize) -> Self {
-        assert_eq!(w.len(), k * n, "int8 PackedWeight::new: a [{k}, {n}] weight");
+        assert_eq!(
+            w.len(),
+            k * n,
+            "int8 PackedWeight::new: a [{k}, {n}] weight"
+        );
         let (quads, panels) = (k.div_ceil(4), n.div_ceil(NR));
         let mut scales = vec![0f32; panels * NR];
         let mut sums = vec![0i32; panels * NR];
@@ -245,7 +249,11 @@ impl HostKernel<1> for Int8Matmul {
         let (w, kernel) = (&self.0, self.1);
         let dims = x.dims();
         if dims.last() != Some(&w.k) || w.k == 0 {
-            bail!("int8 matmul: input {dims:?} for a [{}, {}] weight", w.k, w.n)
+            bail!(
+                "int8 matmul: input {dims:?} for a [{}, {}] weight",
+                w.k,
+                w.n
+            )
         }
         if !kernel.runs_here() {
             bail!("int8 matmul: this CPU cannot run the {kernel:?} kernel")
@@ -383,7 +391,8 @@ mod vnni {
                     let sums = _mm512_loadu_si512(b.col_sums.as_ptr().add(16 * h).cast());
                     let exact = _mm512_sub_epi32(acc, _mm512_mullo_epi32(zero, sums));
                     let cols = _mm512_loadu_ps(b.col_scales.as_ptr().add(16 * h));
-                    let v = _mm512_mul_ps(_mm512_cvtepi32_ps(exact), _mm512_mul_ps(row_scale, cols));
+                    let v =
+                        _mm512_mul_ps(_mm512_cvtepi32_ps(exact), _mm512_mul_ps(row_scale, cols));
                     _mm512_mask_storeu_ps(y.add(r * ldy + 16 * h), mask, v);
                 }
             }
@@ -403,7 +412,8 @@ mod vnni {
             for p in 0..b.quads {
                 // SAFETY: as in `block_512`; row `r0 + 1 < MR` exists (padding at worst).
                 unsafe {
-                    let w = [0, 8, 16, 24].map(|o| _mm256_loadu_si256(panel.add(p * NR + o).cast()));
+                    let w =
+                        [0, 8, 16, 24].map(|o| _mm256_loadu_si256(panel.add(p * NR + o).cast()));
                     for (i, acc) in acc.iter_mut().enumerate() {
                         let x = _mm256_set1_epi32(*a.add((r0 + i) * b.quads + p) as i32);
                         for (acc, &w) in acc.iter_mut().zip(&w) {
@@ -469,7 +479,9 @@ mod tests {
         let (scale, zero) = quantise_row(&row, &mut out);
         assert_eq!(scale, 3.0 / 255.0);
         assert_eq!(zero, 85);
-        let bytes: Vec<i32> = (0..5).map(|i| (out[i / 4] >> (8 * (i % 4))) as u8 as i32).collect();
+        let bytes: Vec<i32> = (0..5)
+            .map(|i| (out[i / 4] >> (8 * (i % 4))) as u8 as i32)
+            .collect();
         assert_eq!(bytes, [0, 85, 136, 255, 85]);
         for (&v, &b) in row.iter().zip(&bytes) {
             assert!((scale * (b - zero) as f32 - v).abs() <= scale / 2.0 + 1e-6);
@@ -516,12 +528,22 @@ mod tests {
         if fast.is_empty() {
             eprintln!("skipped: this CPU has neither AVX512-VNNI nor AVX-VNNI");
         }
-        for (rows, k, n) in [(1, 1, 1), (13, 7, 37), (25, 64, 32), (12, 384, 96), (40, 33, 70)] {
+        for (rows, k, n) in [
+            (1, 1, 1),
+            (13, 7, 37),
+            (25, 64, 32),
+            (12, 384, 96),
+            (40, 33, 70),
+        ] {
             let (x, w) = inputs(rows, k, n);
             let packed = Arc::new(PackedWeight::new(&w, k, n));
             let want = product(&x, rows, &packed, Int8Kernel::Portable);
             for &kernel in &fast {
-                assert_eq!(product(&x, rows, &packed, kernel), want, "{kernel:?} {rows}x{k}x{n}");
+                assert_eq!(
+                    product(&x, rows, &packed, kernel),
+                    want,
+                    "{kernel:?} {rows}x{k}x{n}"
+                );
             }
         }
     }

@@ -70,6 +70,26 @@ pub enum Precision {
     /// Weights and activations rounded to bf16, products summed in `f32`
     /// ([`bf16`]; CPUs with AVX512-BF16 only): about 1.7x the multiply speed of `f32`.
     Bf16,
+    /// Weights quantised to int8 per output channel, activations per row, products summed in
+    /// `i32` ([`crate::kernels::int8`]; fast on CPUs with VNNI, on the CPU only).
+    Int8,
+}
+
+impl Precision {
+    /// The name `--precision` takes.
+    pub fn name(self) -> &'static str {
+        match self {
+            Precision::F32 => "f32",
+            Precision::Bf16 => "bf16",
+            Precision::Int8 => "int8",
+        }
+    }
+}
+
+impl std::fmt::Display for Precision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
 }
 
 impl std::str::FromStr for Precision {
@@ -79,7 +99,10 @@ impl std::str::FromStr for Precision {
         match s {
             "f32" => Ok(Precision::F32),
             "bf16" => Ok(Precision::Bf16),
-            _ => Err(format!("unknown precision {s:?} (expected f32 or bf16)")),
+            "int8" => Ok(Precision::Int8),
+            _ => Err(format!(
+                "unknown precision {s:?} (expected f32, bf16 or int8)"
+            )),
         }
     }
 }
@@ -468,6 +491,9 @@ impl NewsTagger {
                      --precision f32)"
                 )
             }
+        }
+        if precision == Precision::Int8 && !self.device.is_cpu() {
+            anyhow::bail!("int8 inference runs on the CPU only (use --precision f32 or bf16)")
         }
         Ok(self.encoder.prepare(precision)?)
     }
