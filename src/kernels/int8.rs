@@ -161,19 +161,33 @@ impl PackedWeight {
 /// Rows of activations quantised to `u8` each with its own scale and zero point:
 /// `x ≈ scale * (u - zero_point)`.
 struct QuantisedRows {
-    /// Row `r`, quad `q` at `r * quads + q` (bytes as in [`PackedWeight::data`]); rows padded
-    /// with zeros to a multiple of [`MR`].
-    data: Vec<u32>,
+    /// Row `r` at `r * 4 * quads`, its bytes in order (read in quads as [`PackedWeight::data`]);
+    /// rows padded with zeros to `4 * quads` bytes and to a multiple of [`MR`] rows.
+    data: Vec<u8>,
     scales: Vec<f32>,
     zero_points: Vec<i32>,
 }
 
-/// The scale and zero point of a row: its range widened to hold 0, in 255 steps.
+/// Lanes of the range search (independent minima and maxima the compiler vectorises).
+const LANES: usize = 16;
+
+/// The scale and zero point of a row: its range widened to hold 0, in 255 steps (NaNs are
+/// ignored; an infinity gives scale 1).
 fn row_range(row: &[f32]) -> (f32, i32) {
-    let (lo, hi) = row
-        .iter()
-        .filter(|v| v.is_finite())
-        .fold((0f32, 0f32), |(lo, hi), &v| (lo.min(v), hi.max(v)));
+    let (mut lo, mut hi) = ([0f32; LANES], [0f32; LANES]);
+    let mut chunks = row.chunks_exact(LANES);
+    for c in &mut chunks {
+        for i in 0..LANES {
+            lo[i] = if c[i] < lo[i] { c[i] } else { lo[i] };
+            hi[i] = if c[i] > hi[i] { c[i] } else { hi[i] };
+        }
+    }
+    for (i, &v) in chunks.remainder().iter().enumerate() {
+        lo[i] = if v < lo[i] { v } else { lo[i] };
+        hi[i] = if v > hi[i] { v } else { hi[i] };
+    }
+    let lo = lo.into_iter().fold(0f32, f32::min);
+    let hi = hi.into_iter().fold(0f32, f32::max);
     let scale = (hi - lo) / 255.0;
     if scale > 0.0 && scale.is_finite() {
         (scale, ((-lo / scale).round() as i32).clamp(0, 255))
@@ -182,41 +196,34 @@ fn row_range(row: &[f32]) -> (f32, i32) {
     }
 }
 
-/// Quantises one row into `out` (its quads) and returns its scale and zero point.
-fn quantise_row(row: &[f32], out: &mut [u32]) -> (f32, i32) {
+/// Quantises one row into `out` (its bytes) and returns its scale and zero point.
+fn quantise_row(row: &[f32], out: &mut [u8]) -> (f32, i32) {
     let (scale, zero) = row_range(row);
     let inverse = 1.0 / scale;
-    let byte = |v: f32| ((v * inverse).round() + zero as f32).clamp(0.0, 255.0) as u8 as u32;
-    let mut quads = row.chunks_exact(4);
-    for (o, quad) in out.iter_mut().zip(&mut quads) {
-        *o = byte(quad[0]) | byte(quad[1]) << 8 | byte(quad[2]) << 16 | byte(quad[3]) << 24;
-    }
-    let rest = quads.remainder();
-    if !rest.is_empty() {
-        out[row.len() / 4] = rest
-            .iter()
-            .enumerate()
-            .fold(0, |word, (b, &v)| word | byte(v) << (8 * b));
+    // Rounds half up: `as` truncates, and the value is at least -0.5 once clamped.
+    let offset = zero as f32 + 0.5;
+    for (o, &v) in out.iter_mut().zip(row) {
+        *o = (v * inverse + offset).clamp(0.0, 255.0) as u8;
     }
     (scale, zero)
 }
 
 fn quantise_rows(x: &[f32], k: usize) -> QuantisedRows {
     let rows = x.len() / k.max(1);
-    let quads = k.div_ceil(4);
-    let mut data = vec![0u32; rows.div_ceil(MR) * MR * quads];
+    let stride = 4 * k.div_ceil(4);
+    let mut data = vec![0u8; rows.div_ceil(MR) * MR * stride];
     let mut ranges = vec![(0f32, 0i32); rows];
-    let quantise = |((row, out), range): ((&[f32], &mut [u32]), &mut (f32, i32))| {
+    let quantise = |((row, out), range): ((&[f32], &mut [u8]), &mut (f32, i32))| {
         *range = quantise_row(row, out);
     };
     if x.len() >= PAR_QUANTISE_MIN {
         x.par_chunks_exact(k)
-            .zip(data.par_chunks_exact_mut(quads))
+            .zip(data.par_chunks_exact_mut(stride))
             .zip(ranges.par_iter_mut())
             .for_each(quantise);
     } else {
         x.chunks_exact(k)
-            .zip(data.chunks_exact_mut(quads))
+            .zip(data.chunks_exact_mut(stride))
             .zip(ranges.iter_mut())
             .for_each(quantise);
     }
@@ -265,7 +272,7 @@ impl HostKernel<1> for Int8Matmul {
         let (quads, n) = (w.quads(), w.n);
         par_blocks(rows.div_ceil(MR), n.div_ceil(NR), rows * n, |rb, j| {
             let block = Block {
-                a: &a.data[rb * MR * quads..][..MR * quads],
+                a: &a.data[rb * MR * 4 * quads..][..MR * 4 * quads],
                 scales: &a.scales[rb * MR..],
                 zero_points: &a.zero_points[rb * MR..],
                 rows: MR.min(rows - rb * MR),
@@ -297,8 +304,8 @@ impl HostKernel<1> for Int8Matmul {
 
 /// One block of the product: up to [`MR`] rows of quantised activations times a weight panel.
 struct Block<'a> {
-    /// [`MR`] rows of `quads` quads.
-    a: &'a [u32],
+    /// [`MR`] rows of `quads` quads of bytes.
+    a: &'a [u8],
     scales: &'a [f32],
     zero_points: &'a [i32],
     /// The rows to store (the rest of `a` is padding).
@@ -334,9 +341,10 @@ fn dot4(a: u32, w: u32) -> i32 {
 /// `rows x cols` elements are this call's alone to write.
 unsafe fn portable_block(b: &Block<'_>, y: *mut f32, ldy: usize) {
     for r in 0..b.rows {
-        let a = &b.a[r * b.quads..][..b.quads];
+        let a = &b.a[r * 4 * b.quads..][..4 * b.quads];
         let mut acc = [0i32; NR];
-        for (p, &a) in a.iter().enumerate() {
+        for (p, a) in a.chunks_exact(4).enumerate() {
+            let a = u32::from_le_bytes([a[0], a[1], a[2], a[3]]);
             let w = &b.panel[p * NR..][..NR];
             for (acc, &w) in acc.iter_mut().zip(w) {
                 *acc = acc.wrapping_add(dot4(a, w));
@@ -369,12 +377,13 @@ mod vnni {
         let mut acc = [[_mm512_setzero_si512(); 2]; MR];
         let (a, panel) = (b.a.as_ptr(), b.panel.as_ptr());
         for p in 0..b.quads {
-            // SAFETY: `panel` holds `quads * NR` words and `a` `MR * quads`.
+            // SAFETY: `panel` holds `quads * NR` words and `a` `MR * quads` quads of bytes.
             unsafe {
                 let w0 = _mm512_loadu_si512(panel.add(p * NR).cast());
                 let w1 = _mm512_loadu_si512(panel.add(p * NR + 16).cast());
                 for (r, acc) in acc.iter_mut().enumerate() {
-                    let x = _mm512_set1_epi32(*a.add(r * b.quads + p) as i32);
+                    let quad = a.add(4 * (r * b.quads + p)).cast::<i32>();
+                    let x = _mm512_set1_epi32(quad.read_unaligned());
                     acc[0] = _mm512_dpbusd_epi32(acc[0], x, w0);
                     acc[1] = _mm512_dpbusd_epi32(acc[1], x, w1);
                 }
@@ -415,7 +424,8 @@ mod vnni {
                     let w =
                         [0, 8, 16, 24].map(|o| _mm256_loadu_si256(panel.add(p * NR + o).cast()));
                     for (i, acc) in acc.iter_mut().enumerate() {
-                        let x = _mm256_set1_epi32(*a.add((r0 + i) * b.quads + p) as i32);
+                        let quad = a.add(4 * ((r0 + i) * b.quads + p)).cast::<i32>();
+                        let x = _mm256_set1_epi32(quad.read_unaligned());
                         for (acc, &w) in acc.iter_mut().zip(&w) {
                             *acc = _mm256_dpbusd_avx_epi32(*acc, x, w);
                         }
@@ -475,20 +485,21 @@ mod tests {
     #[test]
     fn quantising_a_row_keeps_zero_exact_and_the_range_in_255_steps() {
         let row = [-1.0f32, 0.0, 0.6, 2.0, 1e-3];
-        let mut out = [0u32; 2];
+        let mut out = [0u8; 5];
         let (scale, zero) = quantise_row(&row, &mut out);
         assert_eq!(scale, 3.0 / 255.0);
         assert_eq!(zero, 85);
-        let bytes: Vec<i32> = (0..5)
-            .map(|i| (out[i / 4] >> (8 * (i % 4))) as u8 as i32)
-            .collect();
+        let bytes: Vec<i32> = out.iter().map(|&b| b as i32).collect();
         assert_eq!(bytes, [0, 85, 136, 255, 85]);
         for (&v, &b) in row.iter().zip(&bytes) {
             assert!((scale * (b - zero) as f32 - v).abs() <= scale / 2.0 + 1e-6);
         }
         // A row of zeros stays zeros.
-        assert_eq!(quantise_row(&[0.0; 3], &mut out[..1]), (1.0, 0));
-        assert_eq!(out[0], 0);
+        assert_eq!(quantise_row(&[0.0; 3], &mut out[..3]), (1.0, 0));
+        assert_eq!(out[..3], [0; 3]);
+        // NaNs do not widen the range; an infinity leaves no finite scale, hence scale 1.
+        assert_eq!(row_range(&[f32::NAN, 1.0, -0.5]), (1.5 / 255.0, 85));
+        assert_eq!(row_range(&[f32::INFINITY, 1.0]), (1.0, 0));
     }
 
     #[test]
@@ -504,7 +515,7 @@ mod tests {
                 // From the unpacked integers, one product at a time.
                 let mut exact = 0i64;
                 for i in 0..k {
-                    let u = (a.data[r * quads + i / 4] >> (8 * (i % 4))) as u8 as i64;
+                    let u = a.data[r * 4 * quads + i] as i64;
                     let (j, col) = (c / NR, c % NR);
                     let word = packed.data[(j * quads + i / 4) * NR + col];
                     let q = (word >> (8 * (i % 4))) as u8 as i8 as i64;
