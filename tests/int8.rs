@@ -141,3 +141,56 @@ fn int8_runs_on_every_cpu_and_uses_vnni_where_there_is() {
     assert_eq!("int8".parse::<Precision>(), Ok(Precision::Int8));
     assert_eq!(Precision::Int8.to_string(), "int8");
 }
+
+#[test]
+fn auto_picks_bf16_then_int8_then_f32_and_says_so() {
+    use newstag::model::PrecisionChoice;
+    assert_eq!("auto".parse::<PrecisionChoice>(), Ok(PrecisionChoice::Auto));
+    assert_eq!(
+        "int8".parse::<PrecisionChoice>(),
+        Ok(PrecisionChoice::Exactly(Precision::Int8))
+    );
+    let err = "f16".parse::<PrecisionChoice>().unwrap_err();
+    assert!(err.contains("expected auto, f32, bf16 or int8"), "{err}");
+    assert_eq!(
+        PrecisionChoice::Exactly(Precision::F32).resolve(&Device::Cpu),
+        (Precision::F32, None)
+    );
+    let (chosen, line) = PrecisionChoice::Auto.resolve(&Device::Cpu);
+    let want = if newstag::kernels::bf16::supported() {
+        Precision::Bf16
+    } else if Int8Kernel::best().is_fast() {
+        Precision::Int8
+    } else {
+        Precision::F32
+    };
+    assert_eq!(chosen, want);
+    let line = line.unwrap();
+    assert!(
+        line.starts_with(&format!("precision auto: {want} (")),
+        "{line}"
+    );
+
+    // `tag` without --precision runs the automatic choice and says it once.
+    let dir = tempfile::tempdir().unwrap();
+    let model = random_model(dir.path());
+    let data = dir.path().join("news.jsonl");
+    std::fs::write(&data, common::corpus_jsonl(3)).unwrap();
+    let tag = |extra: &[&str]| {
+        let mut args = vec!["tag", "--model", s(&model), s(&data)];
+        args.extend(extra);
+        let o = newstag(&args);
+        assert!(o.status.success(), "{}", stderr(&o));
+        o
+    };
+    let auto = tag(&[]);
+    assert_eq!(
+        stderr(&auto).matches("precision auto:").count(),
+        1,
+        "{}",
+        stderr(&auto)
+    );
+    let explicit = tag(&["--precision", want.name()]);
+    assert!(!stderr(&explicit).contains("precision auto"));
+    assert_eq!(auto.stdout, explicit.stdout);
+}
