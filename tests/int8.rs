@@ -9,23 +9,20 @@ use newstag::infer::{ArticlePrediction, Predictor};
 use newstag::kernels::int8::Int8Kernel;
 use newstag::model::{NewsTagger, Precision};
 
-/// Everything a prediction says, as bits.
-fn bits(p: &ArticlePrediction) -> (Vec<(String, u32)>, Vec<u32>, Vec<Vec<u32>>) {
-    let entities = p
+/// Everything a prediction says, with every number as its bits.
+fn bits(p: &ArticlePrediction) -> String {
+    let entities: Vec<_> = p
         .entities
         .iter()
-        .map(|e| {
-            let (w, l) = (&e.entity.words, &e.entity.label);
-            (format!("{}..{} {l}", w.start, w.end), e.score.to_bits())
-        })
+        .map(|e| (&e.entity.words, &e.entity.label, e.score.to_bits()))
         .collect();
-    let topics = p.topic_probs.iter().map(|v| v.to_bits()).collect();
-    let words = p
+    let topics: Vec<_> = p.topic_probs.iter().map(|v| v.to_bits()).collect();
+    let words: Vec<Vec<_>> = p
         .word_probs
         .iter()
         .map(|w| w.iter().map(|v| v.to_bits()).collect())
         .collect();
-    (entities, topics, words)
+    format!("{entities:?} {topics:?} {words:?}")
 }
 
 #[test]

@@ -240,6 +240,7 @@ mod kernel {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kernels::host::AWKWARD_SHAPES;
     use candle_core::Device;
 
     fn from_bf16(b: u16) -> f32 {
@@ -310,13 +311,7 @@ mod tests {
             eprintln!("skipped: this CPU lacks AVX512-BF16");
             return;
         }
-        for (rows, k, n) in [
-            (1, 1, 1),
-            (13, 7, 37),
-            (25, 64, 32),
-            (12, 384, 96),
-            (40, 33, 70),
-        ] {
+        for (rows, k, n) in AWKWARD_SHAPES {
             let x: Vec<f32> = (0..rows * k).map(|i| (i as f32 * 0.11).cos()).collect();
             let w: Vec<f32> = (0..k * n).map(|i| (i as f32 * 0.07).sin()).collect();
             let packed = Arc::new(PackedWeight::new(&w, k, n));

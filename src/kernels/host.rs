@@ -224,6 +224,17 @@ pub(crate) fn par_for(n: usize, work: usize, f: impl Fn(usize) + Sync) {
     }
 }
 
+/// `(rows, k, n)` of matrix products that test a blocked kernel's edges: one element, odd and
+/// prime sizes, partial row blocks and panels, a whole panel.
+#[cfg(test)]
+pub(crate) const AWKWARD_SHAPES: [(usize, usize, usize); 5] = [
+    (1, 1, 1),
+    (13, 7, 37),
+    (25, 64, 32),
+    (12, 384, 96),
+    (40, 33, 70),
+];
+
 /// Runs `block(row_block, panel)` once for every block of rows and panel of columns of a
 /// blocked matrix product (`work` elements touched in all), in parallel: tasks of several row
 /// blocks and panels each, enough for every thread, each task reusing its weight panels over its

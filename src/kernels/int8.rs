@@ -213,19 +213,16 @@ fn quantise_rows(x: &[f32], k: usize) -> QuantisedRows {
     let stride = 4 * k.div_ceil(4);
     let mut data = vec![0u8; rows.div_ceil(MR) * MR * stride];
     let mut ranges = vec![(0f32, 0i32); rows];
-    let quantise = |((row, out), range): ((&[f32], &mut [u8]), &mut (f32, i32))| {
-        *range = quantise_row(row, out);
-    };
     if x.len() >= PAR_QUANTISE_MIN {
         x.par_chunks_exact(k)
             .zip(data.par_chunks_exact_mut(stride))
             .zip(ranges.par_iter_mut())
-            .for_each(quantise);
+            .for_each(|((row, out), range)| *range = quantise_row(row, out));
     } else {
         x.chunks_exact(k)
             .zip(data.chunks_exact_mut(stride))
             .zip(ranges.iter_mut())
-            .for_each(quantise);
+            .for_each(|((row, out), range)| *range = quantise_row(row, out));
     }
     let (scales, zero_points) = ranges.into_iter().unzip();
     QuantisedRows {
@@ -464,6 +461,7 @@ mod vnni {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kernels::host::AWKWARD_SHAPES;
     use candle_core::Device;
 
     fn product(x: &[f32], rows: usize, w: &Arc<PackedWeight>, kernel: Int8Kernel) -> Vec<f32> {
@@ -539,13 +537,7 @@ mod tests {
         if fast.is_empty() {
             eprintln!("skipped: this CPU has neither AVX512-VNNI nor AVX-VNNI");
         }
-        for (rows, k, n) in [
-            (1, 1, 1),
-            (13, 7, 37),
-            (25, 64, 32),
-            (12, 384, 96),
-            (40, 33, 70),
-        ] {
+        for (rows, k, n) in AWKWARD_SHAPES {
             let (x, w) = inputs(rows, k, n);
             let packed = Arc::new(PackedWeight::new(&w, k, n));
             let want = product(&x, rows, &packed, Int8Kernel::Portable);
