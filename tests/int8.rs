@@ -140,7 +140,7 @@ fn int8_runs_on_every_cpu_and_uses_vnni_where_there_is() {
 }
 
 #[test]
-fn auto_picks_bf16_then_int8_then_f32_and_says_so() {
+fn auto_picks_int8_then_bf16_then_f32_and_says_so() {
     use newstag::model::PrecisionChoice;
     assert_eq!("auto".parse::<PrecisionChoice>(), Ok(PrecisionChoice::Auto));
     assert_eq!(
@@ -154,10 +154,10 @@ fn auto_picks_bf16_then_int8_then_f32_and_says_so() {
         (Precision::F32, None)
     );
     let (chosen, line) = PrecisionChoice::Auto.resolve(&Device::Cpu);
-    let want = if newstag::kernels::bf16::supported() {
-        Precision::Bf16
-    } else if Int8Kernel::best().is_fast() {
+    let want = if Int8Kernel::best().is_fast() {
         Precision::Int8
+    } else if newstag::kernels::bf16::supported() {
+        Precision::Bf16
     } else {
         Precision::F32
     };

@@ -75,6 +75,15 @@ impl Int8Kernel {
             .unwrap_or(Int8Kernel::Portable)
     }
 
+    /// The instruction set, as CPU documentation names it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Int8Kernel::Avx512Vnni => "AVX512-VNNI",
+            Int8Kernel::AvxVnni => "AVX-VNNI",
+            Int8Kernel::Portable => "no VNNI",
+        }
+    }
+
     /// Whether the kernel uses VNNI instructions (the portable one is much slower than f32).
     pub fn is_fast(self) -> bool {
         self != Int8Kernel::Portable
@@ -260,7 +269,7 @@ impl HostKernel<1> for Int8Matmul {
             )
         }
         if !kernel.runs_here() {
-            bail!("int8 matmul: this CPU cannot run the {kernel:?} kernel")
+            bail!("int8 matmul: this CPU lacks {}", kernel.name())
         }
         let rows = x.data.len() / w.k;
         let a = quantise_rows(x.data, w.k);
