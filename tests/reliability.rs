@@ -251,7 +251,7 @@ fn an_unknown_precision_is_a_clear_error() {
     let out = newstag(&["tag", "--model", "m", "--precision", "f16", "a.txt"]);
     assert!(!out.status.success());
     let err = stderr(&out);
-    assert!(err.contains("expected f32 or bf16"), "{err}");
+    assert!(err.contains("expected auto, f32, bf16 or int8"), "{err}");
 }
 
 #[test]

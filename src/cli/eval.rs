@@ -88,7 +88,8 @@ pub fn run(a: EvalArgs) -> anyhow::Result<ExitCode> {
         let device = parse_device(&a.run.device)?;
         let model = NewsTagger::load(&dir, &device)?;
         articles = read_for_model(&model, &files, a.skip_invalid)?;
-        let predictor = Predictor::with_precision(&model, a.run.batch_size, a.run.precision)?;
+        let predictor =
+            Predictor::with_precision(&model, a.run.batch_size, a.run.precision(&device))?;
         (
             score_model(&predictor, &articles)?,
             format!("model: {spec}"),

@@ -7,7 +7,7 @@ mod tag;
 mod train;
 mod validate;
 
-use crate::model::Precision;
+use crate::model::{Precision, PrecisionChoice};
 use clap::{parser::ValueSource, ArgMatches, CommandFactory, FromArgMatches, Parser, Subcommand};
 use std::process::ExitCode;
 
@@ -72,10 +72,23 @@ struct InferenceArgs {
     /// cpu, cuda[:N] or metal.
     #[arg(long, default_value = "cpu")]
     device: String,
-    /// Number format of the matrix products: f32, or bf16 (CPUs with AVX512-BF16: faster, with
-    /// scores a little less exact).
-    #[arg(long, default_value = "f32")]
-    precision: Precision,
+    /// Number format of the matrix products: auto (the fastest this CPU has that keeps
+    /// accuracy: int8 with VNNI, else bf16 with AVX512-BF16, else f32; said on stderr); f32;
+    /// bf16 (CPUs with AVX512-BF16: faster, with scores a little less exact); or int8 (CPU only,
+    /// fast with VNNI: weights per channel and activations per row quantised to 8 bits).
+    #[arg(long, default_value = "auto")]
+    precision: PrecisionChoice,
+}
+
+impl InferenceArgs {
+    /// The precision to run on `device`; `auto` says on stderr what it chose.
+    fn precision(&self, device: &candle_core::Device) -> Precision {
+        let (precision, line) = self.precision.resolve(device);
+        if let Some(line) = line {
+            eprintln!("{line}");
+        }
+        precision
+    }
 }
 
 /// The long flags (`--epochs`) of the subcommand's options that were given on the command line,

@@ -124,18 +124,8 @@ impl HostKernel<1> for Bf16Matmul {
 #[cfg(target_arch = "x86_64")]
 mod kernel {
     use super::{to_bf16, PackedWeight, MR, NR};
-    use crate::kernels::host::{par_for, DisjointOut};
+    use crate::kernels::host::{par_blocks, DisjointOut};
     use std::arch::x86_64::*;
-
-    /// Output rows and panels a task covers: enough tasks for every thread, each reusing its
-    /// weight panels over several row blocks.
-    fn tasks(row_blocks: usize, panels: usize) -> (usize, usize) {
-        let threads = rayon::current_num_threads().max(1);
-        let rows_per_task = row_blocks.div_ceil(threads).clamp(1, 8);
-        let row_tasks = row_blocks.div_ceil(rows_per_task);
-        let panel_tasks = (2 * threads).div_ceil(row_tasks).clamp(1, panels);
-        (rows_per_task, panels.div_ceil(panel_tasks))
-    }
 
     /// `y = x w` (see [`super::matmul`]).
     ///
@@ -152,33 +142,25 @@ mod kernel {
             unsafe { round_row(row, &mut xb[r * pairs..][..pairs]) };
         }
         let panels = n.div_ceil(NR);
-        let (rows_per_task, panels_per_task) = tasks(row_blocks, panels);
-        let row_tasks = row_blocks.div_ceil(rows_per_task);
-        let panel_tasks = panels.div_ceil(panels_per_task);
         let out = DisjointOut::new(y);
-        par_for(row_tasks * panel_tasks, rows * n, |t| {
-            let (rt, pt) = (t / panel_tasks, t % panel_tasks);
-            for j in pt * panels_per_task..((pt + 1) * panels_per_task).min(panels) {
-                let panel = &w.data[j * pairs * NR..][..pairs * NR];
-                let cols = NR.min(n - j * NR);
-                for rb in rt * rows_per_task..((rt + 1) * rows_per_task).min(row_blocks) {
-                    let a = &xb[rb * MR * pairs..][..MR * pairs];
-                    let valid = MR.min(rows - rb * MR);
-                    // SAFETY: the CPU (the caller's promise); this task alone writes rows
-                    // `rb * MR..` up to `valid` and columns `j * NR..` up to `cols` of `y`.
-                    unsafe {
-                        block(
-                            a,
-                            panel,
-                            pairs,
-                            out.at(rb * MR * n + j * NR),
-                            n,
-                            valid,
-                            cols,
-                        )
-                    };
-                }
-            }
+        par_blocks(row_blocks, panels, rows * n, |rb, j| {
+            let panel = &w.data[j * pairs * NR..][..pairs * NR];
+            let cols = NR.min(n - j * NR);
+            let a = &xb[rb * MR * pairs..][..MR * pairs];
+            let valid = MR.min(rows - rb * MR);
+            // SAFETY: the CPU (the caller's promise); this call alone writes rows `rb * MR..` up
+            // to `valid` and columns `j * NR..` up to `cols` of `y`.
+            unsafe {
+                block(
+                    a,
+                    panel,
+                    pairs,
+                    out.at(rb * MR * n + j * NR),
+                    n,
+                    valid,
+                    cols,
+                )
+            };
         });
     }
 
@@ -258,6 +240,7 @@ mod kernel {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kernels::host::AWKWARD_SHAPES;
     use candle_core::Device;
 
     fn from_bf16(b: u16) -> f32 {
@@ -328,13 +311,7 @@ mod tests {
             eprintln!("skipped: this CPU lacks AVX512-BF16");
             return;
         }
-        for (rows, k, n) in [
-            (1, 1, 1),
-            (13, 7, 37),
-            (25, 64, 32),
-            (12, 384, 96),
-            (40, 33, 70),
-        ] {
+        for (rows, k, n) in AWKWARD_SHAPES {
             let x: Vec<f32> = (0..rows * k).map(|i| (i as f32 * 0.11).cos()).collect();
             let w: Vec<f32> = (0..k * n).map(|i| (i as f32 * 0.07).sin()).collect();
             let packed = Arc::new(PackedWeight::new(&w, k, n));

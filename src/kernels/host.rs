@@ -224,6 +224,45 @@ pub(crate) fn par_for(n: usize, work: usize, f: impl Fn(usize) + Sync) {
     }
 }
 
+/// `(rows, k, n)` of matrix products that test a blocked kernel's edges: one element, odd and
+/// prime sizes, partial row blocks and panels, a whole panel.
+#[cfg(test)]
+pub(crate) const AWKWARD_SHAPES: [(usize, usize, usize); 5] = [
+    (1, 1, 1),
+    (13, 7, 37),
+    (25, 64, 32),
+    (12, 384, 96),
+    (40, 33, 70),
+];
+
+/// Runs `block(row_block, panel)` once for every block of rows and panel of columns of a
+/// blocked matrix product (`work` elements touched in all), in parallel: tasks of several row
+/// blocks and panels each, enough for every thread, each task reusing its weight panels over its
+/// row blocks.
+pub(crate) fn par_blocks(
+    row_blocks: usize,
+    panels: usize,
+    work: usize,
+    block: impl Fn(usize, usize) + Sync,
+) {
+    let threads = rayon::current_num_threads().max(1);
+    let rows_per_task = row_blocks.div_ceil(threads).clamp(1, 8);
+    let row_tasks = row_blocks.div_ceil(rows_per_task);
+    let panel_tasks = (2 * threads)
+        .div_ceil(row_tasks.max(1))
+        .clamp(1, panels.max(1));
+    let panels_per_task = panels.div_ceil(panel_tasks);
+    let panel_tasks = panels.div_ceil(panels_per_task.max(1));
+    par_for(row_tasks * panel_tasks, work, |t| {
+        let (rt, pt) = (t / panel_tasks, t % panel_tasks);
+        for j in pt * panels_per_task..((pt + 1) * panels_per_task).min(panels) {
+            for rb in rt * rows_per_task..((rt + 1) * rows_per_task).min(row_blocks) {
+                block(rb, j);
+            }
+        }
+    });
+}
+
 /// An output buffer that parallel tasks write through, each to its own elements (blocks of a
 /// matrix that are not contiguous chunks, as [`par_chunks_mut`] hands out).
 #[derive(Clone, Copy)]

@@ -7,7 +7,7 @@
 use super::config::{Activation, BertConfig};
 use super::encoder::{bias, linear, param, Kernels, LayerNorm, Mode};
 use super::Precision;
-use crate::kernels::{self as ops, bf16};
+use crate::kernels::{self as ops, bf16, int8};
 use candle_core::{DType, Device, Module, Result, Tensor, TensorId};
 use candle_nn::{Linear, VarBuilder};
 use std::sync::Arc;
@@ -250,6 +250,11 @@ enum InferenceWeight {
     F32(Tensor),
     /// Rounded to bf16 and packed for [`bf16::matmul`].
     Bf16(Arc<bf16::PackedWeight>),
+    /// Quantised to int8 per output column and packed for [`int8::matmul`]: every product of
+    /// every layer (keeping any one kind of product, or the first or last layer, in f32 changed
+    /// CoNLL-2003 test F1 by under 0.1 points; all in int8 it is 0.05 below f32). The heads stay
+    /// f32 ([`ops::linear_rows`]).
+    Int8(Arc<int8::PackedWeight>),
     /// A bf16 tensor `[in, out]` on the model's device (a GPU): candle's bf16 matrix product there
     /// (cuBLAS, f32 accumulation), activations rounded to bf16 on the way in and widened to f32
     /// on the way out, so LayerNorm and softmax keep f32 statistics.
@@ -267,6 +272,13 @@ impl InferenceWeight {
             (Precision::Bf16, PreparedPath::Device) => {
                 InferenceWeight::DeviceBf16(w_t.to_dtype(DType::BF16)?.contiguous()?)
             }
+            (Precision::Int8, PreparedPath::Cpu) => {
+                InferenceWeight::Int8(Arc::new(int8::PackedWeight::from_tensor(&w_t)?))
+            }
+            (Precision::Int8, PreparedPath::Device) => candle_core::bail!(
+                "int8 inference runs on the CPU only (the model is on {:?})",
+                w_t.device()
+            ),
         })
     }
 
@@ -275,6 +287,7 @@ impl InferenceWeight {
         match self {
             InferenceWeight::F32(w_t) => x.matmul(w_t),
             InferenceWeight::Bf16(w) => bf16::matmul(x, w),
+            InferenceWeight::Int8(w) => int8::matmul(x, w),
             InferenceWeight::DeviceBf16(w) => {
                 x.to_dtype(DType::BF16)?.matmul(w)?.to_dtype(DType::F32)
             }

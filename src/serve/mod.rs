@@ -269,7 +269,7 @@ fn model_info(model: &NewsTagger, c: &ServeConfig) -> serde_json::Value {
         },
         "serving": {
             "version": env!("CARGO_PKG_VERSION"),
-            "precision": match c.precision { Precision::F32 => "f32", Precision::Bf16 => "bf16" },
+            "precision": c.precision.name(),
             "batch_size": c.batch_windows,
             "max_batch_tokens": c.batch.max_tokens,
             "max_wait_ms": c.batch.max_wait.as_millis() as u64,

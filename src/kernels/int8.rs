@@ -1,0 +1,601 @@
+//! int8 matrix products for inference: weights quantised to `i8` per output column (symmetric)
+//! once at load, activations to `u8` per row (asymmetric, with a zero point) at run time, products
+//! summed exactly in `i32` and turned back into `f32` after. On CPUs with VNNI that is four
+//! multiply-adds per 32-bit lane and instruction (`vpdpbusd`: `u8 x i8`, summed in fours into
+//! `i32`), four times f32 FMA.
+//!
+//! Why a kernel of our own: `rten-gemm` (rten's GEMM) has a `u8 x i8` product with VNNI, but it
+//! works on rten's tensor types with zero points only, packs both sides per call, and returns the
+//! raw `i32`s: the per-row and per-column scales would take another pass, and the weights would be
+//! repacked on every product. What this needs is small: weights packed once into panels of 32
+//! columns with groups of four consecutive rows interleaved (the layout `vpdpbusd` reads), a
+//! 12 x 32 register-blocked kernel with the dequantisation in its epilogue, as [`super::bf16`].
+//!
+//! Three kernels compute the same integers: AVX512-VNNI (`vpdpbusd` on 512 bits), AVX-VNNI
+//! (the 256-bit VEX form on CPUs without AVX-512 such as Alder Lake) and a portable one in plain
+//! Rust that every machine runs and the tests compare the others with, bit for bit. The
+//! dequantisation is the same sequence of `f32` operations in all three (an exact `i32`
+//! correction for the zero point, one conversion, one product with the row's and column's scales
+//! multiplied first), and a row's quantisation depends on that row alone, so a row's result does
+//! not depend on the kernel, the thread count or its batch.
+
+use super::host::{par_blocks, Host, HostKernel, Input};
+use candle_core::{bail, Result, Shape, Tensor};
+use rayon::prelude::*;
+use std::sync::Arc;
+
+/// Columns per packed panel (two 16-lane registers).
+const NR: usize = 32;
+/// Rows per kernel call.
+const MR: usize = 12;
+/// Activation elements below which a product quantises its rows on the calling thread.
+const PAR_QUANTISE_MIN: usize = 1 << 16;
+
+/// One of the int8 kernels (all give the same bits; see the module documentation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Int8Kernel {
+    /// `vpdpbusd` on 512-bit registers (Intel Ice Lake, Sapphire Rapids and later; AMD Zen 4).
+    Avx512Vnni,
+    /// `vpdpbusd` on 256-bit registers, VEX encoded (Intel Alder Lake and later without AVX-512).
+    AvxVnni,
+    /// Plain Rust (every CPU).
+    Portable,
+}
+
+impl Int8Kernel {
+    /// Every kernel, fastest first.
+    pub const ALL: [Int8Kernel; 3] = [
+        Int8Kernel::Avx512Vnni,
+        Int8Kernel::AvxVnni,
+        Int8Kernel::Portable,
+    ];
+
+    /// Whether this CPU runs the kernel.
+    pub fn runs_here(self) -> bool {
+        #[cfg(target_arch = "x86_64")]
+        {
+            use std::arch::is_x86_feature_detected as has;
+            match self {
+                Int8Kernel::Avx512Vnni => has!("avx512f") && has!("avx512vnni"),
+                Int8Kernel::AvxVnni => has!("avx2") && has!("avxvnni"),
+                Int8Kernel::Portable => true,
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            self == Int8Kernel::Portable
+        }
+    }
+
+    /// The fastest kernel this CPU runs.
+    pub fn best() -> Self {
+        Self::ALL
+            .into_iter()
+            .find(|k| k.runs_here())
+            .unwrap_or(Int8Kernel::Portable)
+    }
+
+    /// The instruction set, as CPU documentation names it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Int8Kernel::Avx512Vnni => "AVX512-VNNI",
+            Int8Kernel::AvxVnni => "AVX-VNNI",
+            Int8Kernel::Portable => "no VNNI",
+        }
+    }
+
+    /// Whether the kernel uses VNNI instructions (the portable one is much slower than f32).
+    pub fn is_fast(self) -> bool {
+        self != Int8Kernel::Portable
+    }
+}
+
+/// A weight `[k, n]` (rows: inputs, columns: outputs) quantised per column and packed.
+#[derive(Debug)]
+pub struct PackedWeight {
+    k: usize,
+    n: usize,
+    /// Panel `j`, row quad `q`, column `c` at `(j * quads + q) * NR + c`: the `i8`s of rows
+    /// `4q..4q + 4` of column `j * NR + c`, lowest byte first; zero beyond `k` and `n`.
+    data: Vec<u32>,
+    /// Per column: `max |w| / 127` (1 for a column of zeros), padded with zeros to whole panels.
+    scales: Vec<f32>,
+    /// Per column: the sum of its quantised weights (for the activations' zero point), padded.
+    sums: Vec<i32>,
+}
+
+impl PackedWeight {
+    /// Quantises and packs `w`, `[k, n]` row-major.
+    pub fn new(w: &[f32], k: usize, n: usize) -> Self {
+        assert_eq!(
+            w.len(),
+            k * n,
+            "int8 PackedWeight::new: a [{k}, {n}] weight"
+        );
+        let (quads, panels) = (k.div_ceil(4), n.div_ceil(NR));
+        let mut scales = vec![0f32; panels * NR];
+        let mut sums = vec![0i32; panels * NR];
+        let mut q = vec![0i8; k * n];
+        for c in 0..n {
+            let max = (0..k).map(|r| w[r * n + c].abs()).fold(0f32, f32::max);
+            let scale = if max > 0.0 && max.is_finite() {
+                max / 127.0
+            } else {
+                1.0
+            };
+            scales[c] = scale;
+            for r in 0..k {
+                let v = (w[r * n + c] / scale).round().clamp(-127.0, 127.0) as i8;
+                q[r * n + c] = v;
+                sums[c] += v as i32;
+            }
+        }
+        let mut data = vec![0u32; panels * quads * NR];
+        for j in 0..panels {
+            for p in 0..quads {
+                for c in 0..NR.min(n - j * NR) {
+                    let col = j * NR + c;
+                    let mut word = 0u32;
+                    for b in 0..4 {
+                        let row = 4 * p + b;
+                        if row < k {
+                            word |= (q[row * n + col] as u8 as u32) << (8 * b);
+                        }
+                    }
+                    data[(j * quads + p) * NR + c] = word;
+                }
+            }
+        }
+        PackedWeight {
+            k,
+            n,
+            data,
+            scales,
+            sums,
+        }
+    }
+
+    /// Quantises and packs a `[k, n]` tensor.
+    pub fn from_tensor(w: &Tensor) -> Result<Self> {
+        let (k, n) = w.dims2()?;
+        let v = w.flatten_all()?.to_vec1::<f32>()?;
+        Ok(Self::new(&v, k, n))
+    }
+
+    fn quads(&self) -> usize {
+        self.k.div_ceil(4)
+    }
+}
+
+/// Rows of activations quantised to `u8` each with its own scale and zero point:
+/// `x ≈ scale * (u - zero_point)`.
+struct QuantisedRows {
+    /// Row `r` at `r * 4 * quads`, its bytes in order (read in quads as [`PackedWeight::data`]);
+    /// rows padded with zeros to `4 * quads` bytes and to a multiple of [`MR`] rows.
+    data: Vec<u8>,
+    scales: Vec<f32>,
+    zero_points: Vec<i32>,
+}
+
+/// Lanes of the range search (independent minima and maxima the compiler vectorises).
+const LANES: usize = 16;
+
+/// The scale and zero point of a row: its range widened to hold 0, in 255 steps (NaNs are
+/// ignored; an infinity gives scale 1).
+fn row_range(row: &[f32]) -> (f32, i32) {
+    let (mut lo, mut hi) = ([0f32; LANES], [0f32; LANES]);
+    let mut chunks = row.chunks_exact(LANES);
+    for c in &mut chunks {
+        for i in 0..LANES {
+            lo[i] = if c[i] < lo[i] { c[i] } else { lo[i] };
+            hi[i] = if c[i] > hi[i] { c[i] } else { hi[i] };
+        }
+    }
+    for (i, &v) in chunks.remainder().iter().enumerate() {
+        lo[i] = if v < lo[i] { v } else { lo[i] };
+        hi[i] = if v > hi[i] { v } else { hi[i] };
+    }
+    let lo = lo.into_iter().fold(0f32, f32::min);
+    let hi = hi.into_iter().fold(0f32, f32::max);
+    let scale = (hi - lo) / 255.0;
+    if scale > 0.0 && scale.is_finite() {
+        (scale, ((-lo / scale).round() as i32).clamp(0, 255))
+    } else {
+        (1.0, 0)
+    }
+}
+
+/// Quantises one row into `out` (its bytes) and returns its scale and zero point.
+fn quantise_row(row: &[f32], out: &mut [u8]) -> (f32, i32) {
+    let (scale, zero) = row_range(row);
+    let inverse = 1.0 / scale;
+    // Rounds half up: `as` truncates, and the value is at least -0.5 once clamped.
+    let offset = zero as f32 + 0.5;
+    for (o, &v) in out.iter_mut().zip(row) {
+        *o = (v * inverse + offset).clamp(0.0, 255.0) as u8;
+    }
+    (scale, zero)
+}
+
+fn quantise_rows(x: &[f32], k: usize) -> QuantisedRows {
+    let rows = x.len() / k.max(1);
+    let stride = 4 * k.div_ceil(4);
+    let mut data = vec![0u8; rows.div_ceil(MR) * MR * stride];
+    let mut ranges = vec![(0f32, 0i32); rows];
+    if x.len() >= PAR_QUANTISE_MIN {
+        x.par_chunks_exact(k)
+            .zip(data.par_chunks_exact_mut(stride))
+            .zip(ranges.par_iter_mut())
+            .for_each(|((row, out), range)| *range = quantise_row(row, out));
+    } else {
+        x.chunks_exact(k)
+            .zip(data.chunks_exact_mut(stride))
+            .zip(ranges.iter_mut())
+            .for_each(|((row, out), range)| *range = quantise_row(row, out));
+    }
+    let (scales, zero_points) = ranges.into_iter().unzip();
+    QuantisedRows {
+        data,
+        scales,
+        zero_points,
+    }
+}
+
+/// `x w` for `x` `[.., k]` (f32) with the int8 weight `w`, on the fastest kernel this CPU has:
+/// f32 `[.., n]`.
+pub fn matmul(x: &Tensor, w: &Arc<PackedWeight>) -> Result<Tensor> {
+    matmul_with(x, w, Int8Kernel::best())
+}
+
+/// [`matmul`] on the given kernel (an error where this CPU lacks it).
+pub fn matmul_with(x: &Tensor, w: &Arc<PackedWeight>, kernel: Int8Kernel) -> Result<Tensor> {
+    x.contiguous()?
+        .apply_op1_no_bwd(&Host(Int8Matmul(Arc::clone(w), kernel)))
+}
+
+struct Int8Matmul(Arc<PackedWeight>, Int8Kernel);
+
+impl HostKernel<1> for Int8Matmul {
+    const NAME: &'static str = "newstag-int8-matmul";
+
+    fn forward(&self, [x]: [Input<'_>; 1]) -> Result<(Vec<f32>, Shape)> {
+        let (w, kernel) = (&self.0, self.1);
+        let dims = x.dims();
+        if dims.last() != Some(&w.k) || w.k == 0 {
+            bail!(
+                "int8 matmul: input {dims:?} for a [{}, {}] weight",
+                w.k,
+                w.n
+            )
+        }
+        if !kernel.runs_here() {
+            bail!("int8 matmul: this CPU lacks {}", kernel.name())
+        }
+        let rows = x.data.len() / w.k;
+        let a = quantise_rows(x.data, w.k);
+        let mut y = vec![0f32; rows * w.n];
+        let out = super::host::DisjointOut::new(&mut y);
+        let (quads, n) = (w.quads(), w.n);
+        par_blocks(rows.div_ceil(MR), n.div_ceil(NR), rows * n, |rb, j| {
+            let block = Block {
+                a: &a.data[rb * MR * 4 * quads..][..MR * 4 * quads],
+                scales: &a.scales[rb * MR..],
+                zero_points: &a.zero_points[rb * MR..],
+                rows: MR.min(rows - rb * MR),
+                panel: &w.data[j * quads * NR..][..quads * NR],
+                col_scales: &w.scales[j * NR..][..NR],
+                col_sums: &w.sums[j * NR..][..NR],
+                cols: NR.min(n - j * NR),
+                quads,
+            };
+            // SAFETY: this call alone writes rows `rb * MR..` (`block.rows` of them) and columns
+            // `j * NR..` (`block.cols`) of `y`, which has rows of `n`.
+            let y = unsafe { out.at(rb * MR * n + j * NR) };
+            match kernel {
+                #[cfg(target_arch = "x86_64")]
+                // SAFETY: the CPU has AVX-512F and AVX512-VNNI (`runs_here`, checked above).
+                Int8Kernel::Avx512Vnni => unsafe { vnni::block_512(&block, y, n) },
+                #[cfg(target_arch = "x86_64")]
+                // SAFETY: the CPU has AVX2 and AVX-VNNI (checked above).
+                Int8Kernel::AvxVnni => unsafe { vnni::block_256(&block, y, n) },
+                // SAFETY: `y` as above.
+                _ => unsafe { portable_block(&block, y, n) },
+            }
+        });
+        let mut out = dims.to_vec();
+        *out.last_mut().expect("a last dimension") = w.n;
+        Ok((y, Shape::from(out)))
+    }
+}
+
+/// One block of the product: up to [`MR`] rows of quantised activations times a weight panel.
+struct Block<'a> {
+    /// [`MR`] rows of `quads` quads of bytes.
+    a: &'a [u8],
+    scales: &'a [f32],
+    zero_points: &'a [i32],
+    /// The rows to store (the rest of `a` is padding).
+    rows: usize,
+    /// `quads * NR` packed weights.
+    panel: &'a [u32],
+    col_scales: &'a [f32],
+    col_sums: &'a [i32],
+    /// The columns to store.
+    cols: usize,
+    quads: usize,
+}
+
+impl Block<'_> {
+    /// The f32 result of row `r`, column `c` from its exact sum `acc`: what every kernel computes.
+    fn dequantise(&self, r: usize, c: usize, acc: i32) -> f32 {
+        let exact = acc.wrapping_sub(self.zero_points[r].wrapping_mul(self.col_sums[c]));
+        exact as f32 * (self.scales[r] * self.col_scales[c])
+    }
+}
+
+/// The four byte products of a quad of `u8` activations and `i8` weights, summed.
+fn dot4(a: u32, w: u32) -> i32 {
+    (0..4)
+        .map(|b| ((a >> (8 * b)) & 0xff) as i32 * ((w >> (8 * b)) as u8 as i8) as i32)
+        .sum()
+}
+
+/// The portable kernel.
+///
+/// # Safety
+/// `y` points at row 0, column 0 of the block in a matrix with rows of `ldy`, and the block's
+/// `rows x cols` elements are this call's alone to write.
+unsafe fn portable_block(b: &Block<'_>, y: *mut f32, ldy: usize) {
+    for r in 0..b.rows {
+        let a = &b.a[r * 4 * b.quads..][..4 * b.quads];
+        let mut acc = [0i32; NR];
+        for (p, a) in a.chunks_exact(4).enumerate() {
+            let a = u32::from_le_bytes([a[0], a[1], a[2], a[3]]);
+            let w = &b.panel[p * NR..][..NR];
+            for (acc, &w) in acc.iter_mut().zip(w) {
+                *acc = acc.wrapping_add(dot4(a, w));
+            }
+        }
+        for (c, &acc) in acc.iter().enumerate().take(b.cols) {
+            // SAFETY: row `r < rows`, column `c < cols` (the caller's promise).
+            unsafe { *y.add(r * ldy + c) = b.dequantise(r, c, acc) };
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod vnni {
+    use super::{Block, MR, NR};
+    use std::arch::x86_64::*;
+
+    /// The store masks of the two 16-column halves of a panel with `cols` valid columns.
+    fn masks(cols: usize) -> [u16; 2] {
+        let half = |c: usize| if c >= 16 { 0xffff } else { (1u16 << c) - 1 };
+        [half(cols), half(cols.saturating_sub(16))]
+    }
+
+    /// The AVX512-VNNI kernel: all [`MR`] rows at once, two 16-lane accumulators each.
+    ///
+    /// # Safety
+    /// The CPU must have AVX-512F and AVX512-VNNI; `y` as for [`super::portable_block`].
+    #[target_feature(enable = "avx512f,avx512vnni")]
+    pub(super) unsafe fn block_512(b: &Block<'_>, y: *mut f32, ldy: usize) {
+        let mut acc = [[_mm512_setzero_si512(); 2]; MR];
+        let (a, panel) = (b.a.as_ptr(), b.panel.as_ptr());
+        for p in 0..b.quads {
+            // SAFETY: `panel` holds `quads * NR` words and `a` `MR * quads` quads of bytes.
+            unsafe {
+                let w0 = _mm512_loadu_si512(panel.add(p * NR).cast());
+                let w1 = _mm512_loadu_si512(panel.add(p * NR + 16).cast());
+                for (r, acc) in acc.iter_mut().enumerate() {
+                    let quad = a.add(4 * (r * b.quads + p)).cast::<i32>();
+                    let x = _mm512_set1_epi32(quad.read_unaligned());
+                    acc[0] = _mm512_dpbusd_epi32(acc[0], x, w0);
+                    acc[1] = _mm512_dpbusd_epi32(acc[1], x, w1);
+                }
+            }
+        }
+        let masks = masks(b.cols);
+        for (r, acc) in acc.iter().enumerate().take(b.rows) {
+            let zero = _mm512_set1_epi32(b.zero_points[r]);
+            let row_scale = _mm512_set1_ps(b.scales[r]);
+            for (h, (&acc, &mask)) in acc.iter().zip(&masks).enumerate() {
+                // SAFETY: the panel's scales and sums hold NR values; the masked columns of row
+                // `r < rows` lie in the block (the caller's promise).
+                unsafe {
+                    let sums = _mm512_loadu_si512(b.col_sums.as_ptr().add(16 * h).cast());
+                    let exact = _mm512_sub_epi32(acc, _mm512_mullo_epi32(zero, sums));
+                    let cols = _mm512_loadu_ps(b.col_scales.as_ptr().add(16 * h));
+                    let v =
+                        _mm512_mul_ps(_mm512_cvtepi32_ps(exact), _mm512_mul_ps(row_scale, cols));
+                    _mm512_mask_storeu_ps(y.add(r * ldy + 16 * h), mask, v);
+                }
+            }
+        }
+    }
+
+    /// The AVX-VNNI kernel: two rows at a time (16 vector registers), four 8-lane accumulators
+    /// each.
+    ///
+    /// # Safety
+    /// The CPU must have AVX2 and AVX-VNNI; `y` as for [`super::portable_block`].
+    #[target_feature(enable = "avx2,avxvnni")]
+    pub(super) unsafe fn block_256(b: &Block<'_>, y: *mut f32, ldy: usize) {
+        let (a, panel) = (b.a.as_ptr(), b.panel.as_ptr());
+        for r0 in (0..b.rows).step_by(2) {
+            let mut acc = [[_mm256_setzero_si256(); 4]; 2];
+            for p in 0..b.quads {
+                // SAFETY: as in `block_512`; row `r0 + 1 < MR` exists (padding at worst).
+                unsafe {
+                    let w =
+                        [0, 8, 16, 24].map(|o| _mm256_loadu_si256(panel.add(p * NR + o).cast()));
+                    for (i, acc) in acc.iter_mut().enumerate() {
+                        let quad = a.add(4 * ((r0 + i) * b.quads + p)).cast::<i32>();
+                        let x = _mm256_set1_epi32(quad.read_unaligned());
+                        for (acc, &w) in acc.iter_mut().zip(&w) {
+                            *acc = _mm256_dpbusd_avx_epi32(*acc, x, w);
+                        }
+                    }
+                }
+            }
+            for (i, acc) in acc.iter().enumerate().take(b.rows - r0) {
+                let r = r0 + i;
+                let zero = _mm256_set1_epi32(b.zero_points[r]);
+                let row_scale = _mm256_set1_ps(b.scales[r]);
+                for (q, &acc) in acc.iter().enumerate() {
+                    // SAFETY: as in `block_512`.
+                    unsafe {
+                        let sums = _mm256_loadu_si256(b.col_sums.as_ptr().add(8 * q).cast());
+                        let exact = _mm256_sub_epi32(acc, _mm256_mullo_epi32(zero, sums));
+                        let cols = _mm256_loadu_ps(b.col_scales.as_ptr().add(8 * q));
+                        let v = _mm256_mul_ps(
+                            _mm256_cvtepi32_ps(exact),
+                            _mm256_mul_ps(row_scale, cols),
+                        );
+                        let mut lanes = [0f32; 8];
+                        _mm256_storeu_ps(lanes.as_mut_ptr(), v);
+                        let valid = b.cols.saturating_sub(8 * q).min(8);
+                        std::ptr::copy_nonoverlapping(
+                            lanes.as_ptr(),
+                            y.add(r * ldy + 8 * q),
+                            valid,
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernels::host::AWKWARD_SHAPES;
+    use candle_core::Device;
+
+    fn product(x: &[f32], rows: usize, w: &Arc<PackedWeight>, kernel: Int8Kernel) -> Vec<f32> {
+        let xt = Tensor::from_vec(x.to_vec(), (rows, w.k), &Device::Cpu).unwrap();
+        let y = matmul_with(&xt, w, kernel).unwrap();
+        assert_eq!(y.dims(), [rows, w.n]);
+        y.flatten_all().unwrap().to_vec1().unwrap()
+    }
+
+    fn inputs(rows: usize, k: usize, n: usize) -> (Vec<f32>, Vec<f32>) {
+        // Skewed activations (as after GELU) and a few large ones, for the zero point and scale.
+        let x = (0..rows * k)
+            .map(|i| (i as f32 * 0.11).cos() + 0.3 + if i % 97 == 0 { 6.0 } else { 0.0 })
+            .collect();
+        let w = (0..k * n).map(|i| (i as f32 * 0.07).sin() * 0.2).collect();
+        (x, w)
+    }
+
+    #[test]
+    fn quantising_a_row_keeps_zero_exact_and_the_range_in_255_steps() {
+        let row = [-1.0f32, 0.0, 0.6, 2.0, 1e-3];
+        let mut out = [0u8; 5];
+        let (scale, zero) = quantise_row(&row, &mut out);
+        assert_eq!(scale, 3.0 / 255.0);
+        assert_eq!(zero, 85);
+        let bytes: Vec<i32> = out.iter().map(|&b| b as i32).collect();
+        assert_eq!(bytes, [0, 85, 136, 255, 85]);
+        for (&v, &b) in row.iter().zip(&bytes) {
+            assert!((scale * (b - zero) as f32 - v).abs() <= scale / 2.0 + 1e-6);
+        }
+        // A row of zeros stays zeros.
+        assert_eq!(quantise_row(&[0.0; 3], &mut out[..3]), (1.0, 0));
+        assert_eq!(out[..3], [0; 3]);
+        // NaNs do not widen the range; an infinity leaves no finite scale, hence scale 1.
+        assert_eq!(row_range(&[f32::NAN, 1.0, -0.5]), (1.5 / 255.0, 85));
+        assert_eq!(row_range(&[f32::INFINITY, 1.0]), (1.0, 0));
+    }
+
+    #[test]
+    fn the_portable_kernel_is_the_exact_integer_product() {
+        let (rows, k, n) = (5, 9, 35);
+        let (x, w) = inputs(rows, k, n);
+        let packed = Arc::new(PackedWeight::new(&w, k, n));
+        let a = quantise_rows(&x, k);
+        let got = product(&x, rows, &packed, Int8Kernel::Portable);
+        let quads = k.div_ceil(4);
+        for r in 0..rows {
+            for c in 0..n {
+                // From the unpacked integers, one product at a time.
+                let mut exact = 0i64;
+                for i in 0..k {
+                    let u = a.data[r * 4 * quads + i] as i64;
+                    let (j, col) = (c / NR, c % NR);
+                    let word = packed.data[(j * quads + i / 4) * NR + col];
+                    let q = (word >> (8 * (i % 4))) as u8 as i8 as i64;
+                    exact += (u - a.zero_points[r] as i64) * q;
+                }
+                let want = exact as f32 * (a.scales[r] * packed.scales[c]);
+                assert_eq!(got[r * n + c], want, "row {r}, column {c}");
+                // And close to the f32 product.
+                let f: f32 = (0..k).map(|i| x[r * k + i] * w[i * n + c]).sum();
+                assert!((got[r * n + c] - f).abs() < 0.05 * (1.0 + f.abs()), "{f}");
+            }
+        }
+    }
+
+    #[test]
+    fn the_fast_kernels_give_the_portable_bits_at_awkward_shapes() {
+        let fast: Vec<_> = Int8Kernel::ALL
+            .into_iter()
+            .filter(|k| k.is_fast() && k.runs_here())
+            .collect();
+        if fast.is_empty() {
+            eprintln!("skipped: this CPU has neither AVX512-VNNI nor AVX-VNNI");
+        }
+        for (rows, k, n) in AWKWARD_SHAPES {
+            let (x, w) = inputs(rows, k, n);
+            let packed = Arc::new(PackedWeight::new(&w, k, n));
+            let want = product(&x, rows, &packed, Int8Kernel::Portable);
+            for &kernel in &fast {
+                assert_eq!(
+                    product(&x, rows, &packed, kernel),
+                    want,
+                    "{kernel:?} {rows}x{k}x{n}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_row_gives_the_same_bits_alone_as_in_any_batch() {
+        let (rows, k, n) = (30, 48, 40);
+        let (x, w) = inputs(rows, k, n);
+        let packed = Arc::new(PackedWeight::new(&w, k, n));
+        let kernel = Int8Kernel::best();
+        let all = product(&x, rows, &packed, kernel);
+        for r in [0, 11, 12, 29] {
+            let alone = product(&x[r * k..][..k], 1, &packed, kernel);
+            assert_eq!(alone, all[r * n..][..n], "row {r}");
+        }
+    }
+
+    #[test]
+    fn dispatch_picks_the_fastest_kernel_this_cpu_runs() {
+        let best = Int8Kernel::best();
+        assert!(best.runs_here());
+        assert!(Int8Kernel::Portable.runs_here());
+        let first = Int8Kernel::ALL.into_iter().position(|k| k == best).unwrap();
+        assert!(Int8Kernel::ALL[..first].iter().all(|k| !k.runs_here()));
+        #[cfg(target_arch = "x86_64")]
+        assert_eq!(
+            best == Int8Kernel::Avx512Vnni,
+            std::arch::is_x86_feature_detected!("avx512vnni")
+                && std::arch::is_x86_feature_detected!("avx512f")
+        );
+    }
+
+    #[test]
+    fn a_kernel_the_cpu_lacks_or_a_mismatched_input_is_an_error() {
+        let packed = Arc::new(PackedWeight::new(&[0.5; 6], 2, 3));
+        let x = Tensor::zeros((4, 5), candle_core::DType::F32, &Device::Cpu).unwrap();
+        assert!(matmul(&x, &packed).is_err());
+        let x = Tensor::zeros((4, 2), candle_core::DType::F32, &Device::Cpu).unwrap();
+        for kernel in Int8Kernel::ALL {
+            assert_eq!(matmul_with(&x, &packed, kernel).is_ok(), kernel.runs_here());
+        }
+    }
+}
