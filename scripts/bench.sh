@@ -60,23 +60,23 @@ tag_secs() { sed -n 's/.* sub-tokens in \([0-9.]*\)s .*/\1/p' "$1"; }
 timed() { local log=$1; shift; /usr/bin/time -v -o "$log.time" "$@" 2> "$log"; }
 
 echo "== newstag: inference" >&2
-timed "$out/ns-b32.log" "$bin" tag --model "$model" --batch-size 32 "$out/test.jsonl" --out "$out/newstag-b32.jsonl"
-timed "$out/ns-b1.log" "$bin" tag --model "$model" --batch-size 1 "$out/test.jsonl" --out "$out/newstag-b1.jsonl"
+timed "$out/ns-b32.log" "$bin" tag --model "$model" --precision f32 --batch-size 32 "$out/test.jsonl" --out "$out/newstag-b32.jsonl"
+timed "$out/ns-b1.log" "$bin" tag --model "$model" --precision f32 --batch-size 1 "$out/test.jsonl" --out "$out/newstag-b1.jsonl"
 load=()
 for _ in 1 2 3; do
-  /usr/bin/time -f %e -o "$out/load.time" "$bin" tag --model "$model" "$out/one.jsonl" > /dev/null 2>&1
+  /usr/bin/time -f %e -o "$out/load.time" "$bin" tag --model "$model" --precision f32 "$out/one.jsonl" > /dev/null 2>&1
   load+=("$(cat "$out/load.time")")
 done
 scale=()
 for n in 100 1000 10000; do
-  timed "$out/ns-w$n.log" "$bin" tag --model "$model" --batch-size 32 "$out/words$n.jsonl" --out /dev/null
+  timed "$out/ns-w$n.log" "$bin" tag --model "$model" --precision f32 --batch-size 32 "$out/words$n.jsonl" --out /dev/null
   scale+=("\"words$n.jsonl\": $(tag_secs "$out/ns-w$n.log")")
 done
 for s in stream1k stream10k; do
-  timed "$out/ns-$s.log" "$bin" tag --model "$model" --batch-size 32 "$out/$s.jsonl" --out /dev/null
+  timed "$out/ns-$s.log" "$bin" tag --model "$model" --precision f32 --batch-size 32 "$out/$s.jsonl" --out /dev/null
 done
 grep -v -- '-DOCSTART-' "$data/test.conll" > "$out/test.conll"
-"$bin" eval --model "$model" --data "$out/test.conll" --batch-size 32 --json "$out/newstag-eval.json" > /dev/null
+"$bin" eval --model "$model" --data "$out/test.conll" --precision f32 --batch-size 32 --json "$out/newstag-eval.json" > /dev/null
 bf16_s=null
 if "$bin" tag --model "$model" --precision bf16 "$out/one.jsonl" > /dev/null 2>&1; then
   timed "$out/ns-b32-bf16.log" "$bin" tag --model "$model" --batch-size 32 --precision bf16 \
@@ -85,6 +85,14 @@ if "$bin" tag --model "$model" --precision bf16 "$out/one.jsonl" > /dev/null 2>&
   "$bin" eval --model "$model" --data "$out/test.conll" --batch-size 32 --precision bf16 \
     --json "$out/newstag-eval-bf16.json" > /dev/null
 fi
+# int8 (VNNI CPUs; the portable kernel elsewhere, which `auto` does not choose).
+timed "$out/ns-b32-int8.log" "$bin" tag --model "$model" --batch-size 32 --precision int8 \
+  "$out/test.jsonl" --out "$out/newstag-b32-int8.jsonl"
+timed "$out/ns-b1-int8.log" "$bin" tag --model "$model" --batch-size 1 --precision int8 \
+  "$out/test.jsonl" --out "$out/newstag-b1-int8.jsonl"
+"$bin" eval --model "$model" --data "$out/test.conll" --batch-size 32 --precision int8 \
+  --json "$out/newstag-eval-int8.json" > /dev/null
+auto=$("$bin" tag --model "$model" "$out/one.jsonl" 2>&1 >/dev/null | sed -n 's/^precision auto: \([a-z0-9]*\).*/\1/p')
 
 echo "== newstag: training" >&2
 timed "$out/ns-train.log" "$bin" train --base models/all-MiniLM-L6-v2 --train "$out/train.conll" \
@@ -96,6 +104,8 @@ cat > "$out/newstag.json" <<EOF
 {"model": "$model", "version": "$("$bin" --version | awk '{print $2}')", "threads": $threads,
  "batch32_s": $(tag_secs "$out/ns-b32.log"), "batch1_s": $(tag_secs "$out/ns-b1.log"),
  "batch32_bf16_s": $bf16_s,
+ "batch32_int8_s": $(tag_secs "$out/ns-b32-int8.log"), "batch1_int8_s": $(tag_secs "$out/ns-b1-int8.log"),
+ "auto": "$auto",
  "batch32_rss_mib": $(rss "$out/ns-b32.log.time"), "load_s": $(printf '%s\n' "${load[@]}" | sort -n | sed -n 2p),
  "scale_s": {$(IFS=,; echo "${scale[*]}")},
  "stream_rss_mib": {"stream1k": $(rss "$out/ns-stream1k.log.time"), "stream10k": $(rss "$out/ns-stream10k.log.time")},

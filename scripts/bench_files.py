@@ -146,6 +146,9 @@ def report(out, doc):
     if bf16:
         ns["batch32_bf16_tps"] = pt["batch32_sorted"]["real_tokens"] / ns["batch32_bf16_s"]
         ns["f1_bf16"] = load(out, "newstag-eval-bf16.json")["entities"]["micro"]["f1"]
+    ns["batch32_int8_tps"] = pt["batch32_sorted"]["real_tokens"] / ns["batch32_int8_s"]
+    ns["batch1_int8_tps"] = pt["batch1"]["real_tokens"] / ns["batch1_int8_s"]
+    ns["f1_int8"] = load(out, "newstag-eval-int8.json")["entities"]["micro"]["f1"]
     ns["scale"] = {k: pts[k]["real_tokens"] / s for k, s in ns["scale_s"].items()}
     rust = subprocess.run(["rustc", "--version"], capture_output=True, text=True).stdout.strip()
     ceiling = mm_ns["fp32"] * 1e9 / FLOP_PER_TOKEN
@@ -200,8 +203,13 @@ def report(out, doc):
             ratio(ns["batch32_bf16_tps"], pt["batch32_sorted_bf16"]["tokens_per_s"]))
         if bf16 else row("inference, batch 32, PyTorch bf16 autocast (sorted by length)", "",
                          tps(pt["batch32_sorted_bf16"]), "", "", ""),
+        row("inference, batch 32, **newstag int8** (`--precision int8`) against the others as "
+            "above", f"{ns['batch32_int8_tps']:,.0f}", *map(tps, b32),
+            versus(ns["batch32_int8_tps"], *(f["tokens_per_s"] for f in b32))),
         row("inference, batch 1, tokens/s", f"{ns['batch1_tps']:,.0f}", *map(tps, b1),
             versus(ns["batch1_tps"], *(f["tokens_per_s"] for f in b1))),
+        row("inference, batch 1, **newstag int8**", f"{ns['batch1_int8_tps']:,.0f}", *map(tps, b1),
+            versus(ns["batch1_int8_tps"], *(f["tokens_per_s"] for f in b1))),
         row(f"fraction of newstag's fp32 matmul ceiling ({mm_ns['fp32']:.0f} GFLOP/s = "
             f"{ceiling:,.0f} tokens/s), batch 32", frac(ns["batch32_tps"]),
             *(frac(f["tokens_per_s"]) for f in b32), ""),
@@ -222,8 +230,10 @@ def report(out, doc):
             f"{cmp32['same_entities']:,} / {cmp1['same_entities']:,} (scores within "
             f"{max(cmp32['max_score_difference'], cmp1['max_score_difference']):.1e})",
             same(cmp_of), same(cmp_oi), ""),
-        row("test entity F1, batch 32" + (", newstag fp32 / bf16" if bf16 else ""),
-            f"{ns['f1']:.4f}" + (f" / {ns['f1_bf16']:.4f}" if bf16 else ""), f"{pt_f1:.4f}",
+        row("test entity F1, batch 32, newstag fp32 / int8" + (" / bf16" if bf16 else "")
+            + f" (`--precision auto` chose {ns.get('auto') or '?'} here)",
+            f"{ns['f1']:.4f} / {ns['f1_int8']:.4f}" + (f" / {ns['f1_bf16']:.4f}" if bf16 else ""),
+            f"{pt_f1:.4f}",
             f"{of_f1:.4f}", f"{oi_f1:.4f} ({100 * (oi_f1 - of_f1):+.2f} points)", ""),
         row("matmul 4096x384 @ 384x1536, fp32 / bf16 GFLOP/s (newstag: candle's fp32, its own bf16 "
             "kernel)", f"{mm_ns['fp32']:.0f} / {mm_ns['bf16'] or 0:.0f}",

@@ -66,15 +66,15 @@ c = json.load(open(sys.argv[1]))
 c["newstag"]["thresholds"] = [0.0] * len(c["newstag"]["topics"])
 json.dump(c, open(sys.argv[2], "w"), indent=2)
 EOF
-"$bin" tag --model "$work/run-all-topics" "$data" --out "$work/a-tags.jsonl" 2>/dev/null
+"$bin" tag --model "$work/run-all-topics" --precision f32 "$data" --out "$work/a-tags.jsonl" 2>/dev/null
 "$tools" logits "$work/run" "$data" >"$work/a-logits.jsonl"
 check check-newstag "$work/run" "$data" "$work/a-logits.jsonl" "$work/a-tags.jsonl" "$work/a.json"
 
 echo "== (b) transformers -> newstag"
 check make-hf "$work/hf" "$data"
-"$bin" tag --model "$work/hf" "$data" --out "$work/b-tags.jsonl" 2>/dev/null
+"$bin" tag --model "$work/hf" --precision f32 "$data" --out "$work/b-tags.jsonl" 2>/dev/null
 check check-hf "$work/hf" "$data" "$work/b-tags.jsonl" "$work/b-predictions.jsonl" "$work/b.json"
-"$bin" eval --model "$work/hf" --data "$data" --json "$work/b-eval-model.json"
+"$bin" eval --model "$work/hf" --precision f32 --data "$data" --json "$work/b-eval-model.json"
 "$bin" eval --predictions "$work/b-predictions.jsonl" --data "$data" \
   --json "$work/b-eval-predictions.json" --html "$work/b-eval-predictions.html" >/dev/null
 "$py" - "$work" <<'EOF'

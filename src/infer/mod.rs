@@ -80,8 +80,9 @@ impl<'m> Predictor<'m> {
         Self::with_precision(model, batch_windows, Precision::F32)
     }
 
-    /// [`Predictor::new`] with the matrix products at `precision` (bf16: CPUs with AVX512-BF16;
-    /// an error elsewhere).
+    /// [`Predictor::new`] with the matrix products at `precision` (bf16: CPUs with AVX512-BF16,
+    /// an error elsewhere; int8: the CPU only, VNNI kernels where the CPU has them, a portable
+    /// one elsewhere).
     pub fn with_precision(
         model: &'m NewsTagger,
         batch_windows: usize,
