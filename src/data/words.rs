@@ -50,7 +50,7 @@ pub fn split_words(text: &str) -> Vec<Range<usize>> {
         let end = i + g.len();
         match classify(g) {
             Cluster::Word => match &mut open {
-                    Some(w) => w.end = end,
+                Some(w) => w.end = end,
                 None => open = Some(i..end),
             },
             Cluster::Invisible => {}
@@ -107,7 +107,10 @@ mod tests {
         );
         // A decomposed accent stays inside its word.
         assert_eq!(words("Cafe\u{301} noir"), ["Cafe\u{301}", "noir"]);
-        assert_eq!(words("Қазақстан ʻOʻzbekiston"), ["Қазақстан", "ʻOʻzbekiston"]);
+        assert_eq!(
+            words("Қазақстан ʻOʻzbekiston"),
+            ["Қазақстан", "ʻOʻzbekiston"]
+        );
     }
 
     #[test]
@@ -116,7 +119,10 @@ mod tests {
         assert_eq!(words("Tash\u{200b}kent"), ["Tash\u{200b}kent"]);
         assert_eq!(words("a\u{200c}\u{2060}b"), ["a\u{200c}\u{2060}b"]);
         // At a word's edge they belong to no word; alone they are no word at all.
-        assert_eq!(words("\u{200b}Astana\u{ad}, \u{feff} x"), ["Astana", ",", "x"]);
+        assert_eq!(
+            words("\u{200b}Astana\u{ad}, \u{feff} x"),
+            ["Astana", ",", "x"]
+        );
         assert!(words("\u{ad} \u{200b}").is_empty());
     }
 
@@ -126,7 +132,10 @@ mod tests {
         assert_eq!(words("क्षत्रिय नमस्ते"), ["क्षत्रिय", "नमस्ते"]);
         // An emoji ZWJ sequence and a flag are one symbol each; a keycap too.
         let family = "👨\u{200d}👩\u{200d}👧";
-        assert_eq!(words(&format!("{family}🇰🇿1\u{fe0f}\u{20e3}")), [family, "🇰🇿", "1\u{fe0f}\u{20e3}"]);
+        assert_eq!(
+            words(&format!("{family}🇰🇿1\u{fe0f}\u{20e3}")),
+            [family, "🇰🇿", "1\u{fe0f}\u{20e3}"]
+        );
         // CRLF is one cluster of white space; a mark after a space stays with the space.
         assert_eq!(words("a\r\nb \u{301}c"), ["a", "b", "c"]);
         assert_eq!(words("\u{301}a"), ["\u{301}a"]);

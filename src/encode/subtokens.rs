@@ -127,19 +127,21 @@ pub fn encode_article(
     })
 }
 
-/// Byte ranges that cover `text`, cut before the white space in front of a word every
-/// `chunk_words` words, so each piece tokenises as it would inside the whole text (a byte-level
-/// or SentencePiece tokenizer sees the space that precedes the word). Without white space for
-/// four chunks, a piece is cut between two words.
+/// Byte ranges that cover `text`, cut every `chunk_words` words before the space in front of a
+/// word, so each piece tokenises as it would inside the whole text: a byte-level or SentencePiece
+/// tokenizer sees the space that precedes the word, and one that adds a space to the start of its
+/// input finds one there. Without such a space for four chunks, a piece is cut between two words.
 fn text_pieces(text: &str, words: &[Range<usize>], chunk_words: usize) -> Vec<Range<usize>> {
     let mut cuts = vec![0];
     let mut since = 0;
-    for (i, pair) in words.windows(2).enumerate() {
+    for pair in words.windows(2) {
         since += 1;
-        let gap = pair[0].end..pair[1].start;
-        let spaced = !gap.is_empty() && text[gap.clone()].starts_with(char::is_whitespace);
-        if (since >= chunk_words && spaced) || since >= 4 * chunk_words {
-            cuts.push(if spaced { gap.start } else { words[i + 1].start });
+        let gap = &text[pair[0].end..pair[1].start];
+        if since >= chunk_words && gap.ends_with(' ') {
+            cuts.push(pair[1].start - 1);
+            since = 0;
+        } else if since >= 4 * chunk_words {
+            cuts.push(pair[1].start);
             since = 0;
         }
     }
