@@ -6,7 +6,8 @@
 //! cargo run --example interop -- tiny-base OUT_DIR [ARTICLES.jsonl ...]
 //! # newstag's raw outputs for each article of an articles JSONL file, one JSON line each:
 //! # {"id", "words": [[start, end], ...] (characters), "logits": [[...] per word, null for a word
-//! # without sub-tokens], "topic_probs": [...]} (every window of an article in one batch).
+//! # without sub-tokens], "topic_probs": [...], "passages": [[first word, end word], ...]}
+//! # (every window of an article in one batch).
 //! cargo run --example interop -- logits MODEL_DIR ARTICLES.jsonl
 //! ```
 
@@ -91,9 +92,15 @@ fn logits(model_dir: &Path, data: &Path) -> anyhow::Result<()> {
             .iter()
             .map(|w| [chars.to_char(w.start), chars.to_char(w.end)])
             .collect();
+        // Passages as word ranges, for a reference that pools topics as the model does.
+        let passages: Vec<[usize; 2]> = newstag::data::passages::passages(&a)
+            .into_iter()
+            .map(|r| [r.start, r.end])
+            .collect();
         println!(
             "{}",
-            serde_json::json!({"id": a.id, "words": words, "logits": per_word, "topic_probs": topic_probs})
+            serde_json::json!({"id": a.id, "words": words, "logits": per_word,
+                "topic_probs": topic_probs, "passages": passages})
         );
     }
     Ok(())

@@ -150,9 +150,9 @@ fn a_config_that_disagrees_with_its_weights_is_refused() {
             "config.json: topic \"energy\" is listed twice",
         ),
         (
-            "electra",
-            |c| c["model_type"] = "electra".into(),
-            "config.json: model_type \"electra\" is not supported (supported: \"bert\")",
+            "modernbert",
+            |c| c["model_type"] = "modernbert".into(),
+            "config.json: model_type \"modernbert\" is not supported (supported: \"bert\", \"electra\", \"distilbert\", \"roberta\", \"xlm-roberta\")",
         ),
         (
             "swish",
@@ -283,9 +283,9 @@ fn a_base_must_be_a_bert_encoder_that_agrees_with_its_config() {
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     assert!(
         stderr(&out).contains(&format!(
-            "error: {}: not a BERT checkpoint: no tensor under bert., embeddings. or encoder. (it holds electra.embeddings.LayerNorm.bias, ",
+            "error: {}: not a BERT checkpoint: no tensor under bert. or embeddings., encoder., pooler. (it holds electra.embeddings.LayerNorm.bias, ",
             electra.join("model.safetensors").display()
-        )) && stderr(&out).contains("newstag fine-tunes BERT encoders (model_type \"bert\")"),
+        )) && stderr(&out).contains("config.json's model_type \"bert\" chooses the architecture; its tensors are named as ELECTRA's (model_type \"electra\"): is config.json's model_type right?"),
         "{}",
         stderr(&out)
     );

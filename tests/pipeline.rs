@@ -4,6 +4,7 @@
 mod common;
 
 use candle_core::Device;
+use common::train_options as options;
 use newstag::data::Article;
 use newstag::infer::output::OutputRecord;
 use newstag::infer::Predictor;
@@ -22,17 +23,6 @@ fn topics() -> Vec<String> {
 fn fresh_model(dir: &std::path::Path, window: WindowConfig) -> NewsTagger {
     common::tiny_base(dir);
     NewsTagger::from_base(dir, &types(), &topics(), window, 1, &Device::Cpu).unwrap()
-}
-
-fn options(epochs: usize) -> TrainOptions {
-    TrainOptions {
-        epochs,
-        batch_windows: 4,
-        lr: 3e-3,
-        checkpoint_every: 0,
-        patience: 100,
-        ..TrainOptions::default()
-    }
 }
 
 #[test]
@@ -67,30 +57,15 @@ fn one_step_changes_every_trainable_tensor() {
     let base = tempfile::tempdir().unwrap();
     let run = tempfile::tempdir().unwrap();
     let mut model = fresh_model(base.path(), WindowConfig::default());
-    let before: Vec<(String, Vec<f32>)> = model
-        .vars()
-        .into_iter()
-        .map(|(k, v)| (k, v.as_tensor().flatten_all().unwrap().to_vec1().unwrap()))
-        .collect();
+    let before = common::tensor_values(&model);
     assert!(before.len() > 30, "{} tensors", before.len());
     let opts = TrainOptions {
         max_steps: Some(1),
         ..options(1)
     };
     train(&mut model, &common::corpus(8), &[], &opts, run.path(), None).unwrap();
-    let after = model.vars();
-    for (name, old) in before {
-        let new: Vec<f32> = after[&name]
-            .as_tensor()
-            .flatten_all()
-            .unwrap()
-            .to_vec1()
-            .unwrap();
-        assert!(
-            old.iter().zip(&new).any(|(a, b)| a != b),
-            "{name} did not change"
-        );
-    }
+    let unchanged = common::unchanged_tensors(&before, &model);
+    assert!(unchanged.is_empty(), "did not change: {unchanged:?}");
 }
 
 #[test]

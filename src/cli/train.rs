@@ -64,6 +64,10 @@ pub struct TrainArgs {
     /// Save a resumable checkpoint every N steps (and after each epoch; 0: only then).
     #[arg(long, default_value_t = 200)]
     checkpoint_every: usize,
+    /// Train on the articles as given only: no joined pairs or moved paragraphs (see
+    /// data/README.md, "Augmentation").
+    #[arg(long)]
+    no_augment: bool,
     /// cpu, cuda[:N] or metal.
     #[arg(long, default_value = "cpu")]
     device: String,
@@ -175,6 +179,7 @@ pub fn run(a: TrainArgs, explicit: &[String]) -> anyhow::Result<ExitCode> {
                     seed: a.seed,
                     topic_weight: a.topic_weight,
                     checkpoint_every: a.checkpoint_every,
+                    augment: !a.no_augment,
                     ..TrainOptions::default()
                 },
             };
@@ -239,6 +244,14 @@ pub fn run(a: TrainArgs, explicit: &[String]) -> anyhow::Result<ExitCode> {
                 base.display(),
                 model.initialised_heads().join(", ")
             );
+            let dropped = model.dropped_base_heads();
+            if !dropped.is_empty() {
+                eprintln!(
+                    "{}: the base's own heads are not reused: {}",
+                    base.display(),
+                    dropped.join(", ")
+                );
+            }
             std::fs::create_dir_all(&out)
                 .with_context(|| format!("{}: cannot create", out.display()))?;
             write_json_atomic(&out.join("training_args.json"), &run_args)?;

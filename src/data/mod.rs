@@ -5,6 +5,7 @@
 //! topic annotations. Entities are spans of whole words, so offsets can never cut a word; files give
 //! them as [`CharSpan`]s (character offsets), converted in [`span`].
 
+pub mod augment;
 pub mod conll;
 pub mod formats;
 pub mod input;

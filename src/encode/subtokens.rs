@@ -16,17 +16,30 @@ pub struct SpecialTokens {
 }
 
 impl SpecialTokens {
+    /// The tokenizer's window-start, window-end and padding tokens: BERT's `[CLS]`, `[SEP]`,
+    /// `[PAD]` (BERT, ELECTRA, DistilBERT) or RoBERTa's `<s>`, `</s>`, `<pad>` (RoBERTa,
+    /// XLM-RoBERTa), whichever set the vocabulary holds whole.
     pub fn from_tokenizer(tokenizer: &Tokenizer) -> anyhow::Result<Self> {
-        let id = |t: &str| {
-            tokenizer
-                .token_to_id(t)
-                .ok_or_else(|| anyhow::anyhow!("tokenizer has no {t} token"))
-        };
-        Ok(SpecialTokens {
-            cls: id("[CLS]")?,
-            sep: id("[SEP]")?,
-            pad: id("[PAD]")?,
-        })
+        const SETS: [[&str; 3]; 2] = [["[CLS]", "[SEP]", "[PAD]"], ["<s>", "</s>", "<pad>"]];
+        for [cls, sep, pad] in SETS {
+            if let (Some(cls), Some(sep), Some(pad)) = (
+                tokenizer.token_to_id(cls),
+                tokenizer.token_to_id(sep),
+                tokenizer.token_to_id(pad),
+            ) {
+                return Ok(SpecialTokens { cls, sep, pad });
+            }
+        }
+        let missing: Vec<&str> = SETS
+            .iter()
+            .flatten()
+            .copied()
+            .filter(|t| tokenizer.token_to_id(t).is_none())
+            .collect();
+        anyhow::bail!(
+            "tokenizer has neither BERT's special tokens [CLS] [SEP] [PAD] nor RoBERTa's <s> </s> <pad> (it lacks {})",
+            missing.join(" ")
+        )
     }
 }
 

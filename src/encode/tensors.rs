@@ -20,15 +20,6 @@ pub struct Segment {
     pub tokens: usize,
 }
 
-/// The sub-tokens of one passage that one unit of a batch owns (its segments together).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct UnitPassage {
-    /// Index into the batch's units.
-    pub unit: usize,
-    /// Sub-tokens (at least one).
-    pub tokens: usize,
-}
-
 /// Tensors for a batch of units.
 pub struct Batch {
     /// `[windows, len]` token ids, `[CLS] ... [SEP]` then padding.
@@ -46,14 +37,6 @@ pub struct Batch {
     pub owned_segments: Tensor,
     /// Each segment: the sub-tokens of one passage that one unit owns, in order.
     pub segments: Vec<Segment>,
-    /// For each segment: its unit.
-    pub segment_units: Tensor,
-    /// Each unit's passages, unit by unit in passage order.
-    pub unit_passages: Vec<UnitPassage>,
-    /// For each segment: its entry in `unit_passages`.
-    pub segment_passages: Tensor,
-    /// `[units, 1]`: one over the number of sub-tokens each unit owns.
-    pub unit_scale: Tensor,
     /// Sub-tokens that are not padding (special tokens included).
     pub real_tokens: usize,
     /// All slots, padding included.
@@ -74,7 +57,6 @@ impl Batch {
         let mut mask = vec![0u32; rows * len];
         let (mut owned_positions, mut owned_segments) = (Vec::new(), Vec::new());
         let mut segments: Vec<Segment> = Vec::new();
-        let mut unit_scale = Vec::with_capacity(units.len());
         let mut word_positions = Vec::new();
         let mut words = Vec::new();
         let mut real_tokens = 0;
@@ -82,7 +64,6 @@ impl Batch {
         for (i, unit) in units.iter().enumerate() {
             let art = &encoded[unit.article];
             let mut word_iter = unit.words(art).peekable();
-            let owned_before = owned_positions.len();
             let mut passage = 0;
             for (wi, w) in art.windows[unit.windows.0..unit.windows.1]
                 .iter()
@@ -129,24 +110,8 @@ impl Batch {
                 }
                 row += 1;
             }
-            unit_scale.push(1.0 / (owned_positions.len() - owned_before).max(1) as f32);
         }
         let n_owned = owned_positions.len();
-        let segment_units: Vec<u32> = segments.iter().map(|s| s.unit as u32).collect();
-        let mut unit_passages: Vec<UnitPassage> = Vec::new();
-        let mut segment_passages: Vec<u32> = Vec::with_capacity(segments.len());
-        let mut last: Option<(usize, usize)> = None;
-        for seg in &segments {
-            if last != Some((seg.unit, seg.passage)) {
-                unit_passages.push(UnitPassage {
-                    unit: seg.unit,
-                    tokens: 0,
-                });
-                last = Some((seg.unit, seg.passage));
-            }
-            unit_passages.last_mut().unwrap().tokens += seg.tokens;
-            segment_passages.push((unit_passages.len() - 1) as u32);
-        }
         Ok(Batch {
             ids: Tensor::from_vec(ids, (rows, len), device)?,
             type_ids: Tensor::zeros((rows, len), candle_core::DType::U32, device)?,
@@ -155,11 +120,7 @@ impl Batch {
             words,
             owned_segments: Tensor::from_vec(owned_segments, n_owned, device)?,
             owned_positions: Tensor::from_vec(owned_positions, n_owned, device)?,
-            segment_units: Tensor::from_vec(segment_units, segments.len(), device)?,
-            segment_passages: Tensor::from_vec(segment_passages, segments.len(), device)?,
-            unit_passages,
             segments,
-            unit_scale: Tensor::from_vec(unit_scale, (units.len(), 1), device)?,
             real_tokens,
             slots: rows * len,
         })
@@ -245,9 +206,14 @@ mod tests {
             .filter(|s| s.2 > 0)
             .collect();
         assert_eq!(seg, expect);
-        let tokens: Vec<usize> = batch.unit_passages.iter().map(|p| p.tokens).collect();
-        assert_eq!(tokens, [5, n - 5]);
-        let scale = batch.unit_scale.to_vec2::<f32>().unwrap();
-        assert_eq!(scale, vec![vec![1.0 / n as f32]]);
+        let passage_tokens = |p: usize| -> usize {
+            batch
+                .segments
+                .iter()
+                .filter(|s| s.passage == p)
+                .map(|s| s.tokens)
+                .sum()
+        };
+        assert_eq!([passage_tokens(0), passage_tokens(1)], [5, n - 5]);
     }
 }

@@ -45,6 +45,22 @@ pub struct TopicReport {
     pub per_label: BTreeMap<String, Scores>,
     /// Documents that carried topic annotations.
     pub documents: usize,
+    /// The same on the long articles alone (over [`LONG_ARTICLE_WORDS`] words), where a topic
+    /// that one passage carries is easiest to miss; absent when there are none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub long_articles: Option<Box<TopicReport>>,
+}
+
+/// Articles longer than this (white-space separated words) are also scored on their own.
+pub const LONG_ARTICLE_WORDS: usize = 800;
+
+/// Whether `article` counts as long for [`TopicReport::long_articles`].
+pub fn is_long(article: &crate::data::Article) -> bool {
+    article
+        .text
+        .split_whitespace()
+        .nth(LONG_ARTICLE_WORDS)
+        .is_some()
 }
 
 /// Precision, recall and F1 of an average.
@@ -84,12 +100,7 @@ impl Report {
             ),
             per_type: scores_of(s.per_type()),
         });
-        let topics = topics.map(|s| TopicReport {
-            micro: s.micro().into(),
-            r#macro: s.macro_avg().into(),
-            per_label: scores_of(s.per_label()),
-            documents: s.documents(),
-        });
+        let topics = topics.map(TopicReport::new);
         Report {
             entities,
             topics,
@@ -97,6 +108,15 @@ impl Report {
             calibration: Calibration::default(),
             errors: None,
         }
+    }
+
+    /// The report with its topic results on long articles, scored by `long` (kept only when it
+    /// scored any).
+    pub fn with_long_articles(mut self, long: &TopicScorer) -> Self {
+        if let Some(t) = &mut self.topics {
+            t.long_articles = (long.documents() > 0).then(|| Box::new(TopicReport::new(long)));
+        }
+        self
     }
 
     /// The report with its calibration part.
@@ -117,6 +137,11 @@ impl Report {
             out.push('\n');
             section(&mut out, "topic", &t.per_label, t.micro, t.r#macro);
             let _ = writeln!(out, "(topics scored on {} documents)", t.documents);
+            if let Some(long) = &t.long_articles {
+                let _ = writeln!(out, "\nlong articles (over {LONG_ARTICLE_WORDS} words):");
+                section(&mut out, "topic", &long.per_label, long.micro, long.r#macro);
+                let _ = writeln!(out, "(topics scored on {} long documents)", long.documents);
+            }
         }
         let calibration = self.calibration.table();
         if !calibration.is_empty() {
@@ -124,6 +149,18 @@ impl Report {
             out.push_str(&calibration);
         }
         out
+    }
+}
+
+impl TopicReport {
+    fn new(s: &TopicScorer) -> Self {
+        TopicReport {
+            micro: s.micro().into(),
+            r#macro: s.macro_avg().into(),
+            per_label: scores_of(s.per_label()),
+            documents: s.documents(),
+            long_articles: None,
+        }
     }
 }
 
@@ -212,6 +249,22 @@ mod tests {
         let back: Report = serde_json::from_str(&text).unwrap();
         assert_eq!(serde_json::to_string(&back).unwrap(), text);
         assert_eq!(back.table(), report.table());
+        // With the long articles' part.
+        let labels = ["energy".to_string(), "trade".to_string()];
+        let mut long = TopicScorer::new(&labels);
+        long.add(&labels[1..], &[]);
+        let report = example().with_long_articles(&long);
+        let text = serde_json::to_string(&report).unwrap();
+        let back: Report = serde_json::from_str(&text).unwrap();
+        let l = back.topics.unwrap().long_articles.unwrap();
+        assert_eq!((l.documents, l.per_label["trade"].recall), (1, 0.0));
+        assert!(report.table().contains("long articles (over 800 words):"));
+        assert!(example()
+            .with_long_articles(&TopicScorer::new(&labels))
+            .topics
+            .unwrap()
+            .long_articles
+            .is_none());
         // Reports from before calibration was measured still read.
         let mut old = serde_json::to_value(&report).unwrap();
         old.as_object_mut().unwrap().remove("calibration");

@@ -5,7 +5,7 @@
 use super::calibration::{Calibration, ReliabilityScorer};
 use super::errors::ErrorAnalysis;
 use super::metrics::{best_thresholds, EntityScorer, TopicScorer};
-use super::report::Report;
+use super::report::{is_long, Report};
 use crate::data::load::{found_labels, read_all, AnnotatedFile};
 use crate::data::predictions::Predictions;
 use crate::data::{problems_error, Article, Entity, Schema};
@@ -69,6 +69,7 @@ pub fn score(
 ) -> Report {
     let mut entities = EntityScorer::default();
     let mut topic_scorer = TopicScorer::new(topics);
+    let mut long_scorer = TopicScorer::new(topics);
     let (mut entity_scores, mut topic_scores) =
         (ReliabilityScorer::default(), ReliabilityScorer::default());
     let (mut any_entities, mut any_topics) = (false, false);
@@ -91,6 +92,9 @@ pub fn score(
                 .map(|(t, _)| t.to_string())
                 .collect();
             topic_scorer.add(gold, &pred);
+            if is_long(a) {
+                long_scorer.add(gold, &pred);
+            }
             any_topics = true;
         }
     }
@@ -99,6 +103,7 @@ pub fn score(
         any_topics.then_some(&topic_scorer),
         articles.len(),
     )
+    .with_long_articles(&long_scorer)
     .with_calibration(Calibration {
         entities: entity_scores.reliability(),
         topics: topic_scores.reliability(),
@@ -128,6 +133,7 @@ impl Compared<'_> {
 pub fn score_compared(items: &[Compared], topic_labels: Option<&[String]>) -> Report {
     let mut entities = EntityScorer::default();
     let mut topics = topic_labels.map(TopicScorer::new);
+    let mut long = TopicScorer::new(topic_labels.unwrap_or_default());
     // Topic calibration needs a probability for every topic of every article; a predictions
     // file that lists only the topics it chose (as tag writes them) gets none.
     let (mut entity_scores, mut topic_scores) =
@@ -145,6 +151,9 @@ pub fn score_compared(items: &[Compared], topic_labels: Option<&[String]>) -> Re
         if let (Some(scorer), Some(gold)) = (&mut topics, &item.article.topics) {
             let pred: Vec<String> = item.topics.iter().map(|(t, _)| t.clone()).collect();
             scorer.add(gold, &pred);
+            if is_long(item.article) {
+                long.add(gold, &pred);
+            }
             let labels = topic_labels.unwrap_or_default();
             every_topic_scored &= labels
                 .iter()
@@ -160,6 +169,7 @@ pub fn score_compared(items: &[Compared], topic_labels: Option<&[String]>) -> Re
         topics.as_ref().filter(|_| any_topics),
         items.len(),
     )
+    .with_long_articles(&long)
     .with_calibration(Calibration {
         entities: entity_scores.reliability(),
         topics: every_topic_scored

@@ -1,11 +1,16 @@
-//! Model configuration: the Hugging Face BERT fields plus newstag's own section.
+//! Model configuration: the encoder's Hugging Face fields (in BERT's names, whatever the family)
+//! plus newstag's own section.
 
+use super::family::Family;
 use super::topic_pooling::TopicPooling;
 use crate::data::Tag;
+use anyhow::Context;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
-/// The BERT hyper-parameters, as in a Hugging Face `config.json`.
+/// The encoder's hyper-parameters, as in a Hugging Face BERT `config.json`. Every family reads
+/// them under these names: ELECTRA and the RoBERTas use them too, and DistilBERT's own names are
+/// translated on the way in and out ([`ModelConfig::from_json`], [`ModelConfig::to_json`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BertConfig {
     pub vocab_size: usize,
@@ -28,6 +33,16 @@ pub struct BertConfig {
     pub pad_token_id: u32,
     #[serde(default = "default_position_type")]
     pub position_embedding_type: String,
+    /// ELECTRA's embedding width, projected to `hidden_size` when it differs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub embedding_size: Option<usize>,
+    /// DistilBERT's fixed sinusoidal position table, which is not trained.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub sinusoidal_pos_embds: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 fn default_act() -> Activation {
@@ -74,6 +89,8 @@ impl BertConfig {
             layer_norm_eps: 1e-12,
             pad_token_id: 0,
             position_embedding_type: "absolute".into(),
+            embedding_size: None,
+            sinusoidal_pos_embds: false,
         }
     }
 
@@ -120,6 +137,10 @@ impl BertConfig {
             self.max_position_embeddings >= 3,
             "max_position_embeddings must be at least 3"
         );
+        anyhow::ensure!(
+            self.embedding_size != Some(0),
+            "embedding_size must be positive"
+        );
         Ok(())
     }
 }
@@ -151,12 +172,9 @@ fn is_mean(p: &TopicPooling) -> bool {
     *p == TopicPooling::Mean
 }
 
-/// The values of `model_type` newstag can load.
-pub const SUPPORTED_MODEL_TYPES: [&str; 1] = ["bert"];
-
 impl NewstagSection {
     /// Topics, thresholds and windows on their own (the topic head's shape is checked at load).
-    pub fn validate(&self, max_positions: usize) -> anyhow::Result<()> {
+    pub fn validate(&self, max_positions: usize, family: Family) -> anyhow::Result<()> {
         self.window.validate(max_positions)?;
         anyhow::ensure!(
             self.thresholds.len() == self.topics.len(),
@@ -178,7 +196,10 @@ impl NewstagSection {
             );
         }
         anyhow::ensure!(
-            !self.topic_head.is_empty() && !self.topic_head.starts_with("bert."),
+            !self.topic_head.is_empty()
+                && !self
+                    .topic_head
+                    .starts_with(&format!("{}.", family.prefix())),
             "topic_head {:?} is not a tensor prefix of its own",
             self.topic_head
         );
@@ -189,8 +210,8 @@ impl NewstagSection {
     }
 }
 
-/// The whole `config.json` of a saved model: loadable by Hugging Face transformers as a
-/// `BertForTokenClassification`, with newstag's topics and windows in `newstag`.
+/// The whole `config.json` of a saved model: loadable by Hugging Face transformers as its
+/// family's `...ForTokenClassification`, with newstag's topics and windows in `newstag`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ModelConfig {
     #[serde(flatten)]
@@ -211,22 +232,40 @@ impl ModelConfig {
     /// Checks the whole configuration on its own: the model type, the encoder's hyper-parameters
     /// and newstag's section.
     pub fn validate(&self) -> anyhow::Result<()> {
-        anyhow::ensure!(
-            SUPPORTED_MODEL_TYPES.contains(&self.model_type.as_str()),
-            "model_type {:?} is not supported (supported: {})",
-            self.model_type,
-            SUPPORTED_MODEL_TYPES.map(|t| format!("{t:?}")).join(", ")
-        );
+        let family = self.family()?;
         self.bert.validate()?;
         if let Some(n) = &self.newstag {
-            n.validate(self.bert.max_position_embeddings)?;
+            let offset = family.position_offset(&self.bert);
+            let positions = self.bert.max_position_embeddings.saturating_sub(offset);
+            if offset > 0 {
+                n.window.validate(positions).with_context(|| {
+                    format!(
+                        "{} numbers positions from {offset}, so {positions} of its {} position embeddings hold tokens",
+                        family.model_type(),
+                        self.bert.max_position_embeddings
+                    )
+                })?;
+            }
+            n.validate(positions, family)?;
         }
         Ok(())
     }
 
-    /// The config of a newstag tagger on `bert`: a `BertForTokenClassification` over `tags` with a
-    /// topic head over `topics` (thresholds 0.5 until chosen on dev).
+    /// The encoder family `model_type` names.
+    pub fn family(&self) -> anyhow::Result<Family> {
+        Family::from_model_type(&self.model_type).ok_or_else(|| {
+            anyhow::anyhow!(
+                "model_type {:?} is not supported (supported: {})",
+                self.model_type,
+                Family::supported()
+            )
+        })
+    }
+
+    /// The config of a newstag tagger on a `family` encoder: its `...ForTokenClassification` over
+    /// `tags` with a topic head over `topics` (thresholds 0.5 until chosen on dev).
     pub fn for_tagger(
+        family: Family,
         bert: BertConfig,
         tags: &TagSet,
         topics: &[String],
@@ -234,8 +273,8 @@ impl ModelConfig {
     ) -> Self {
         ModelConfig {
             bert,
-            architectures: vec!["BertForTokenClassification".into()],
-            model_type: "bert".into(),
+            architectures: vec![family.token_classification().into()],
+            model_type: family.model_type().into(),
             id2label: tags.id2label(),
             label2id: tags.label2id(),
             newstag: Some(NewstagSection {
@@ -249,7 +288,69 @@ impl ModelConfig {
             }),
         }
     }
+
+    /// Reads a `config.json`'s JSON, in its family's own field names.
+    pub fn from_json(mut value: serde_json::Value) -> Result<Self, serde_json::Error> {
+        if let Some(obj) = value.as_object_mut() {
+            let model_type = obj.get("model_type").and_then(|t| t.as_str());
+            match model_type.and_then(Family::from_model_type) {
+                Some(Family::DistilBert) => {
+                    for (own, bert) in DISTILBERT_NAMES {
+                        if let Some(v) = obj.remove(own) {
+                            obj.insert(bert.into(), v);
+                        }
+                    }
+                }
+                // transformers' defaults, which a config may leave out.
+                Some(Family::Electra) if !obj.contains_key("embedding_size") => {
+                    obj.insert("embedding_size".into(), 128.into());
+                }
+                Some(Family::Roberta | Family::XlmRoberta) if !obj.contains_key("pad_token_id") => {
+                    obj.insert("pad_token_id".into(), 1.into());
+                }
+                _ => {}
+            }
+        }
+        serde_json::from_value(value)
+    }
+
+    /// The JSON of `config.json`, in the family's own field names (what transformers reads).
+    pub fn to_json(&self) -> Result<serde_json::Value, serde_json::Error> {
+        let mut value = serde_json::to_value(self)?;
+        if self.family().ok() == Some(Family::DistilBert) {
+            if let Some(obj) = value.as_object_mut() {
+                for name in [
+                    "type_vocab_size",
+                    "layer_norm_eps",
+                    "position_embedding_type",
+                ] {
+                    obj.remove(name);
+                }
+                for (own, bert) in DISTILBERT_NAMES {
+                    if let Some(v) = obj.remove(bert) {
+                        obj.insert(own.into(), v);
+                    }
+                }
+                obj.insert(
+                    "sinusoidal_pos_embds".into(),
+                    self.bert.sinusoidal_pos_embds.into(),
+                );
+            }
+        }
+        Ok(value)
+    }
 }
+
+/// DistilBERT's names of BERT's hyper-parameters.
+const DISTILBERT_NAMES: [(&str, &str); 7] = [
+    ("dim", "hidden_size"),
+    ("n_layers", "num_hidden_layers"),
+    ("n_heads", "num_attention_heads"),
+    ("hidden_dim", "intermediate_size"),
+    ("activation", "hidden_act"),
+    ("dropout", "hidden_dropout_prob"),
+    ("attention_dropout", "attention_probs_dropout_prob"),
+];
 
 fn default_model_type() -> String {
     "bert".into()
@@ -433,6 +534,7 @@ mod tests {
         let tags = TagSet::from_types(&["PER"]);
         let topics = ["energy".to_string(), "borders".to_string()];
         let good = ModelConfig::for_tagger(
+            Family::Bert,
             BertConfig::tiny(10),
             &tags,
             &topics,
@@ -455,11 +557,61 @@ mod tests {
         assert!(with(&|n| n.topics[0] = " ".into()).contains("topic 0 has an empty name"));
         assert!(with(&|n| n.window.max_tokens = 4).contains("too small"));
         let mut c = good.clone();
-        c.model_type = "electra".into();
+        c.model_type = "modernbert".into();
         assert_eq!(
             message(c.validate()),
-            "model_type \"electra\" is not supported (supported: \"bert\")"
+            "model_type \"modernbert\" is not supported (supported: \"bert\", \"electra\", \"distilbert\", \"roberta\", \"xlm-roberta\")"
         );
+    }
+
+    #[test]
+    fn families_read_and_write_their_own_field_names() {
+        let json = serde_json::json!({"model_type": "distilbert", "vocab_size": 10, "dim": 8,
+            "n_layers": 1, "n_heads": 2, "hidden_dim": 16, "activation": "gelu", "dropout": 0.0,
+            "attention_dropout": 0.2, "max_position_embeddings": 32, "sinusoidal_pos_embds": true});
+        let c = ModelConfig::from_json(json).unwrap();
+        assert_eq!(c.family().unwrap(), Family::DistilBert);
+        assert_eq!(
+            (
+                c.bert.hidden_size,
+                c.bert.num_hidden_layers,
+                c.bert.num_attention_heads
+            ),
+            (8, 1, 2)
+        );
+        assert_eq!(c.bert.intermediate_size, 16);
+        assert_eq!(c.bert.attention_probs_dropout_prob, 0.2);
+        assert!(c.bert.sinusoidal_pos_embds);
+        let out = c.to_json().unwrap();
+        for (key, value) in [
+            ("dim", 8),
+            ("n_layers", 1),
+            ("n_heads", 2),
+            ("hidden_dim", 16),
+        ] {
+            assert_eq!(out[key], value, "{out}");
+        }
+        for gone in [
+            "hidden_size",
+            "type_vocab_size",
+            "layer_norm_eps",
+            "hidden_act",
+        ] {
+            assert!(out.get(gone).is_none(), "{gone} in {out}");
+        }
+        assert_eq!(ModelConfig::from_json(out).unwrap(), c);
+
+        // transformers' defaults where a config leaves them out.
+        let bert_like = |t: &str| {
+            serde_json::json!({"model_type": t, "vocab_size": 10, "hidden_size": 8,
+                "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 16,
+                "max_position_embeddings": 32})
+        };
+        let electra = ModelConfig::from_json(bert_like("electra")).unwrap();
+        assert_eq!(electra.bert.embedding_size, Some(128));
+        let xlmr = ModelConfig::from_json(bert_like("xlm-roberta")).unwrap();
+        assert_eq!(xlmr.bert.pad_token_id, 1);
+        assert_eq!(Family::Roberta.position_offset(&xlmr.bert), 2);
     }
 
     #[test]

@@ -1,11 +1,20 @@
-//! The model: a BERT encoder shared by two heads, token classification over BIO tags and
-//! multi-label document topics. A saved model is a directory that Hugging Face transformers loads as
-//! `BertForTokenClassification`; the topic head rides along under its own tensor prefix.
+//! The model: an encoder of one of the supported families ([`family::Family`], chosen by
+//! `model_type`; one file each: [`bert`], [`electra`], [`distilbert`], [`roberta`]) behind the
+//! [`encoder::Encoder`] interface, shared by two heads, token classification over BIO tags and
+//! multi-label document topics. A saved model is a directory that Hugging Face transformers loads
+//! as its family's `...ForTokenClassification`; the topic head rides along under its own tensor
+//! prefix.
 
 pub mod bert;
 pub mod calibration;
 pub mod config;
+pub mod distilbert;
+pub mod electra;
+pub mod encoder;
+pub mod family;
+pub mod layers;
 pub mod params;
+pub mod roberta;
 pub mod source;
 pub mod tiny;
 pub mod topic_pooling;
@@ -14,10 +23,12 @@ use crate::encode::{Batch, SpecialTokens};
 use crate::fsutil::{write_atomic, write_json_atomic};
 use crate::kernels::{self as ops, bf16};
 use anyhow::Context;
-use bert::{Bert, Mode, Prepared};
 use candle_core::{Device, Module, Tensor, Var};
 use candle_nn::{Init, Linear, VarBuilder};
 use config::{BertConfig, ModelConfig, TagSet, WindowConfig};
+use encoder::{Encoder, Mode};
+use family::Family;
+use layers::Prepared;
 use params::{Missing, ParamStore};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -32,10 +43,12 @@ pub struct NewsTagger {
     pub tags: TagSet,
     pub tokenizer: Tokenizer,
     pub special: SpecialTokens,
-    bert: Bert,
+    encoder: Box<dyn Encoder>,
     classifier: Linear,
     topic_head: Option<Linear>,
     store: ParamStore,
+    /// The base checkpoint's own heads, left out ([`NewsTagger::from_base`]).
+    dropped_base_tensors: Vec<String>,
     device: Device,
 }
 
@@ -93,15 +106,13 @@ fn read_config(dir: &Path) -> anyhow::Result<ModelConfig> {
     let value: serde_json::Value = serde_json::from_str(&text).map_err(invalid)?;
     if let Some(t) = value.get("model_type").and_then(|t| t.as_str()) {
         anyhow::ensure!(
-            config::SUPPORTED_MODEL_TYPES.contains(&t),
+            Family::from_model_type(t).is_some(),
             "{}: model_type {t:?} is not supported (supported: {})",
             path.display(),
-            config::SUPPORTED_MODEL_TYPES
-                .map(|t| format!("{t:?}"))
-                .join(", ")
+            Family::supported()
         );
     }
-    let config: ModelConfig = serde_json::from_value(value).map_err(invalid)?;
+    let config = ModelConfig::from_json(value).map_err(invalid)?;
     config
         .validate()
         .with_context(|| format!("{}", path.display()))?;
@@ -115,6 +126,33 @@ fn topic_head_prefix(config: &ModelConfig) -> &str {
         .newstag
         .as_ref()
         .map_or(TOPIC_HEAD, |n| n.topic_head.as_str())
+}
+
+/// What is wrong with a base checkpoint without a `family` encoder: it names some of its tensors,
+/// and the family they belong to when they are another's.
+fn no_encoder_error(family: Family, store: &ParamStore, weights: &Path) -> anyhow::Error {
+    let all = store.sample_names(usize::MAX);
+    let looks_like = Family::ALL.into_iter().find(|f| {
+        all.iter()
+            .any(|n| n.starts_with(&format!("{}.", f.prefix())))
+    });
+    let hint = match looks_like {
+        Some(f) => format!(
+            "; its tensors are named as {}'s (model_type {:?}): is config.json's model_type right?",
+            f.name(),
+            f.model_type()
+        ),
+        None => String::new(),
+    };
+    anyhow::anyhow!(
+        "{}: not a {} checkpoint: no tensor under {}. or {} (it holds {}); config.json's model_type {:?} chooses the architecture{hint}",
+        weights.display(),
+        family.name(),
+        family.prefix(),
+        family.bare_roots().join(", "),
+        store.sample_names(3).join(", "),
+        family.model_type()
+    )
 }
 
 /// Checks that `config.json` and the checkpoint in `store` describe the same model, before any
@@ -178,21 +216,24 @@ impl NewsTagger {
         device: &Device,
     ) -> anyhow::Result<Self> {
         let tags = TagSet::from_types(entity_types);
-        let config = ModelConfig::for_tagger(read_config(base)?.bert, &tags, topics, window);
+        let base_config = read_config(base)?;
+        let family = base_config
+            .family()
+            .with_context(|| format!("{}/config.json", base.display()))?;
+        let config = ModelConfig::for_tagger(family, base_config.bert, &tags, topics, window);
         let weights = base.join("model.safetensors");
-        let mut store = ParamStore::load(&weights, Missing::InitHeads, seed)?;
+        let mut store = ParamStore::load_family(&weights, family, Missing::InitHeads, seed)?;
         // Without an encoder in the checkpoint every encoder weight would be initialised at
         // random and trained from scratch: not what a base model is for.
-        anyhow::ensure!(
-            store.encoder_tensors() > 0,
-            "{}: not a BERT checkpoint: no tensor under bert., embeddings. or encoder. (it holds {}); newstag fine-tunes BERT encoders (model_type \"bert\")",
-            weights.display(),
-            store.sample_names(3).join(", ")
-        );
+        if store.encoder_tensors() == 0 {
+            return Err(no_encoder_error(family, &store, &weights));
+        }
         // A base model's own heads (another task's classifier, a masked-LM head) are never reused.
-        store.retain_encoder();
+        let dropped = store.retain_encoder();
         let tokenizer = load_tokenizer(&base.join("tokenizer.json"))?;
-        Self::build(config, tags, tokenizer, store, device, &weights)
+        let mut model = Self::build(config, tags, tokenizer, store, device, &weights)?;
+        model.dropped_base_tensors = dropped;
+        Ok(model)
     }
 
     /// A tagger with every weight random, for tests and benchmarks.
@@ -206,7 +247,7 @@ impl NewsTagger {
         device: &Device,
     ) -> anyhow::Result<Self> {
         let tags = TagSet::from_types(entity_types);
-        let config = ModelConfig::for_tagger(bert, &tags, topics, window);
+        let config = ModelConfig::for_tagger(Family::Bert, bert, &tags, topics, window);
         Self::build(
             config,
             tags,
@@ -217,8 +258,8 @@ impl NewsTagger {
         )
     }
 
-    /// Loads a saved model directory: newstag's own, or a Hugging Face `BertForTokenClassification`
-    /// (entities only).
+    /// Loads a saved model directory: newstag's own, or a Hugging Face `...ForTokenClassification`
+    /// of a supported family (entities only).
     pub fn load(dir: &Path, device: &Device) -> anyhow::Result<Self> {
         for f in source::MODEL_FILES {
             anyhow::ensure!(
@@ -232,7 +273,8 @@ impl NewsTagger {
             .with_context(|| format!("{}/config.json", dir.display()))?;
         let tokenizer = load_tokenizer(&dir.join("tokenizer.json"))?;
         let weights = dir.join("model.safetensors");
-        let store = ParamStore::load(&weights, Missing::Error, 0)?;
+        let family = config.family()?;
+        let store = ParamStore::load_family(&weights, family, Missing::Error, 0)?;
         Self::build(config, tags, tokenizer, store, device, &weights)
     }
 
@@ -256,11 +298,12 @@ impl NewsTagger {
             config.bert.vocab_size
         );
         let special = SpecialTokens::from_tokenizer(&tokenizer)?;
+        let family = config.family()?;
         // Shape mismatches between config.json and the weights are reported against the weights file.
         let build_modules = || -> candle_core::Result<_> {
             let vb = store.var_builder(device);
             let h = config.bert.hidden_size;
-            let bert = Bert::new(&config.bert, vb.pp("bert"))?;
+            let encoder = family.load(vb.pp(family.prefix()), &config.bert)?;
             let classifier = head(h, tags.len(), vb.pp("classifier"))?;
             let topic_head = match &config.newstag {
                 Some(n) if !n.topics.is_empty() => {
@@ -268,9 +311,9 @@ impl NewsTagger {
                 }
                 _ => None,
             };
-            Ok((bert, classifier, topic_head))
+            Ok((encoder, classifier, topic_head))
         };
-        let (bert, classifier, topic_head) =
+        let (encoder, classifier, topic_head) =
             build_modules().with_context(|| format!("{}", weights.display()))?;
         // Every tensor of the checkpoint must have gone into the model: one left over means the
         // config describes a different model (fewer layers, no topics) that would tag garbage.
@@ -288,10 +331,11 @@ impl NewsTagger {
             tags,
             tokenizer,
             special,
-            bert,
+            encoder,
             classifier,
             topic_head,
             store,
+            dropped_base_tensors: Vec::new(),
             device: device.clone(),
         })
     }
@@ -299,18 +343,30 @@ impl NewsTagger {
     /// The heads initialised fresh rather than loaded (by tensor prefix, such as `classifier`):
     /// empty for a saved model, the new heads for one made [`NewsTagger::from_base`].
     pub fn initialised_heads(&self) -> Vec<String> {
-        let mut heads: Vec<String> = self
-            .store
-            .initialised()
-            .iter()
-            .map(|n| {
-                n.rsplit_once('.')
-                    .map_or(n.as_str(), |(p, _)| p)
-                    .to_string()
-            })
-            .collect();
-        heads.dedup();
-        heads
+        tensor_prefixes(&self.store.initialised())
+    }
+
+    /// The base checkpoint's own heads (by tensor prefix, such as `discriminator_predictions.dense`)
+    /// that a model made [`NewsTagger::from_base`] leaves out; empty for a saved model.
+    pub fn dropped_base_heads(&self) -> Vec<String> {
+        tensor_prefixes(&self.dropped_base_tensors)
+    }
+
+    /// The base checkpoint's tensors outside its encoder (its own heads: a masked-LM or
+    /// discriminator head, another task's classifier), which a model made
+    /// [`NewsTagger::from_base`] leaves out; empty for a saved model.
+    pub fn dropped_base_tensors(&self) -> &[String] {
+        &self.dropped_base_tensors
+    }
+
+    /// The encoder, for its hidden states.
+    pub fn encoder(&self) -> &dyn Encoder {
+        self.encoder.as_ref()
+    }
+
+    /// The encoder's family.
+    pub fn family(&self) -> Family {
+        self.config.family().unwrap_or(Family::Bert)
     }
 
     pub fn device(&self) -> &Device {
@@ -413,7 +469,7 @@ impl NewsTagger {
                 )
             }
         }
-        Ok(self.bert.prepare(precision)?)
+        Ok(self.encoder.prepare(precision)?)
     }
 
     /// [`NewsTagger::forward`] with prepared inference weights (used at inference only).
@@ -423,9 +479,9 @@ impl NewsTagger {
         prepared: Option<&Prepared>,
         mode: &mut Mode,
     ) -> anyhow::Result<Output> {
-        let hidden = self
-            .bert
-            .forward(&batch.ids, &batch.type_ids, &batch.mask, prepared, mode)?;
+        let hidden =
+            self.encoder
+                .forward(&batch.ids, &batch.type_ids, &batch.mask, prepared, mode)?;
         let (b, t, h) = hidden.dims3()?;
         let flat = hidden.reshape((b * t, h))?;
         let word_states = mode.dropout(&flat.index_select(&batch.word_positions, 0)?)?;
@@ -437,6 +493,24 @@ impl NewsTagger {
             entity_logits,
             segment_sums,
         })
+    }
+
+    /// The entity head's logits `[batch, len, tags]` on every token of a batch of token ids
+    /// `[batch, len]` (`attention_mask` 1 on tokens, 0 on padding), as transformers'
+    /// `...ForTokenClassification` gives them: for checking a model against it.
+    pub fn token_logits(
+        &self,
+        ids: &Tensor,
+        type_ids: &Tensor,
+        attention_mask: &Tensor,
+        mode: &mut Mode,
+    ) -> anyhow::Result<Tensor> {
+        let hidden = self
+            .encoder
+            .forward(ids, type_ids, attention_mask, None, mode)?;
+        let (b, t, h) = hidden.dims3()?;
+        let logits = apply_head(&self.classifier, &hidden.reshape((b * t, h))?, mode)?;
+        Ok(logits.reshape((b, t, self.tags.len()))?)
     }
 
     /// Topic logits `[items, topics]` from pooled states, or `None` for a model without topics.
@@ -465,8 +539,22 @@ impl NewsTagger {
             .to_string(true)
             .map_err(|e| anyhow::anyhow!("cannot serialise tokenizer: {e}"))?;
         write_atomic(&dir.join("tokenizer.json"), tok.as_bytes())?;
-        write_json_atomic(&dir.join("config.json"), &self.config)
+        write_json_atomic(&dir.join("config.json"), &self.config.to_json()?)
     }
+}
+
+/// The distinct prefixes of sorted tensor names (`classifier` for `classifier.weight`).
+fn tensor_prefixes(names: &[String]) -> Vec<String> {
+    let mut prefixes: Vec<String> = names
+        .iter()
+        .map(|n| {
+            n.rsplit_once('.')
+                .map_or(n.as_str(), |(p, _)| p)
+                .to_string()
+        })
+        .collect();
+    prefixes.dedup();
+    prefixes
 }
 
 /// A head's output. At inference on CPU row by row ([`ops::linear_rows`]): a word's or an

@@ -4,6 +4,7 @@
 //! [`ParamStore`] is a candle `SimpleBackend`, so model code asks for tensors through an ordinary
 //! `VarBuilder`; every tensor it hands out is a `Var` the optimiser can update.
 
+use super::family::Family;
 use anyhow::Context;
 use candle_core::{safetensors::Load, DType, Device, Shape, Tensor, Var};
 use candle_nn::{Init, VarBuilder};
@@ -18,53 +19,40 @@ use std::sync::Mutex;
 pub enum Missing {
     /// Every tensor must be there (a saved newstag model).
     Error,
-    /// Tensors outside the encoder (`bert.`) are created fresh (a base model gets new heads).
+    /// Tensors outside the encoder (the family's prefix) are created fresh (a base model gets
+    /// new heads); an encoder tensor must be there unless the checkpoint is empty.
     InitHeads,
 }
 
-/// Checkpoint tensors a model may leave unused, by canonical name prefix, and why:
-/// - `bert.pooler.`: the `[CLS]` pooler of a `BertModel` or pre-training checkpoint, which token
-///   classification has no use for (transformers drops it too);
-/// - `bert.embeddings.position_ids`, `bert.embeddings.token_type_ids`: index buffers (not weights)
-///   that transformers checkpoints before 4.31 carry.
-pub const OPTIONAL_TENSORS: [&str; 3] = [
-    "bert.pooler.",
-    "bert.embeddings.position_ids",
-    "bert.embeddings.token_type_ids",
-];
-
-/// A checkpoint's tensors under canonical names, and the variables built from them.
+/// A checkpoint's tensors under canonical names ([`Family::canonical_name`]), and the variables
+/// built from them.
 pub struct ParamStore {
     source: HashMap<String, Tensor>,
+    family: Family,
     missing: Missing,
     vars: Mutex<BTreeMap<String, Var>>,
     rng: Mutex<StdRng>,
 }
 
-/// The canonical name of a checkpoint tensor: the encoder lives under `bert.`; old checkpoints'
-/// LayerNorm `gamma`/`beta` become `weight`/`bias`.
-pub fn canonical_name(name: &str) -> String {
-    let mut n = name.to_string();
-    for (old, new) in [(".gamma", ".weight"), (".beta", ".bias")] {
-        if n.contains("LayerNorm") && n.ends_with(old) {
-            n.truncate(n.len() - old.len());
-            n.push_str(new);
-        }
-    }
-    if n.starts_with("embeddings.") || n.starts_with("encoder.") || n.starts_with("pooler.") {
-        n = format!("bert.{n}");
-    }
-    n
-}
-
 impl ParamStore {
     /// A store with no checkpoint: every tensor is initialised from `seed`.
     pub fn fresh(seed: u64) -> Self {
-        Self::with_source(HashMap::new(), Missing::InitHeads, seed)
+        Self::with_source(HashMap::new(), Family::Bert, Missing::InitHeads, seed)
     }
 
-    /// Loads a safetensors file, validating its header before any tensor is read.
+    /// Loads a BERT checkpoint ([`ParamStore::load_family`]).
     pub fn load(path: &Path, missing: Missing, seed: u64) -> anyhow::Result<Self> {
+        Self::load_family(path, Family::Bert, missing, seed)
+    }
+
+    /// Loads a safetensors file of a `family` encoder, validating its header before any tensor
+    /// is read.
+    pub fn load_family(
+        path: &Path,
+        family: Family,
+        missing: Missing,
+        seed: u64,
+    ) -> anyhow::Result<Self> {
         let bytes =
             std::fs::read(path).with_context(|| format!("{}: cannot read", path.display()))?;
         let tensors = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| {
@@ -85,23 +73,44 @@ impl ParamStore {
                 "{}: tensor {name:?} holds NaN or infinite values",
                 path.display()
             );
-            source.insert(canonical_name(&name), t);
+            source.insert(family.canonical_name(&name), t);
         }
-        Ok(Self::with_source(source, missing, seed))
+        Ok(Self::with_source(source, family, missing, seed))
     }
 
-    fn with_source(source: HashMap<String, Tensor>, missing: Missing, seed: u64) -> Self {
+    fn with_source(
+        source: HashMap<String, Tensor>,
+        family: Family,
+        missing: Missing,
+        seed: u64,
+    ) -> Self {
         ParamStore {
             source,
+            family,
             missing,
             vars: Mutex::new(BTreeMap::new()),
             rng: Mutex::new(StdRng::seed_from_u64(seed)),
         }
     }
 
-    /// Forgets every checkpoint tensor outside the encoder (`bert.`).
-    pub fn retain_encoder(&mut self) {
-        self.source.retain(|name, _| name.starts_with("bert."));
+    /// The encoder's tensor-name prefix, with its dot (`bert.`).
+    fn encoder_prefix(&self) -> String {
+        format!("{}.", self.family.prefix())
+    }
+
+    /// Forgets every checkpoint tensor outside the encoder (a base model's own heads: a
+    /// masked-LM or discriminator head, another task's classifier), returning their names, sorted.
+    pub fn retain_encoder(&mut self) -> Vec<String> {
+        let prefix = self.encoder_prefix();
+        let mut dropped: Vec<String> = self
+            .source
+            .keys()
+            .filter(|n| !n.starts_with(&prefix))
+            .cloned()
+            .collect();
+        dropped.sort();
+        self.source.retain(|name, _| name.starts_with(&prefix));
+        dropped
     }
 
     /// What happens to tensors the checkpoint lacks.
@@ -109,11 +118,12 @@ impl ParamStore {
         self.missing
     }
 
-    /// How many checkpoint tensors belong to the encoder (`bert.`).
+    /// How many checkpoint tensors belong to the encoder (under the family's prefix).
     pub fn encoder_tensors(&self) -> usize {
+        let prefix = self.encoder_prefix();
         self.source
             .keys()
-            .filter(|n| n.starts_with("bert."))
+            .filter(|n| n.starts_with(&prefix))
             .count()
     }
 
@@ -128,22 +138,25 @@ impl ParamStore {
     /// The number of encoder layers the checkpoint holds (`bert.encoder.layer.N.`: the highest
     /// N plus one), if it holds any.
     pub fn encoder_layers(&self) -> Option<usize> {
+        let prefix = self.family.layer_prefix();
         self.source
             .keys()
-            .filter_map(|n| n.strip_prefix("bert.encoder.layer.")?.split('.').next())
+            .filter_map(|n| n.strip_prefix(&prefix)?.split('.').next())
             .filter_map(|i| i.parse::<usize>().ok())
             .max()
             .map(|i| i + 1)
     }
 
-    /// Checkpoint tensors no variable was built from (besides [`OPTIONAL_TENSORS`]), sorted.
+    /// Checkpoint tensors no variable was built from (besides [`Family::optional_tensors`]),
+    /// sorted.
     pub fn unused(&self) -> Vec<String> {
         let vars = self.vars.lock().expect("poisoned");
+        let optional = self.family.optional_tensors();
         let mut unused: Vec<String> = self
             .source
             .keys()
             .filter(|n| !vars.contains_key(*n))
-            .filter(|n| !OPTIONAL_TENSORS.iter().any(|o| n.starts_with(o)))
+            .filter(|n| !optional.iter().any(|o| n.starts_with(o.as_str())))
             .cloned()
             .collect();
         unused.sort();
@@ -212,7 +225,7 @@ impl candle_nn::var_builder::SimpleBackend for &ParamStore {
             ),
             Some(t) => t.to_device(dev)?.to_dtype(dtype)?,
             None if self.missing == Missing::Error
-                || (name.starts_with("bert.") && !self.source.is_empty()) =>
+                || (name.starts_with(&self.encoder_prefix()) && !self.source.is_empty()) =>
             {
                 candle_core::bail!("tensor {name:?} is missing from the checkpoint")
             }
@@ -257,15 +270,29 @@ mod tests {
 
     #[test]
     fn canonical_names() {
+        let bert = |n| Family::Bert.canonical_name(n);
         assert_eq!(
-            canonical_name("encoder.layer.0.output.LayerNorm.gamma"),
+            bert("encoder.layer.0.output.LayerNorm.gamma"),
             "bert.encoder.layer.0.output.LayerNorm.weight"
         );
         assert_eq!(
-            canonical_name("bert.embeddings.LayerNorm.beta"),
+            bert("bert.embeddings.LayerNorm.beta"),
             "bert.embeddings.LayerNorm.bias"
         );
-        assert_eq!(canonical_name("classifier.weight"), "classifier.weight");
+        assert_eq!(bert("classifier.weight"), "classifier.weight");
+        // A bare encoder's names take the family's prefix (XLM-RoBERTa's is `roberta`).
+        assert_eq!(
+            Family::DistilBert.canonical_name("transformer.layer.1.ffn.lin1.weight"),
+            "distilbert.transformer.layer.1.ffn.lin1.weight"
+        );
+        assert_eq!(
+            Family::XlmRoberta.canonical_name("embeddings.word_embeddings.weight"),
+            "roberta.embeddings.word_embeddings.weight"
+        );
+        assert_eq!(
+            Family::Electra.canonical_name("discriminator_predictions.dense.weight"),
+            "discriminator_predictions.dense.weight"
+        );
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! What a training step minimises: the training articles encoded with their targets, and the loss
 //! of a batch of their units (entity cross-entropy on labelled words plus weighted topic BCE on
-//! each unit's passages, pooled as the model pools them at inference).
+//! each unit's whole article, pooled as the model pools it at inference).
 
 use super::checkpoint::{first_non_finite, Checkpoint};
 use super::TrainOptions;
@@ -77,36 +77,89 @@ fn bce_with_logits(logits: &Tensor, targets: &Tensor) -> candle_core::Result<Ten
     ((targets * (&softplus - logits)?)? + ((1.0 - targets)? * softplus)?)?.mean_all()
 }
 
-/// Topic logits `[units, topics]` of the batch's units `units`, pooled as the model pools them at
-/// inference (differentiable); `None` for a model without topics.
+/// Topic logits `[units, topics]` of the batch's units `units` (indices into `units_of_batch`),
+/// each pooled over its whole article as the model pools it at inference (differentiable through
+/// the unit's own windows; the rest runs `per_batch` windows at a time); `None` for a model
+/// without topics.
 fn unit_topic_logits(
     model: &NewsTagger,
-    batch: &Batch,
+    set: &TrainingSet,
+    (batch, units_of_batch): (&Batch, &[Unit]),
     segment_sums: &Tensor,
     units: &[u32],
+    per_batch: usize,
     mode: &mut Mode,
 ) -> anyhow::Result<Option<Tensor>> {
+    let selected: Vec<Unit> = units.iter().map(|&u| units_of_batch[u as usize]).collect();
+    let outside = outside_sums(model, set, &selected, per_batch.max(1))?;
+    let articles = pool::UnitArticles::new(batch, segment_sums, units, &outside)?;
     let dev = model.device();
-    let temperature = match model.topic_pooling() {
-        TopicPooling::Mean => {
-            let pooled = pool::unit_means(batch, segment_sums)?
-                .index_select(&Tensor::new(units, dev)?, 0)?;
-            return model.topic_logits(&pooled, mode);
-        }
-        TopicPooling::SmoothMax { temperature } => Tensor::new(temperature.as_slice(), dev)?,
-    };
-    let Some(z) = model.topic_logits(&pool::passage_means(batch, segment_sums)?, mode)? else {
-        return Ok(None);
-    };
-    // Each unit's passages, in order.
-    let mut groups: Vec<Vec<(u32, usize)>> = vec![Vec::new(); units.len()];
-    for (s, p) in batch.unit_passages.iter().enumerate() {
-        if let Some(i) = units.iter().position(|&u| u as usize == p.unit) {
-            groups[i].push((s as u32, p.tokens));
+    match model.topic_pooling() {
+        TopicPooling::Mean => model.topic_logits(&articles.article_means(units.len())?, mode),
+        TopicPooling::SmoothMax { temperature } => {
+            let temperature = Tensor::new(temperature.as_slice(), dev)?;
+            let Some(z) = model.topic_logits(&articles.passage_means()?, mode)? else {
+                return Ok(None);
+            };
+            let groups = articles.groups(units.len());
+            let groups = PassageGroups::new(&groups, articles.rows.len(), dev)?;
+            Ok(Some(groups.pool(&z, &temperature)?))
         }
     }
-    let groups = PassageGroups::new(&groups, batch.unit_passages.len(), dev)?;
-    Ok(Some(groups.pool(&z, &temperature)?))
+}
+
+/// For each of `units`: the passage sums of its article's windows outside it, from the model in
+/// inference mode (no dropout) with the gradient cut, run `per_batch` windows at a time; empty
+/// for a unit that holds its whole article. This is what lets a long article's topic loss pool
+/// the whole article while a batch holds only part of it.
+fn outside_sums(
+    model: &NewsTagger,
+    set: &TrainingSet,
+    units: &[Unit],
+    per_batch: usize,
+) -> anyhow::Result<Vec<pool::Outside>> {
+    let mut outside = vec![pool::Outside::new(); units.len()];
+    // (owner, piece): the rest of each unit's article, cut into pieces of at most `per_batch`.
+    let mut pieces: Vec<(usize, Unit)> = Vec::new();
+    for (k, u) in units.iter().enumerate() {
+        let enc = &set.encoded[u.article];
+        for (from, to) in [(0, u.windows.0), (u.windows.1, enc.windows.len())] {
+            for start in (from..to).step_by(per_batch) {
+                let end = (start + per_batch).min(to);
+                pieces.push((k, Unit::new(u.article, enc, (start, end))));
+            }
+        }
+    }
+    let mut rest = pieces.as_slice();
+    while !rest.is_empty() {
+        let mut take = 0;
+        let mut windows = 0;
+        while take < rest.len() && (take == 0 || windows + rest[take].1.window_count() <= per_batch)
+        {
+            windows += rest[take].1.window_count();
+            take += 1;
+        }
+        let (now, later) = rest.split_at(take);
+        rest = later;
+        let piece_units: Vec<Unit> = now.iter().map(|p| p.1).collect();
+        let batch = Batch::new(&set.encoded, &piece_units, model.special, model.device())?;
+        let sums = model
+            .forward(&batch, &mut Mode::Infer)?
+            .segment_sums
+            .detach()
+            .to_dtype(DType::F32)?
+            .to_vec2::<f32>()?;
+        for (seg, sum) in batch.segments.iter().zip(sums) {
+            let slot = outside[now[seg.unit].0]
+                .entry(seg.passage)
+                .or_insert_with(|| (vec![0.0; sum.len()], 0));
+            for (s, v) in slot.0.iter_mut().zip(&sum) {
+                *s += v;
+            }
+            slot.1 += seg.tokens;
+        }
+    }
+    Ok(outside)
 }
 
 /// The loss of one batch of `units`, and the real sub-tokens it saw: entity cross-entropy on
@@ -147,9 +200,15 @@ pub(crate) fn batch_loss(
         .map(|i| i as u32)
         .collect();
     if !topic_units.is_empty() && opts.topic_weight > 0.0 {
-        if let Some(logits) =
-            unit_topic_logits(model, &batch, &out.segment_sums, &topic_units, mode)?
-        {
+        if let Some(logits) = unit_topic_logits(
+            model,
+            set,
+            (&batch, units),
+            &out.segment_sums,
+            &topic_units,
+            opts.batch_windows,
+            mode,
+        )? {
             let t: Vec<f32> = topic_units
                 .iter()
                 .flat_map(|&i| {
@@ -223,5 +282,79 @@ mod tests {
         // -log sigmoid(x) = softplus(-x); -log(1 - sigmoid(x)) = softplus(x).
         let want = (sp(0.0) + 100.0 + 100.0 + sp(-2.0)) / 4.0;
         assert!((got - want).abs() < 1e-3, "{got} vs {want}");
+    }
+
+    /// Each unit of an article longer than one unit is scored, in training, with the article's
+    /// whole passages: in inference mode its topic logits are the ones `tag` gives the article.
+    #[test]
+    fn every_unit_of_a_long_article_is_trained_on_the_article_tag_scores() {
+        use crate::data::Article;
+        use crate::encode::units;
+        use crate::infer::Predictor;
+        use crate::model::config::{BertConfig, WindowConfig};
+        use crate::model::tiny::tiny_tokenizer;
+        let words = ["oil", "gas", "rose", "border", "tariffs", "army", "fell"];
+        let tokenizer = tiny_tokenizer(&words).unwrap();
+        let bert = BertConfig::tiny(tokenizer.get_vocab_size(true));
+        let window = WindowConfig {
+            max_tokens: 12,
+            overlap: 2,
+        };
+        let topics = ["energy", "trade"].map(String::from);
+        let mut model = NewsTagger::random(
+            bert,
+            tokenizer,
+            &["PER".to_string()],
+            &topics,
+            window,
+            5,
+            &Device::Cpu,
+        )
+        .unwrap();
+        let text = "Oil rose\n\nGas fell at the border. Army tariffs rose and oil fell again \
+                    today.\nTariffs fell. The border army rose and gas rose again there.";
+        let mut article = Article::from_text("a", text);
+        article.topics = Some(vec!["energy".into()]);
+        let opts = TrainOptions {
+            batch_windows: 2,
+            ..TrainOptions::default()
+        };
+        for pooling in [TopicPooling::Mean, TopicPooling::smooth_max(2)] {
+            model.set_topic_pooling(pooling);
+            let expected = Predictor::new(&model, 8)
+                .unwrap()
+                .predict(std::slice::from_ref(&article))
+                .unwrap()
+                .remove(0)
+                .topic_logits;
+            let set = TrainingSet::new(&model, std::slice::from_ref(&article)).unwrap();
+            let all = units(&set.encoded, opts.batch_windows);
+            assert!(all.len() >= 3, "{} units", all.len());
+            // One unit alone, and two units of the article side by side in one batch.
+            for batch_units in [&all[1..2], &all[..2], &all[all.len() - 1..]] {
+                let batch =
+                    Batch::new(&set.encoded, batch_units, model.special, model.device()).unwrap();
+                let out = model.forward(&batch, &mut Mode::Infer).unwrap();
+                let chosen: Vec<u32> = (0..batch_units.len() as u32).collect();
+                let got = unit_topic_logits(
+                    &model,
+                    &set,
+                    (&batch, batch_units),
+                    &out.segment_sums,
+                    &chosen,
+                    opts.batch_windows,
+                    &mut Mode::Infer,
+                )
+                .unwrap()
+                .unwrap()
+                .to_vec2::<f32>()
+                .unwrap();
+                for row in got {
+                    for (g, e) in row.iter().zip(&expected) {
+                        assert!((g - e).abs() < 1e-4, "{row:?} vs {expected:?}");
+                    }
+                }
+            }
+        }
     }
 }

@@ -14,7 +14,7 @@ mod select;
 pub mod state;
 pub mod topic_head;
 
-use crate::data::Article;
+use crate::data::{augment, Article};
 use crate::encode::{epoch_batches, units};
 use crate::model::bert::{Dropout, Mode};
 use crate::model::NewsTagger;
@@ -48,6 +48,10 @@ pub struct TrainOptions {
     pub seed: u64,
     /// Save a resumable checkpoint every this many steps (0: only at the end of each epoch).
     pub checkpoint_every: usize,
+    /// Add joined pairs of topic-annotated articles and articles with a paragraph moved
+    /// ([`crate::data::augment`]). Runs saved before it existed did not.
+    #[serde(default)]
+    pub augment: bool,
 }
 
 impl Default for TrainOptions {
@@ -64,6 +68,7 @@ impl Default for TrainOptions {
             patience: 2,
             seed: 42,
             checkpoint_every: 200,
+            augment: true,
         }
     }
 }
@@ -108,6 +113,13 @@ pub fn train(
     resume: Option<TrainState>,
 ) -> anyhow::Result<TrainSummary> {
     let started = Instant::now();
+    let added = if opts.augment && !model.topics().is_empty() {
+        augment::augmented(train, opts.seed)
+    } else {
+        Vec::new()
+    };
+    let train: Vec<Article> = train.iter().chain(&added).cloned().collect();
+    let train = train.as_slice();
     let set = TrainingSet::new(model, train)?;
     anyhow::ensure!(!set.is_empty(), "no training articles");
     let units = units(&set.encoded, opts.batch_windows);
@@ -132,6 +144,13 @@ pub fn train(
     }
     let ckpt = Checkpoint::new(out);
     let mut progress = Progress::new(total_steps, state.step);
+    if !added.is_empty() {
+        progress.println(&format!(
+            "augmentation: {} articles added to {} (pairs joined, paragraphs moved; --no-augment turns it off)",
+            added.len(),
+            train.len() - added.len()
+        ));
+    }
     // The step budget is spent, or dev stopped improving.
     let stops = |state: &TrainState| {
         state.step >= total_steps || (!dev.is_empty() && state.bad_epochs >= opts.patience)

@@ -101,6 +101,39 @@ pub fn corpus(n: usize) -> Vec<Article> {
     out.articles
 }
 
+/// Training options for tiny models: `epochs` epochs of 4-window batches at a high learning rate,
+/// no checkpoints, no early stop.
+pub fn train_options(epochs: usize) -> newstag::train::TrainOptions {
+    newstag::train::TrainOptions {
+        epochs,
+        batch_windows: 4,
+        lr: 3e-3,
+        checkpoint_every: 0,
+        patience: 100,
+        ..Default::default()
+    }
+}
+
+/// Every trainable tensor's values, by name.
+pub fn tensor_values(model: &NewsTagger) -> Vec<(String, Vec<f32>)> {
+    model
+        .vars()
+        .into_iter()
+        .map(|(k, v)| (k, v.as_tensor().flatten_all().unwrap().to_vec1().unwrap()))
+        .collect()
+}
+
+/// The names of the tensors in `before` whose values `model` still has.
+pub fn unchanged_tensors(before: &[(String, Vec<f32>)], model: &NewsTagger) -> Vec<String> {
+    let after: std::collections::HashMap<String, Vec<f32>> =
+        tensor_values(model).into_iter().collect();
+    before
+        .iter()
+        .filter(|(name, old)| after.get(name) == Some(old))
+        .map(|(name, _)| name.clone())
+        .collect()
+}
+
 /// A tiny random base model directory.
 pub fn tiny_base(dir: &Path) {
     newstag::model::tiny::write_tiny_base(dir, &vocabulary(), 7).unwrap();

@@ -1,0 +1,157 @@
+//! The encoder families newstag loads, chosen by `model_type` in `config.json`: what each calls
+//! its encoder's tensors, which checkpoint tensors it may leave unused, and which transformers
+//! class its saved directory loads as.
+
+use super::config::BertConfig;
+use super::encoder::Encoder;
+use candle_core::Result;
+use candle_nn::VarBuilder;
+
+/// An encoder architecture.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    Bert,
+    Electra,
+    DistilBert,
+    Roberta,
+    XlmRoberta,
+}
+
+impl Family {
+    /// Every family, in the order messages list them.
+    pub const ALL: [Family; 5] = [
+        Family::Bert,
+        Family::Electra,
+        Family::DistilBert,
+        Family::Roberta,
+        Family::XlmRoberta,
+    ];
+
+    /// The family a `model_type` names, if newstag supports it.
+    pub fn from_model_type(model_type: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|f| f.model_type() == model_type)
+    }
+
+    /// `model_type` in `config.json`.
+    pub fn model_type(self) -> &'static str {
+        match self {
+            Family::Bert => "bert",
+            Family::Electra => "electra",
+            Family::DistilBert => "distilbert",
+            Family::Roberta => "roberta",
+            Family::XlmRoberta => "xlm-roberta",
+        }
+    }
+
+    /// The architecture's name, for messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            Family::Bert => "BERT",
+            Family::Electra => "ELECTRA",
+            Family::DistilBert => "DistilBERT",
+            Family::Roberta => "RoBERTa",
+            Family::XlmRoberta => "XLM-RoBERTa",
+        }
+    }
+
+    /// The transformers class a saved newstag model loads as.
+    pub fn token_classification(self) -> &'static str {
+        match self {
+            Family::Bert => "BertForTokenClassification",
+            Family::Electra => "ElectraForTokenClassification",
+            Family::DistilBert => "DistilBertForTokenClassification",
+            Family::Roberta => "RobertaForTokenClassification",
+            Family::XlmRoberta => "XLMRobertaForTokenClassification",
+        }
+    }
+
+    /// The prefix of the encoder's tensors in a task model's checkpoint (transformers'
+    /// `base_model_prefix`).
+    pub fn prefix(self) -> &'static str {
+        match self {
+            Family::Bert => "bert",
+            Family::Electra => "electra",
+            Family::DistilBert => "distilbert",
+            Family::Roberta | Family::XlmRoberta => "roberta",
+        }
+    }
+
+    /// The first names of the encoder's tensors in a bare encoder's checkpoint (a `BertModel`
+    /// saved without the prefix).
+    pub fn bare_roots(self) -> &'static [&'static str] {
+        match self {
+            Family::Bert | Family::Roberta | Family::XlmRoberta => {
+                &["embeddings.", "encoder.", "pooler."]
+            }
+            Family::Electra => &["embeddings.", "embeddings_project.", "encoder."],
+            Family::DistilBert => &["embeddings.", "transformer."],
+        }
+    }
+
+    /// Where the encoder's layers lie: `PREFIX.encoder.layer.` and the like (layer N is under
+    /// this plus `N.`).
+    pub fn layer_prefix(self) -> String {
+        match self {
+            Family::DistilBert => format!("{}.transformer.layer.", self.prefix()),
+            _ => format!("{}.encoder.layer.", self.prefix()),
+        }
+    }
+
+    /// The canonical name of a checkpoint tensor: a bare encoder's names get the family's
+    /// prefix, and old checkpoints' LayerNorm `gamma`/`beta` become `weight`/`bias`.
+    pub fn canonical_name(self, name: &str) -> String {
+        let mut n = name.to_string();
+        for (old, new) in [(".gamma", ".weight"), (".beta", ".bias")] {
+            if n.contains("LayerNorm") && n.ends_with(old) {
+                n.truncate(n.len() - old.len());
+                n.push_str(new);
+            }
+        }
+        if self.bare_roots().iter().any(|r| n.starts_with(r)) {
+            n = format!("{}.{n}", self.prefix());
+        }
+        n
+    }
+
+    /// Encoder tensors a checkpoint may hold that the model leaves unused, by canonical name
+    /// prefix:
+    /// - `PREFIX.pooler.`: the first token's pooler of a bare encoder or pre-training checkpoint,
+    ///   which token classification has no use for (transformers drops it too);
+    /// - `PREFIX.embeddings.position_ids`, `PREFIX.embeddings.token_type_ids`: index buffers (not
+    ///   weights) that transformers checkpoints before 4.31 carry.
+    pub fn optional_tensors(self) -> [String; 3] {
+        let p = self.prefix();
+        [
+            format!("{p}.pooler."),
+            format!("{p}.embeddings.position_ids"),
+            format!("{p}.embeddings.token_type_ids"),
+        ]
+    }
+
+    /// How many position embeddings come before the first token's (RoBERTa's `padding_idx + 1`).
+    pub fn position_offset(self, config: &BertConfig) -> usize {
+        match self {
+            Family::Roberta | Family::XlmRoberta => config.pad_token_id as usize + 1,
+            _ => 0,
+        }
+    }
+
+    /// Builds the encoder from tensors under `vb` (the family's prefix).
+    pub fn load(self, vb: VarBuilder, config: &BertConfig) -> Result<Box<dyn Encoder>> {
+        Ok(match self {
+            Family::Bert => Box::new(super::bert::Bert::new(config, vb)?),
+            Family::Electra => Box::new(super::electra::Electra::load(vb, config)?),
+            Family::DistilBert => Box::new(super::distilbert::DistilBert::load(vb, config)?),
+            Family::Roberta | Family::XlmRoberta => {
+                Box::new(super::roberta::Roberta::load(vb, config)?)
+            }
+        })
+    }
+
+    /// The supported `model_type`s, quoted, for messages.
+    pub fn supported() -> String {
+        Self::ALL
+            .map(|f| format!("{:?}", f.model_type()))
+            .join(", ")
+    }
+}

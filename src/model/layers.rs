@@ -1,0 +1,449 @@
+//! The transformer layers the BERT-shaped families share (BERT, ELECTRA, RoBERTa, XLM-RoBERTa,
+//! DistilBERT): self-attention and feed-forward, each followed by a residual and a LayerNorm. A
+//! family names the layer's tensors ([`LayerNames`]); the forward passes (newstag's fused
+//! kernels with backward passes, the prepared CPU inference path, the GPU's bf16 path and the
+//! reference compositions) are the same for all of them.
+
+use super::config::{Activation, BertConfig};
+use super::encoder::{bias, linear, param, Kernels, LayerNorm, Mode};
+use super::Precision;
+use crate::kernels::{self as ops, bf16};
+use candle_core::{DType, Device, Module, Result, Tensor, TensorId};
+use candle_nn::{Linear, VarBuilder};
+use std::sync::Arc;
+
+/// Where one layer's tensors lie under its prefix, as the family's checkpoints name them.
+pub struct LayerNames {
+    pub query: &'static str,
+    pub key: &'static str,
+    pub value: &'static str,
+    pub attention_out: &'static str,
+    pub attention_norm: &'static str,
+    pub intermediate: &'static str,
+    pub output: &'static str,
+    pub output_norm: &'static str,
+    /// Whether the attention output projection is followed by hidden dropout (BERT's
+    /// `BertSelfOutput`; DistilBERT has none there).
+    pub attention_output_dropout: bool,
+}
+
+struct Layer {
+    query: Linear,
+    key: Linear,
+    value: Linear,
+    attention_out: Linear,
+    attention_norm: LayerNorm,
+    intermediate: Linear,
+    output: Linear,
+    output_norm: LayerNorm,
+    heads: usize,
+    head_size: usize,
+    activation: Activation,
+    attention_output_dropout: bool,
+}
+
+impl Layer {
+    fn new(c: &BertConfig, n: &LayerNames, vb: VarBuilder) -> Result<Self> {
+        let h = c.hidden_size;
+        let eps = c.layer_norm_eps;
+        Ok(Layer {
+            query: linear(h, h, vb.pp(n.query))?,
+            key: linear(h, h, vb.pp(n.key))?,
+            value: linear(h, h, vb.pp(n.value))?,
+            attention_out: linear(h, h, vb.pp(n.attention_out))?,
+            attention_norm: LayerNorm::new(h, eps, vb.pp(n.attention_norm))?,
+            intermediate: linear(h, c.intermediate_size, vb.pp(n.intermediate))?,
+            output: linear(c.intermediate_size, h, vb.pp(n.output))?,
+            output_norm: LayerNorm::new(h, eps, vb.pp(n.output_norm))?,
+            heads: c.num_attention_heads,
+            head_size: h / c.num_attention_heads,
+            activation: c.hidden_act,
+            attention_output_dropout: n.attention_output_dropout,
+        })
+    }
+
+    /// Training with the fused kernels, and inference on CPU without prepared weights. `x`:
+    /// `[batch * len, hidden]` (rows stay 2-D through the encoder: every reshape would be one more
+    /// node for backpropagation to pass through); `mask_bias` as for [`Layer::forward`]. The same
+    /// computation and dropout masks as [`Layer::forward`] with the reference kernels.
+    fn forward_fused(
+        &self,
+        x: &Tensor,
+        batch: usize,
+        mask_bias: &Tensor,
+        mode: &mut Mode,
+    ) -> Result<Tensor> {
+        let train = mode.is_train();
+        let heads = |l: &Linear, transposed: bool| {
+            ops::bias_split_heads(
+                &x.matmul(&param(l.weight(), train).t()?)?,
+                &bias(l, train)?,
+                batch,
+                self.heads,
+                transposed,
+            )
+        };
+        let q = heads(&self.query, false)?;
+        // Keys come transposed, `[batch, heads, head_size, len]`, ready for `q k^T`.
+        let kt = heads(&self.key, true)?;
+        let v = heads(&self.value, false)?;
+        let scale = 1.0 / (self.head_size as f64).sqrt();
+        let (p, seed) = mode.draw(true);
+        let probs = ops::attention_probs(&q.matmul(&kt)?, mask_bias, scale, p, seed)?;
+        let context = ops::merge_heads(&probs.matmul(&v)?)?;
+        self.forward_after_attention(x, &context, None, mode)
+    }
+
+    /// Inference on CPU with prepared weights: queries, keys and values from one product, then
+    /// attention per window and head over the window's `lengths` tokens only.
+    fn forward_prepared(
+        &self,
+        x: &Tensor,
+        lengths: &[usize],
+        prepared: &PreparedLayer,
+    ) -> Result<Tensor> {
+        let qkv = prepared.qkv.multiply(x)?;
+        let context = ops::self_attention(&qkv, &prepared.qkv_bias, lengths, self.heads)?;
+        self.forward_after_attention(x, &context, Some(prepared), &mut Mode::Infer)
+    }
+
+    /// The rest of [`Layer::forward_fused`] from the attention context `[batch * len, hidden]`:
+    /// output projection, residual, LayerNorm, feed-forward, residual, LayerNorm.
+    fn forward_after_attention(
+        &self,
+        x: &Tensor,
+        context: &Tensor,
+        prepared: Option<&PreparedLayer>,
+        mode: &mut Mode,
+    ) -> Result<Tensor> {
+        let train = mode.is_train();
+        let project = |l: &Linear, x: &Tensor| match prepared.and_then(|p| p.get(l)) {
+            Some(w) => w.multiply(x),
+            None => x.matmul(&param(l.weight(), train).t()?),
+        };
+        let norm = |n: &LayerNorm, x: &Tensor| {
+            ops::layer_norm(x, &param(&n.weight, train), &param(&n.bias, train), n.eps)
+        };
+        let (p, seed) = if self.attention_output_dropout {
+            mode.draw(false)
+        } else {
+            (0.0, 0)
+        };
+        let attended = ops::bias_dropout_add(
+            &project(&self.attention_out, context)?,
+            &bias(&self.attention_out, train)?,
+            x,
+            p,
+            seed,
+        )?;
+        let x = norm(&self.attention_norm, &attended)?;
+        let inner = project(&self.intermediate, &x)?;
+        let inner_bias = bias(&self.intermediate, train)?;
+        let inner = match self.activation {
+            Activation::Gelu => ops::bias_gelu(&inner, &inner_bias)?,
+            Activation::GeluNew => inner.broadcast_add(&inner_bias)?.gelu()?,
+            Activation::Relu => inner.broadcast_add(&inner_bias)?.relu()?,
+        };
+        let (p, seed) = mode.draw(false);
+        let out = ops::bias_dropout_add(
+            &project(&self.output, &inner)?,
+            &bias(&self.output, train)?,
+            &x,
+            p,
+            seed,
+        )?;
+        norm(&self.output_norm, &out)
+    }
+
+    /// Inference with [`PreparedPath::Device`] weights (a GPU's bf16 path): queries, keys and
+    /// values from one product, candle's softmax and LayerNorm in f32. `x`: `[batch, len,
+    /// hidden]`; `mask_bias` as for [`Layer::forward`].
+    fn forward_device(
+        &self,
+        x: &Tensor,
+        mask_bias: &Tensor,
+        prepared: &PreparedLayer,
+    ) -> Result<Tensor> {
+        let (b, len, h) = x.dims3()?;
+        let rows = x.reshape((b * len, h))?;
+        let linear = |l: &Linear, x: &Tensor| -> Result<Tensor> {
+            let w = prepared
+                .get(l)
+                .ok_or_else(|| candle_core::Error::Msg("an unprepared linear layer".into()))?;
+            w.multiply(x)?.broadcast_add(&bias(l, false)?)
+        };
+        let qkv = prepared
+            .qkv
+            .multiply(&rows)?
+            .broadcast_add(&prepared.qkv_bias)?;
+        let split = |i: usize| {
+            qkv.narrow(1, i * h, h)?
+                .reshape((b, len, self.heads, self.head_size))?
+                .transpose(1, 2)?
+                .contiguous()
+        };
+        let (q, k, v) = (split(0)?, split(1)?, split(2)?);
+        let scale = 1.0 / (self.head_size as f64).sqrt();
+        let scores = (q.matmul(&k.t()?)? * scale)?.broadcast_add(mask_bias)?;
+        let probs = candle_nn::ops::softmax_last_dim(&scores)?;
+        let context = probs.matmul(&v)?.transpose(1, 2)?.reshape((b * len, h))?;
+        let norm = |n: &LayerNorm, x: &Tensor| {
+            candle_nn::ops::layer_norm(x, &n.weight, &n.bias, n.eps as f32)
+        };
+        let x = norm(
+            &self.attention_norm,
+            &(linear(&self.attention_out, &context)? + &rows)?,
+        )?;
+        let inner = linear(&self.intermediate, &x)?;
+        let inner = match self.activation {
+            Activation::Gelu => inner.gelu_erf()?,
+            Activation::GeluNew => inner.gelu()?,
+            Activation::Relu => inner.relu()?,
+        };
+        let out = norm(&self.output_norm, &(linear(&self.output, &inner)? + &x)?)?;
+        out.reshape((b, len, h))
+    }
+
+    /// Inference off the CPU, or training with the reference kernels. `x`: `[batch, len, hidden]`;
+    /// `mask_bias`: `[batch, 1, 1, len]`, 0 on tokens and a large negative number on padding.
+    fn forward(&self, x: &Tensor, mask_bias: &Tensor, mode: &mut Mode) -> Result<Tensor> {
+        let (b, len, h) = x.dims3()?;
+        let split = |t: Tensor| {
+            t.reshape((b, len, self.heads, self.head_size))?
+                .transpose(1, 2)?
+                .contiguous()
+        };
+        let q = split(self.query.forward(x)?)?;
+        let k = split(self.key.forward(x)?)?;
+        let v = split(self.value.forward(x)?)?;
+        let scores = q.matmul(&k.t()?)?;
+        let scale = 1.0 / (self.head_size as f64).sqrt();
+        let probs = match mode.kernels() {
+            Kernels::Infer => {
+                candle_nn::ops::softmax_last_dim(&(scores * scale)?.broadcast_add(mask_bias)?)?
+            }
+            _ => ops::masked_softmax_reference(&scores, mask_bias, scale)?,
+        };
+        let probs = mode.attention_dropout(&probs)?;
+        let context = probs.matmul(&v)?.transpose(1, 2)?.reshape((b, len, h))?;
+        let mut attended = self.attention_out.forward(&context)?;
+        if self.attention_output_dropout {
+            attended = mode.dropout(&attended)?;
+        }
+        let x = self.attention_norm.forward(&(attended + x)?, mode)?;
+        let inner = self.intermediate.forward(&x)?;
+        let inner = match self.activation {
+            Activation::Gelu => inner.gelu_erf()?,
+            Activation::GeluNew => inner.gelu()?,
+            Activation::Relu => inner.relu()?,
+        };
+        let out = mode.dropout(&self.output.forward(&inner)?)?;
+        self.output_norm.forward(&(out + x)?, mode)
+    }
+}
+
+/// A linear weight as inference multiplies by it.
+enum InferenceWeight {
+    /// Transposed to `[in, out]` and contiguous: the multiply reads it row by row without packing
+    /// it first, which makes small batches several times faster (a 14-row product with the FFN's
+    /// weights: 680 to 100 µs).
+    F32(Tensor),
+    /// Rounded to bf16 and packed for [`bf16::matmul`].
+    Bf16(Arc<bf16::PackedWeight>),
+    /// A bf16 tensor `[in, out]` on the model's device (a GPU): candle's bf16 matrix product there
+    /// (cuBLAS, f32 accumulation), activations rounded to bf16 on the way in and widened to f32
+    /// on the way out, so LayerNorm and softmax keep f32 statistics.
+    DeviceBf16(Tensor),
+}
+
+impl InferenceWeight {
+    /// From a weight transposed to `[in, out]`.
+    fn new(w_t: Tensor, precision: Precision, path: PreparedPath) -> Result<Self> {
+        Ok(match (precision, path) {
+            (Precision::F32, _) => InferenceWeight::F32(w_t.contiguous()?),
+            (Precision::Bf16, PreparedPath::Cpu) => {
+                InferenceWeight::Bf16(Arc::new(bf16::PackedWeight::from_tensor(&w_t)?))
+            }
+            (Precision::Bf16, PreparedPath::Device) => {
+                InferenceWeight::DeviceBf16(w_t.to_dtype(DType::BF16)?.contiguous()?)
+            }
+        })
+    }
+
+    /// `x w`.
+    fn multiply(&self, x: &Tensor) -> Result<Tensor> {
+        match self {
+            InferenceWeight::F32(w_t) => x.matmul(w_t),
+            InferenceWeight::Bf16(w) => bf16::matmul(x, w),
+            InferenceWeight::DeviceBf16(w) => {
+                x.to_dtype(DType::BF16)?.matmul(w)?.to_dtype(DType::F32)
+            }
+        }
+    }
+}
+
+/// Which forward pass prepared weights are for.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum PreparedPath {
+    /// [`Layer::forward_prepared`]: newstag's CPU kernels and per-window attention.
+    Cpu,
+    /// [`Layer::forward_device`]: candle's kernels on any device, bf16 products (a GPU's path;
+    /// it runs on CPU too, for tests).
+    Device,
+}
+
+/// A layer's weights for inference on CPU: the query, key and value weights side by side, so one
+/// product makes all three, and the other linear weights, each in the form the multiply reads
+/// fastest at the chosen precision.
+pub struct PreparedLayer {
+    /// `[hidden, 3 * hidden]`.
+    qkv: InferenceWeight,
+    /// `[3 * hidden]`.
+    qkv_bias: Tensor,
+    weights: Vec<(TensorId, InferenceWeight)>,
+}
+
+impl PreparedLayer {
+    fn new(layer: &Layer, precision: Precision, path: PreparedPath) -> Result<Self> {
+        let attention = [&layer.query, &layer.key, &layer.value];
+        let qkv = Tensor::cat(&attention.map(|l| l.weight().detach()), 0)?.t()?;
+        let qkv_bias = Tensor::cat(
+            &attention
+                .into_iter()
+                .map(|l| bias(l, false))
+                .collect::<Result<Vec<_>>>()?,
+            0,
+        )?;
+        let weights = [&layer.attention_out, &layer.intermediate, &layer.output]
+            .into_iter()
+            .map(|l| {
+                let w = InferenceWeight::new(l.weight().detach().t()?, precision, path)?;
+                Ok((l.weight().id(), w))
+            })
+            .collect::<Result<_>>()?;
+        Ok(PreparedLayer {
+            qkv: InferenceWeight::new(qkv, precision, path)?,
+            qkv_bias,
+            weights,
+        })
+    }
+
+    /// The inference form of `l`'s weight.
+    fn get(&self, l: &Linear) -> Option<&InferenceWeight> {
+        self.weights
+            .iter()
+            .find(|(id, _)| *id == l.weight().id())
+            .map(|(_, w)| w)
+    }
+}
+
+/// Inference copies of the encoder's weights ([`PreparedLayer`]): a snapshot, so they must be
+/// prepared again after the weights change.
+pub struct Prepared {
+    layers: Vec<PreparedLayer>,
+    path: PreparedPath,
+}
+
+/// The stack of transformer layers of an encoder.
+pub struct Layers {
+    layers: Vec<Layer>,
+    device: Device,
+}
+
+impl Layers {
+    /// `config.num_hidden_layers` layers, layer `i` under `vb.pp(i)`, named by `names`.
+    pub fn new(config: &BertConfig, names: &LayerNames, vb: VarBuilder) -> Result<Self> {
+        let layers = (0..config.num_hidden_layers)
+            .map(|i| Layer::new(config, names, vb.pp(i)))
+            .collect::<Result<_>>()?;
+        Ok(Layers {
+            layers,
+            device: vb.device().clone(),
+        })
+    }
+
+    /// Prepared weights for the CPU kernels on CPU, for [`PreparedPath::Device`] elsewhere.
+    pub fn prepare(&self, precision: Precision) -> Result<Prepared> {
+        let path = if self.device.is_cpu() {
+            PreparedPath::Cpu
+        } else {
+            PreparedPath::Device
+        };
+        self.prepare_for(precision, path)
+    }
+
+    /// Prepared weights for the forward pass `path`, whatever the device.
+    pub fn prepare_for(&self, precision: Precision, path: PreparedPath) -> Result<Prepared> {
+        Ok(Prepared {
+            layers: self
+                .layers
+                .iter()
+                .map(|l| PreparedLayer::new(l, precision, path))
+                .collect::<Result<_>>()?,
+            path,
+        })
+    }
+
+    /// Hidden states `[batch, len, hidden]` from the embedded input `x` (same shape);
+    /// `attention_mask` is 1 on tokens and 0 on padding.
+    pub fn forward(
+        &self,
+        mut x: Tensor,
+        attention_mask: &Tensor,
+        prepared: Option<&Prepared>,
+        mode: &mut Mode,
+    ) -> Result<Tensor> {
+        let (b, len, _) = x.dims3()?;
+        // Padding gets a large negative bias: exp underflows to exactly 0, as with -inf.
+        let mask_bias =
+            ((attention_mask.to_dtype(DType::F32)? - 1.0)? * 1e9)?.reshape((b, 1, 1, len))?;
+        // On CPU, inference runs the fused kernels too (without dropout): one pass per op and
+        // no head transposes. Elsewhere it keeps candle's forward-only kernels.
+        let fused = match mode.kernels() {
+            Kernels::Fused => true,
+            Kernels::Infer => ops::runs_fused(&x),
+            Kernels::Reference => false,
+        };
+        if !mode.is_train() {
+            x = x.detach();
+        }
+        if let Some(p) = prepared.filter(|p| p.path == PreparedPath::Device && !mode.is_train()) {
+            for (layer, prepared) in self.layers.iter().zip(&p.layers) {
+                x = layer.forward_device(&x, &mask_bias, prepared)?;
+            }
+            return Ok(x);
+        }
+        if fused {
+            let h = x.dim(2)?;
+            x = x.reshape((b * len, h))?;
+            let prepared = match prepared.filter(|_| !mode.is_train()) {
+                Some(p) => prefix_lengths(attention_mask)?.map(|lengths| (p, lengths)),
+                None => None,
+            };
+            for (i, layer) in self.layers.iter().enumerate() {
+                x = match &prepared {
+                    Some((p, lengths)) => layer.forward_prepared(&x, lengths, &p.layers[i])?,
+                    None => layer.forward_fused(&x, b, &mask_bias, mode)?,
+                };
+            }
+            return x.reshape((b, len, h));
+        }
+        for layer in &self.layers {
+            x = layer.forward(&x, &mask_bias, mode)?;
+        }
+        Ok(x)
+    }
+}
+
+/// Each row's number of tokens when `attention_mask` (`[batch, len]`) is ones then zeros in every
+/// row, as batches of windows are; `None` otherwise.
+fn prefix_lengths(attention_mask: &Tensor) -> Result<Option<Vec<usize>>> {
+    let rows = attention_mask.to_dtype(DType::U32)?.to_vec2::<u32>()?;
+    Ok(rows
+        .iter()
+        .map(|row| {
+            let n = row.iter().take_while(|&&m| m != 0).count();
+            row[n..].iter().all(|&m| m == 0).then_some(n)
+        })
+        .collect())
+}

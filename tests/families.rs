@@ -1,0 +1,388 @@
+//! Every encoder family against transformers, on the tiny random checkpoints that
+//! `scripts/fixtures/make_family_fixtures.py` made (tests/fixtures/families/FAMILY): the encoder's
+//! hidden states match transformers' in inference and in the differentiable training path on a
+//! padded batch; a base loads strictly (only the new heads initialised, a missing or stray encoder
+//! tensor refused by name); training changes every trainable tensor and lowers the loss; a saved
+//! model has its family's `...ForTokenClassification` config and tensor names and reloads to
+//! identical predictions; a `...ForTokenClassification` saved by transformers loads and gives its
+//! logits.
+
+mod common;
+
+use candle_core::{DType, Device, Tensor};
+use common::train_options as options;
+use newstag::infer::Predictor;
+use newstag::model::bert::{Dropout, Mode, PreparedPath};
+use newstag::model::config::WindowConfig;
+use newstag::model::{NewsTagger, Precision};
+use newstag::train::{train, TrainOptions};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+const FAMILIES: [&str; 5] = ["bert", "electra", "distilbert", "roberta", "xlm-roberta"];
+
+fn fixture(family: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/families")
+        .join(family)
+}
+
+fn types() -> Vec<String> {
+    ["PER", "ORG", "LOC"].map(String::from).to_vec()
+}
+
+fn topics() -> Vec<String> {
+    ["energy", "borders"].map(String::from).to_vec()
+}
+
+const WINDOW: WindowConfig = WindowConfig {
+    max_tokens: 24,
+    overlap: 6,
+};
+
+fn from_base(base: &Path) -> NewsTagger {
+    NewsTagger::from_base(base, &types(), &topics(), WINDOW, 1, &Device::Cpu)
+        .unwrap_or_else(|e| panic!("{}: {e:#}", base.display()))
+}
+
+fn reference(family: &str) -> HashMap<String, Tensor> {
+    candle_core::safetensors::load(fixture(family).join("reference.safetensors"), &Device::Cpu)
+        .unwrap()
+}
+
+/// The largest difference between `ours` and transformers' hidden states over the real tokens
+/// (padding rows are nobody's output).
+fn max_diff(ours: &Tensor, theirs: &Tensor, mask: &Tensor) -> f32 {
+    let mask = mask.to_dtype(DType::F32).unwrap().unsqueeze(2).unwrap();
+    (ours - theirs)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .broadcast_mul(&mask)
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap()
+}
+
+#[test]
+fn encoders_match_transformers_in_inference_and_training() {
+    for family in FAMILIES {
+        let model = from_base(&fixture(family).join("base"));
+        let r = reference(family);
+        let ids = r["input_ids"].to_dtype(DType::U32).unwrap();
+        let mask = r["attention_mask"].to_dtype(DType::U32).unwrap();
+        let types = ids.zeros_like().unwrap();
+        let lengths: Vec<u32> = mask.sum(1).unwrap().to_vec1().unwrap();
+        assert!(
+            lengths.windows(2).all(|w| w[0] != w[1]),
+            "{family}: the batch needs rows of different lengths: {lengths:?}"
+        );
+        let encoder = model.encoder();
+        let mut config = model.config.bert.clone();
+        config.hidden_dropout_prob = 0.0;
+        config.attention_probs_dropout_prob = 0.0;
+        let check = |what: &str, mode: &mut Mode, path: Option<PreparedPath>| {
+            let prepared = path.map(|p| encoder.prepare_for(Precision::F32, p).unwrap());
+            let hidden = encoder
+                .forward(&ids, &types, &mask, prepared.as_ref(), mode)
+                .unwrap();
+            let diff = max_diff(&hidden, &r["hidden"], &mask);
+            assert!(diff < 1e-4, "{family} {what}: differs by {diff}");
+        };
+        check("inference", &mut Mode::Infer, None);
+        check(
+            "prepared inference",
+            &mut Mode::Infer,
+            Some(PreparedPath::Cpu),
+        );
+        check("device path", &mut Mode::Infer, Some(PreparedPath::Device));
+        check(
+            "training (fused kernels)",
+            &mut Mode::Train(Dropout::new(&config, 1)),
+            None,
+        );
+        check(
+            "training (reference kernels)",
+            &mut Mode::Train(Dropout::new(&config, 1).with_reference_kernels()),
+            None,
+        );
+    }
+}
+
+#[test]
+fn a_token_classifier_saved_by_transformers_tags_as_it_does_there() {
+    let dir = tempfile::tempdir().unwrap();
+    for family in FAMILIES {
+        // transformers' save_pretrained of the model; the tokenizer is the base's.
+        let saved = dir.path().join(family);
+        std::fs::create_dir_all(&saved).unwrap();
+        let from = fixture(family).join("token_classification");
+        for f in ["config.json", "model.safetensors"] {
+            std::fs::copy(from.join(f), saved.join(f)).unwrap();
+        }
+        std::fs::copy(
+            fixture(family).join("base/tokenizer.json"),
+            saved.join("tokenizer.json"),
+        )
+        .unwrap();
+        let model =
+            NewsTagger::load(&saved, &Device::Cpu).unwrap_or_else(|e| panic!("{family}: {e:#}"));
+        assert_eq!(model.family().model_type(), family);
+        assert_eq!(model.tags.len(), 9);
+        assert!(model.topics().is_empty());
+        let r = reference(family);
+        let ids = r["input_ids"].to_dtype(DType::U32).unwrap();
+        let mask = r["attention_mask"].to_dtype(DType::U32).unwrap();
+        let types = ids.zeros_like().unwrap();
+        let logits = model
+            .token_logits(&ids, &types, &mask, &mut Mode::Infer)
+            .unwrap();
+        let diff = max_diff(&logits, &r["logits"], &mask);
+        assert!(diff < 1e-4, "{family}: logits differ by {diff}");
+        let tagged = Predictor::new(&model, 2)
+            .unwrap()
+            .predict(&common::corpus(2))
+            .unwrap();
+        assert_eq!(tagged.len(), 2);
+    }
+}
+
+/// The base's own heads, which are not part of the tagger.
+fn expected_dropped(family: &str) -> &'static [&'static str] {
+    match family {
+        "electra" => &[
+            "discriminator_predictions.dense.bias",
+            "discriminator_predictions.dense.weight",
+            "discriminator_predictions.dense_prediction.bias",
+            "discriminator_predictions.dense_prediction.weight",
+        ],
+        "xlm-roberta" => &[
+            "lm_head.bias",
+            "lm_head.dense.bias",
+            "lm_head.dense.weight",
+            "lm_head.layer_norm.bias",
+            "lm_head.layer_norm.weight",
+        ],
+        _ => &[],
+    }
+}
+
+fn copy_base(family: &str, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for f in ["config.json", "model.safetensors", "tokenizer.json"] {
+        std::fs::copy(fixture(family).join("base").join(f), to.join(f)).unwrap();
+    }
+}
+
+fn edit_weights(dir: &Path, edit: impl FnOnce(&mut HashMap<String, Tensor>)) {
+    let path = dir.join("model.safetensors");
+    let mut t = candle_core::safetensors::load(&path, &Device::Cpu).unwrap();
+    edit(&mut t);
+    candle_core::safetensors::save(&t, &path).unwrap();
+}
+
+fn error(dir: &Path) -> String {
+    match NewsTagger::from_base(dir, &types(), &topics(), WINDOW, 1, &Device::Cpu) {
+        Ok(_) => panic!("{}: loaded", dir.display()),
+        Err(e) => format!("{e:#}"),
+    }
+}
+
+#[test]
+fn a_base_loads_whole_and_only_the_new_heads_are_initialised() {
+    let dir = tempfile::tempdir().unwrap();
+    for family in FAMILIES {
+        let model = from_base(&fixture(family).join("base"));
+        assert_eq!(model.family().model_type(), family);
+        assert_eq!(
+            model.initialised_heads(),
+            ["classifier", "topic_classifier"],
+            "{family}"
+        );
+        assert_eq!(
+            model.dropped_base_tensors(),
+            expected_dropped(family),
+            "{family}"
+        );
+
+        // An encoder tensor the model has no place for: refused by name.
+        let stray = dir.path().join(format!("{family}-stray"));
+        copy_base(family, &stray);
+        let mut name = String::new();
+        edit_weights(&stray, |t| {
+            let (k, v) = t
+                .iter()
+                .find(|(k, _)| k.contains("layer.1.") && k.ends_with("bias"))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .unwrap();
+            name = k.replace("layer.1.", "layer.1.extra.");
+            t.insert(name.clone(), v);
+        });
+        let e = error(&stray);
+        assert!(
+            e.contains("are not part of the model") && e.contains("extra."),
+            "{family}: {e}"
+        );
+
+        // A missing encoder tensor: refused by name, not initialised.
+        let missing = dir.path().join(format!("{family}-missing"));
+        copy_base(family, &missing);
+        let mut gone = String::new();
+        edit_weights(&missing, |t| {
+            gone = t
+                .keys()
+                .find(|k| k.contains("layer.0.") && k.ends_with("weight"))
+                .unwrap()
+                .clone();
+            t.remove(&gone);
+        });
+        let e = error(&missing);
+        let short = gone.rsplit("layer.0.").next().unwrap();
+        assert!(
+            e.contains("is missing from the checkpoint") && e.contains(short),
+            "{family}: {e} (removed {gone})"
+        );
+    }
+}
+
+#[test]
+fn the_window_must_fit_the_positions_after_robertas_offset() {
+    for family in ["roberta", "xlm-roberta"] {
+        // 66 position embeddings, of which the first two are never a token's.
+        let window = WindowConfig {
+            max_tokens: 65,
+            overlap: 8,
+        };
+        let base = fixture(family).join("base");
+        let e = match NewsTagger::from_base(&base, &types(), &topics(), window, 1, &Device::Cpu) {
+            Ok(_) => panic!("{family}: a 65-token window loaded"),
+            Err(e) => format!("{e:#}"),
+        };
+        assert!(
+            e.contains(&format!("{family} numbers positions from 2, so 64 of its 66 position embeddings hold tokens: window of 65 sub-tokens exceeds the model's 64 positions")),
+            "{e}"
+        );
+        let window = WindowConfig {
+            max_tokens: 64,
+            ..window
+        };
+        NewsTagger::from_base(&base, &types(), &topics(), window, 1, &Device::Cpu).unwrap();
+    }
+}
+
+#[test]
+fn distilberts_sinusoidal_positions_stay_frozen() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = dir.path().join("base");
+    copy_base("distilbert", &base);
+    let path = base.join("config.json");
+    let mut config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    config["sinusoidal_pos_embds"] = true.into();
+    std::fs::write(&path, config.to_string()).unwrap();
+    let mut model = from_base(&base);
+    let before = common::tensor_values(&model);
+    let opts = TrainOptions {
+        max_steps: Some(1),
+        ..options(1)
+    };
+    let run = dir.path().join("run");
+    train(&mut model, &common::corpus(8), &[], &opts, &run, None).unwrap();
+    assert_eq!(
+        common::unchanged_tensors(&before, &model),
+        ["distilbert.embeddings.position_embeddings.weight"]
+    );
+    let saved: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("config.json")).unwrap()).unwrap();
+    assert_eq!(saved["sinusoidal_pos_embds"], true);
+}
+
+#[test]
+fn one_step_changes_every_trainable_tensor_and_loss_goes_down() {
+    for family in FAMILIES {
+        let run = tempfile::tempdir().unwrap();
+        let mut model = from_base(&fixture(family).join("base"));
+        let before = common::tensor_values(&model);
+        let opts = TrainOptions {
+            max_steps: Some(1),
+            ..options(1)
+        };
+        train(&mut model, &common::corpus(8), &[], &opts, run.path(), None).unwrap();
+        let unchanged = common::unchanged_tensors(&before, &model);
+        assert!(
+            unchanged.is_empty(),
+            "{family}: did not change: {unchanged:?}"
+        );
+
+        let run = tempfile::tempdir().unwrap();
+        let mut model = from_base(&fixture(family).join("base"));
+        let data = common::corpus(8);
+        let summary = train(&mut model, &data, &[], &options(4), run.path(), None).unwrap();
+        let losses: Vec<f64> = summary.history.iter().map(|r| r.train_loss).collect();
+        assert!(
+            losses.last().unwrap() < &losses[0],
+            "{family}: losses {losses:?}"
+        );
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct TokenClassification {
+    architecture: String,
+    tensors: Vec<String>,
+}
+
+#[test]
+fn a_saved_model_is_its_familys_token_classifier_and_reloads_identically() {
+    for family in FAMILIES {
+        let dir = tempfile::tempdir().unwrap();
+        let model = from_base(&fixture(family).join("base"));
+        model.save(dir.path()).unwrap();
+
+        let expected: TokenClassification = serde_json::from_str(
+            &std::fs::read_to_string(fixture(family).join("token_classification.json")).unwrap(),
+        )
+        .unwrap();
+        let config: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.path().join("config.json")).unwrap())
+                .unwrap();
+        assert_eq!(config["model_type"], family);
+        assert_eq!(config["architectures"][0], expected.architecture.as_str());
+        // What transformers reads: DistilBERT's config under its own names.
+        let hidden = if family == "distilbert" {
+            "dim"
+        } else {
+            "hidden_size"
+        };
+        assert_eq!(config[hidden], 32, "{family}: {config}");
+        let saved =
+            candle_core::safetensors::load(dir.path().join("model.safetensors"), &Device::Cpu)
+                .unwrap();
+        let mut names: Vec<&str> = saved
+            .keys()
+            .map(String::as_str)
+            .filter(|n| !n.starts_with("topic_classifier."))
+            .collect();
+        names.sort();
+        assert_eq!(names, expected.tensors, "{family}");
+
+        let reloaded = NewsTagger::load(dir.path(), &Device::Cpu).unwrap();
+        assert_eq!(reloaded.family(), model.family());
+        let data = common::corpus(6);
+        let a = Predictor::new(&model, 3).unwrap().predict(&data).unwrap();
+        let b = Predictor::new(&reloaded, 2)
+            .unwrap()
+            .predict(&data)
+            .unwrap();
+        assert!(
+            a.iter().any(|p| !p.entities.is_empty()),
+            "{family}: no entities at all"
+        );
+        for (x, y) in a.iter().zip(&b) {
+            assert_eq!(x.entities, y.entities, "{family}");
+            assert_eq!(x.topic_probs, y.topic_probs, "{family}");
+        }
+    }
+}
