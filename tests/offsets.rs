@@ -4,10 +4,10 @@
 //! random Unicode text.
 //!
 //! The MiniLM tokenizer (`models/all-MiniLM-L6-v2`, fetched) and CoNLL-2003 (`$NEWSTAG_CONLL_DIR`,
-//! by default `/work/shared/data/conll2003`) are used when present and skipped when absent; the
-//! other tokenizers are built here: the tiny WordPiece with BERT's normaliser, a byte-level BPE,
-//! and a tokenizer whose tokens run from space to space (as a SentencePiece piece may cover
-//! `U.S.`).
+//! by default `/work/shared/data/conll2003`) are used when present and skipped when absent; every
+//! encoder family's fixture tokenizer (`tests/fixtures/families`) is used; and three are built
+//! here: the tiny WordPiece with BERT's normaliser, a byte-level BPE with untrimmed offsets, and a
+//! tokenizer whose tokens run from space to space (as a SentencePiece piece may cover `U.S.`).
 
 use candle_core::Device;
 use newstag::data::conll::read_conll;
@@ -45,8 +45,13 @@ fn minilm() -> Option<Tokenizer> {
     Some(load_tokenizer(&path).unwrap())
 }
 
-/// The annotated articles of `data/*.jsonl`, and of the CoNLL-2003 files when present.
-fn gold_corpora() -> Vec<(String, Vec<Article>)> {
+/// The annotated articles of `data/*.jsonl`, and of the CoNLL-2003 files when present (read once).
+fn gold_corpora() -> &'static [(String, Vec<Article>)] {
+    static CORPORA: std::sync::OnceLock<Vec<(String, Vec<Article>)>> = std::sync::OnceLock::new();
+    CORPORA.get_or_init(read_gold_corpora)
+}
+
+fn read_gold_corpora() -> Vec<(String, Vec<Article>)> {
     let mut out = Vec::new();
     for name in ["train", "dev", "test", "heldout"] {
         let path = repo(&format!("data/{name}.jsonl"));
@@ -98,16 +103,53 @@ fn through_labels(tokenizer: &Tokenizer, article: &Article) -> (Vec<Entity>, Vec
 }
 
 fn assert_gold_spans_survive(tokenizer: &Tokenizer, name: &str) {
-    let corpora = gold_corpora();
     let mut entities = 0;
-    for (file, articles) in &corpora {
+    let mut lost = Vec::new();
+    for (file, articles) in gold_corpora() {
         for a in articles {
             let (gold, back) = through_labels(tokenizer, a);
-            assert_eq!(back, gold, "{name}: {file}: article {:?}", a.id);
             entities += gold.len();
+            if back != gold {
+                let missing: Vec<&str> = gold
+                    .iter()
+                    .filter(|e| !back.contains(e))
+                    .map(|e| &a.text[a.entity_bytes(e)])
+                    .collect();
+                lost.push(format!("{file}: article {:?}: {missing:?}", a.id));
+            }
         }
     }
     assert!(entities > 0, "no gold entities read");
+    assert!(
+        lost.is_empty(),
+        "{name}: {} article(s) lose gold spans, first: {:?}",
+        lost.len(),
+        &lost[..lost.len().min(5)]
+    );
+}
+
+/// The tokenizer of each encoder family's test fixture (trained on the project's corpus).
+fn family_tokenizers() -> Vec<(String, Tokenizer)> {
+    let dir = repo("tests/fixtures/families");
+    let mut out: Vec<(String, Tokenizer)> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.join("base/tokenizer.json").exists())
+        .map(|p| {
+            let name = p.file_name().unwrap().to_string_lossy().into_owned();
+            (
+                name,
+                load_tokenizer(&p.join("base/tokenizer.json")).unwrap(),
+            )
+        })
+        .collect();
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    assert!(
+        out.len() >= 2,
+        "family fixtures missing in {}",
+        dir.display()
+    );
+    out
 }
 
 #[test]
@@ -118,9 +160,13 @@ fn gold_spans_survive_labels_and_decoding_with_the_minilm_tokenizer() {
 }
 
 #[test]
-fn gold_spans_survive_labels_and_decoding_with_a_tiny_wordpiece() {
-    // Letters and digits only: every word is spelt out in sub-tokens.
-    assert_gold_spans_survive(&tiny_tokenizer(&[]).unwrap(), "tiny WordPiece");
+fn gold_spans_survive_labels_and_decoding_under_every_family_tokenizer() {
+    // One thread per family: each reads all of CoNLL-2003.
+    std::thread::scope(|scope| {
+        for (name, tokenizer) in family_tokenizers() {
+            scope.spawn(move || assert_gold_spans_survive(&tokenizer, &name));
+        }
+    });
 }
 
 /// The sub-tokens of the old encoding: the article's words tokenised one by one, as pre-split
@@ -148,7 +194,7 @@ fn word_by_word(tokenizer: &Tokenizer, article: &Article) -> (Vec<u32>, Vec<Opti
 fn minilm_reads_ordinary_text_as_it_did_word_by_word() {
     let Some(tokenizer) = minilm() else { return };
     for (file, articles) in gold_corpora() {
-        for a in &articles {
+        for a in articles {
             let enc = encode_article(&tokenizer, a, WINDOW).unwrap();
             let (ids, first) = word_by_word(&tokenizer, a);
             assert_eq!(enc.ids, ids, "{file}: article {:?}", a.id);
@@ -300,11 +346,13 @@ fn long_articles_are_encoded_as_their_whole_text() {
         .collect();
     let article = Article::from_text("long", text.as_str());
     assert!(article.words().len() > 2000);
-    for t in [
+    let mut tokenizers = vec![
         tiny_tokenizer(&["oil"]).unwrap(),
         byte_level_tokenizer(),
         spaced_tokenizer(&["oil"]),
-    ] {
+    ];
+    tokenizers.extend(family_tokenizers().into_iter().map(|(_, t)| t));
+    for t in tokenizers {
         let enc = encode_article(&t, &article, WINDOW).unwrap();
         assert_eq!(enc.ids, t.encode(text.as_str(), false).unwrap().get_ids());
         assert!(enc.windows.len() > 10);
@@ -314,14 +362,15 @@ fn long_articles_are_encoded_as_their_whole_text() {
 #[test]
 fn random_models_tag_entities_to_check() {
     // The property below holds vacuously on a model that tags nothing: these do tag.
-    let text = "Kazakh\u{ad}stan's U.S. envoy met Tash\u{200b}kent officials in Қазақстан";
-    for model in models() {
+    let text = "Kazakh\u{ad}stan's U.S. envoy met Tash\u{200b}kent officials in Қазақстан. \
+                Oʻzbekiston and Astana signed €5bn oil deals with Gazprom on Monday.";
+    for (i, model) in models().iter().enumerate() {
         let article = Article::from_text("a", text);
-        let p = Predictor::new(&model, 4)
+        let p = Predictor::new(model, 4)
             .unwrap()
             .predict(&[article])
             .unwrap();
-        assert!(!p[0].entities.is_empty());
+        assert!(!p[0].entities.is_empty(), "model {i} tags nothing");
     }
 }
 
@@ -382,23 +431,30 @@ fn random_text() -> impl Strategy<Value = String> {
     prop::collection::vec(piece, 1..40).prop_map(|p| p.concat())
 }
 
-fn random_model(tokenizer: Tokenizer) -> NewsTagger {
+fn random_model(tokenizer: Tokenizer, seed: u64) -> NewsTagger {
     let bert = BertConfig::tiny(tokenizer.get_vocab_size(true));
     let types = ["PER", "LOC"].map(String::from);
     let window = WindowConfig {
         max_tokens: 12,
         overlap: 3,
     };
-    NewsTagger::random(bert, tokenizer, &types, &[], window, 5, &Device::Cpu).unwrap()
+    NewsTagger::random(bert, tokenizer, &types, &[], window, seed, &Device::Cpu).unwrap()
 }
 
-/// Random taggers over the three tokenizers built here.
+/// Random taggers over the three tokenizers built here and every family's.
 fn models() -> Vec<NewsTagger> {
-    vec![
-        random_model(tiny_tokenizer(&["kazakh", "stan", "oil"]).unwrap()),
-        random_model(byte_level_tokenizer()),
-        random_model(spaced_tokenizer(&["U.S.", "oil", "Kazakh"])),
-    ]
+    let mut tokenizers = vec![
+        tiny_tokenizer(&["kazakh", "stan", "oil"]).unwrap(),
+        byte_level_tokenizer(),
+        spaced_tokenizer(&["U.S.", "oil", "Kazakh"]),
+    ];
+    tokenizers.extend(family_tokenizers().into_iter().map(|(_, t)| t));
+    // Seeds under which each random model tags entities (`random_models_tag_entities_to_check`).
+    tokenizers
+        .into_iter()
+        .zip(1..)
+        .map(|(t, seed)| random_model(t, seed))
+        .collect()
 }
 
 /// Whether byte `b` lies strictly inside a token that covers words on both sides of it.
