@@ -250,6 +250,38 @@ mod tests {
     }
 
     #[test]
+    fn joined_words_share_their_piece_and_dropped_words_have_none() {
+        // Words: 0 own, 1 joined, 2 dropped, 3 own (a sentence start), 4 joined at a sentence
+        // start (left out), 5 own.
+        let first = [Some(0), None, None, Some(2), None, Some(4)];
+        let joined = [false, true, false, false, true, false];
+        let p = Pieces::new(&first, &joined, &[0, 3, 4]);
+        let words: Vec<_> = (0..p.len()).map(|i| p.piece_words(i)).collect();
+        assert_eq!(words, [0..2, 3..4, 5..6]);
+        assert_eq!(p.sentence_starts, [0, 1, 2]);
+        // B-PER on piece 0, I-PER wanted on piece 1 but a sentence starts there: two entities;
+        // the dropped word between them belongs to neither.
+        let probs = vec![
+            vec![0.0, 1.0, 0.0, 0.0, 0.0],
+            vec![0.0; 5],
+            vec![0.0; 5],
+            vec![0.0, 0.1, 0.9, 0.0, 0.0],
+            vec![0.0; 5],
+            vec![1.0, 0.0, 0.0, 0.0, 0.0],
+        ];
+        let path = decode(&probs, &tagset(), &p);
+        assert_eq!(path, [1, 1, 0]);
+        let e = scored_entities(&path, &probs, &tagset(), &p);
+        let spans: Vec<_> = e.iter().map(|e| e.entity.words.clone()).collect();
+        assert_eq!(spans, [0..2, 3..4]);
+        // Without the sentence starts, the entity runs over the dropped word.
+        let p = Pieces::new(&first, &joined, &[]);
+        let path = decode(&probs, &tagset(), &p);
+        let e = scored_entities(&path, &probs, &tagset(), &p);
+        assert_eq!(e[0].entity.words, 0..5);
+    }
+
+    #[test]
     fn no_entity_crosses_a_sentence_start() {
         let probs = vec![vec![0.0, 0.9, 0.1, 0.0, 0.0], vec![0.0, 0.1, 0.9, 0.0, 0.0]];
         let path = decode(&probs, &tagset(), &Pieces::words(2, &[0, 1]));
