@@ -2,12 +2,16 @@
 //! sentences, `-DOCSTART-` lines between articles. IOB1 and IOB2 tags are both read (IOB1 is
 //! converted); a file without `-DOCSTART-` lines is read as one article per sentence.
 //!
+//! An article is read as text: its tokens joined by spaces and its sentences by newlines, split
+//! into words by the rule for raw text ([`super::words`]), so what trains on a CoNLL file is what
+//! `tag` sees on the same text (the token `U.S.` is the words `U . S .`, as in an article).
+//!
 //! Topics come from a sidecar JSONL file, one `{"doc": N, "topics": [...]}` line per document.
 //! Documents are numbered from 0 in file order, empty ones included: an empty document is skipped
 //! with a warning, and the documents after it keep their numbers (and their topics).
 
 use super::{
-    blank_reason, check_entity_type, check_topics, entities_from_tags, Article, DataError,
+    blank_reason, check_entity_type, check_topics, entities_from_tags, Article, DataError, Entity,
     ReadOutcome, Schema, Tag,
 };
 use serde::Deserialize;
@@ -234,8 +238,16 @@ pub fn parse_conll_documents(path: &Path, bytes: &[u8], schema: Option<&Schema>)
         if d.is_empty() || d.broken {
             continue;
         }
-        let mut article = Article::from_sentences(format!("{stem}#{n}"), &d.sentences);
-        article.entities = Some(entities_from_tags(&d.tags, &article.sentence_starts));
+        let tokens = Article::from_sentences(format!("{stem}#{n}"), &d.sentences);
+        let entities = entities_from_tags(&d.tags, &tokens.sentence_starts);
+        let (article, lost) = as_text(tokens, &entities);
+        if lost > 0 {
+            out.warnings.push(format!(
+                "{}:{}: document {n}: {lost} entity(ies) over tokens of invisible characters only dropped (no word to hold them)",
+                path.display(),
+                d.first_line
+            ));
+        }
         out.articles.push(article);
         numbers.push(n);
     }
@@ -244,6 +256,44 @@ pub fn parse_conll_documents(path: &Path, bytes: &[u8], schema: Option<&Schema>)
         documents,
         numbers,
     }
+}
+
+/// The article of `tokens` (an article whose words are a document's tokens) re-split into words by
+/// the rule for raw text, with `entities` (over tokens) moved onto the words inside their tokens,
+/// and the number of entities that found no word (tokens of invisible characters only). Words
+/// never cross tokens: white space separates both.
+fn as_text(tokens: Article, entities: &[Entity]) -> (Article, usize) {
+    let words = super::words::split_words(&tokens.text);
+    // The words inside each token: those that start in it.
+    let inside = |t: usize| {
+        let r = &tokens.words[t];
+        words.partition_point(|w| w.start < r.start)..words.partition_point(|w| w.start < r.end)
+    };
+    let mut sentence_starts: Vec<usize> = tokens
+        .sentence_starts
+        .iter()
+        .map(|&t| inside(t).start)
+        .filter(|&w| w < words.len())
+        .collect();
+    sentence_starts.dedup();
+    let moved: Vec<Entity> = entities
+        .iter()
+        .map(|e| Entity {
+            words: inside(e.words.start).start..inside(e.words.end - 1).end,
+            label: e.label.clone(),
+        })
+        .filter(|e| !e.words.is_empty())
+        .collect();
+    let lost = entities.len() - moved.len();
+    let article = Article {
+        id: tokens.id,
+        text: tokens.text,
+        words,
+        sentence_starts,
+        entities: Some(moved),
+        topics: None,
+    };
+    (article, lost)
 }
 
 #[derive(Deserialize)]
@@ -363,6 +413,33 @@ mod tests {
         let e = a.entities.as_ref().unwrap();
         assert_eq!(e.len(), 3);
         assert_eq!(&a.text[a.entity_bytes(&e[2])], "Peter Blackburn");
+    }
+
+    #[test]
+    fn tokens_are_read_as_text_split_like_an_article() {
+        let out = parse("-DOCSTART- O\n\nU.S. B-LOC\nenvoy O\n\nAL-AIN B-LOC\n\u{200b} I-LOC\n,\u{301} O\n\n\u{ad} B-PER\n");
+        assert!(out.problems.is_empty(), "{:?}", out.problems);
+        let a = &out.articles[0];
+        assert_eq!(a.text, "U.S. envoy\nAL-AIN \u{200b} ,\u{301}\n\u{ad}");
+        assert_eq!(a.words(), Article::from_text("t", a.text.clone()).words());
+        let words: Vec<&str> = (0..a.words().len()).map(|i| a.word(i)).collect();
+        assert_eq!(
+            words,
+            ["U", ".", "S", ".", "envoy", "AL", "-", "AIN", ",\u{301}"]
+        );
+        assert_eq!(a.sentence_starts(), [0, 5]);
+        let e: Vec<_> = a
+            .entities
+            .as_ref()
+            .unwrap()
+            .iter()
+            .map(|e| (e.words.clone(), &e.label[..]))
+            .collect();
+        assert_eq!(e, [(0..4, "LOC"), (5..8, "LOC")]);
+        assert_eq!(
+            out.warnings,
+            ["x.conll:1: document 0: 1 entity(ies) over tokens of invisible characters only dropped (no word to hold them)"]
+        );
     }
 
     #[test]

@@ -1,44 +1,75 @@
 //! Word segmentation for raw text.
 //!
-//! Entities are whole words, so the word boundaries decide which spans are valid. The rules follow
-//! BERT's pre-tokenizer: white space separates words, and every punctuation or symbol character is a
-//! word of its own. Letters, digits and combining marks form words; each CJK ideograph stands alone.
+//! Entities are whole words, so the word boundaries decide which spans are valid, for every model
+//! alike (a file that validates does so whatever the tokenizer). The rule is BERT's pre-tokenizer
+//! made safe for any tokenizer: white space separates words, every punctuation or symbol is a word
+//! of its own, letters, digits and marks form words, and each CJK ideograph stands alone. Two
+//! things keep a word from breaking inside what a tokenizer treats as one piece:
+//! - the text is read in grapheme clusters (`unicode-segmentation`), so a combining mark, a
+//!   virama or an emoji ZWJ sequence is never cut from its base;
+//! - format characters (soft hyphen, zero-width space, joiners, word joiner, variation selectors)
+//!   between two word characters join them: `Kazakh\u{ad}stan` is one word, as BERT's normaliser
+//!   sees it. Elsewhere they belong to no word, like white space.
 
 use std::ops::Range;
+use unicode_segmentation::UnicodeSegmentation;
 
-/// Byte ranges of the words of `text`, in order.
+/// What a grapheme cluster is to the word rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Cluster {
+    /// Starts with white space (CRLF, or a space carrying a stray combining mark).
+    Space,
+    /// Format and control characters only: joins the word characters on both sides.
+    Invisible,
+    /// Part of a word: starts with a letter, digit or mark.
+    Word,
+    /// A word of its own: punctuation, a symbol or emoji, a CJK ideograph.
+    Alone,
+}
+
+fn classify(cluster: &str) -> Cluster {
+    let first = cluster.chars().next().unwrap_or(' ');
+    if first.is_whitespace() {
+        Cluster::Space
+    } else if cluster.chars().all(super::is_invisible) {
+        Cluster::Invisible
+    } else if (first.is_alphanumeric() && !is_cjk(first)) || is_mark(first) {
+        Cluster::Word
+    } else {
+        Cluster::Alone
+    }
+}
+
+/// Byte ranges of the words of `text`, in order. Every word is a run of whole grapheme clusters.
 pub fn split_words(text: &str) -> Vec<Range<usize>> {
     let mut words = Vec::new();
-    let mut start: Option<usize> = None;
-    for (i, c) in text.char_indices() {
-        let end_of_char = i + c.len_utf8();
-        if c.is_whitespace() {
-            if let Some(s) = start.take() {
-                words.push(s..i);
+    // The word being read. It grows on word clusters only, so invisible characters join it when
+    // a word cluster follows them, and are left out when anything else does.
+    let mut open: Option<Range<usize>> = None;
+    for (i, g) in text.grapheme_indices(true) {
+        let end = i + g.len();
+        match classify(g) {
+            Cluster::Word => match &mut open {
+                Some(w) => w.end = end,
+                None => open = Some(i..end),
+            },
+            Cluster::Invisible => {}
+            kind => {
+                words.extend(open.take());
+                if kind == Cluster::Alone {
+                    words.push(i..end);
+                }
             }
-        } else if is_word_char(c) {
-            if start.is_none() {
-                start = Some(i);
-            }
-        } else {
-            if let Some(s) = start.take() {
-                words.push(s..i);
-            }
-            words.push(i..end_of_char);
         }
     }
-    if let Some(s) = start {
-        words.push(s..text.len());
-    }
+    words.extend(open);
     words
 }
 
-fn is_word_char(c: char) -> bool {
-    (c.is_alphanumeric() && !is_cjk(c)) || is_combining_mark(c)
-}
-
-fn is_combining_mark(c: char) -> bool {
-    matches!(c as u32, 0x0300..=0x036F | 0x1AB0..=0x1AFF | 0x1DC0..=0x1DFF | 0x20D0..=0x20FF | 0xFE20..=0xFE2F)
+/// Unicode marks (Mn, Mc, Me): a word may begin with one where it has no base (text start).
+fn is_mark(c: char) -> bool {
+    use unicode_categories::UnicodeCategories;
+    c.is_mark_nonspacing() || c.is_mark_spacing_combining() || c.is_mark_enclosing()
 }
 
 /// The CJK blocks that BERT's tokenizer splits into single characters.
@@ -65,6 +96,7 @@ mod tests {
                 "200", "km", "."
             ]
         );
+        assert_eq!(words("€5bn"), ["€", "5bn"]);
     }
 
     #[test]
@@ -75,5 +107,37 @@ mod tests {
         );
         // A decomposed accent stays inside its word.
         assert_eq!(words("Cafe\u{301} noir"), ["Cafe\u{301}", "noir"]);
+        assert_eq!(
+            words("Қазақстан ʻOʻzbekiston"),
+            ["Қазақстан", "ʻOʻzbekiston"]
+        );
+    }
+
+    #[test]
+    fn format_characters_join_the_word_they_sit_in() {
+        assert_eq!(words("Kazakh\u{ad}stan oil"), ["Kazakh\u{ad}stan", "oil"]);
+        assert_eq!(words("Tash\u{200b}kent"), ["Tash\u{200b}kent"]);
+        assert_eq!(words("a\u{200c}\u{2060}b"), ["a\u{200c}\u{2060}b"]);
+        // At a word's edge they belong to no word; alone they are no word at all.
+        assert_eq!(
+            words("\u{200b}Astana\u{ad}, \u{feff} x"),
+            ["Astana", ",", "x"]
+        );
+        assert!(words("\u{ad} \u{200b}").is_empty());
+    }
+
+    #[test]
+    fn grapheme_clusters_never_split() {
+        // Devanagari with viramas and vowel signs: one word.
+        assert_eq!(words("क्षत्रिय नमस्ते"), ["क्षत्रिय", "नमस्ते"]);
+        // An emoji ZWJ sequence and a flag are one symbol each; a keycap too.
+        let family = "👨\u{200d}👩\u{200d}👧";
+        assert_eq!(
+            words(&format!("{family}🇰🇿1\u{fe0f}\u{20e3}")),
+            [family, "🇰🇿", "1\u{fe0f}\u{20e3}"]
+        );
+        // CRLF is one cluster of white space; a mark after a space stays with the space.
+        assert_eq!(words("a\r\nb \u{301}c"), ["a", "b", "c"]);
+        assert_eq!(words("\u{301}a"), ["\u{301}a"]);
     }
 }

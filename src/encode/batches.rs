@@ -70,6 +70,7 @@ mod tests {
             .map(|lens| EncodedArticle {
                 ids: Vec::new(),
                 first_token: Vec::new(),
+                joined: Vec::new(),
                 windows: lens
                     .iter()
                     .map(|&len| Window {

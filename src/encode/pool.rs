@@ -194,6 +194,7 @@ mod tests {
         EncodedArticle {
             ids: (10..10 + n as u32).collect(),
             first_token: (0..n).map(Some).collect(),
+            joined: Vec::new(),
             windows: plan_windows(n, cfg),
             passages: vec![
                 Passage {

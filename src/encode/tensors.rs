@@ -153,6 +153,7 @@ mod tests {
         let art = EncodedArticle {
             ids: (100..100 + n as u32).collect(),
             first_token: first_token.clone(),
+            joined: Vec::new(),
             windows: plan_windows(n, cfg),
             passages: vec![
                 Passage {

@@ -1,10 +1,17 @@
 //! From per-word tag probabilities to entities: the most probable tag sequence that is valid
 //! IOB2 (an `I-X` only after `B-X` or `I-X`, never at a sentence start), so every entity is a run
 //! of whole words and strict and lenient scoring agree on it.
+//!
+//! The sequence runs over the article's pieces ([`Pieces`]), not its words: a word that a sub-token
+//! of an earlier word covers shares that word's tag, and a word the tokenizer dropped lies between
+//! pieces, inside an entity only when the pieces on both sides are. So an entity never starts or
+//! ends inside a sub-token, whatever the tokenizer.
 
 use super::marginals::{Marginals, Transitions};
-use crate::data::{entities_from_tags, Entity, Tag};
+use crate::data::{entities_from_tags, Article, Entity, Tag};
+use crate::encode::EncodedArticle;
 use crate::model::config::TagSet;
+use std::ops::Range;
 
 /// An entity with its score: the probability of exactly this span and type under the
 /// constrained tag distribution ([`super::marginals`]).
@@ -14,8 +21,103 @@ pub struct ScoredEntity {
     pub score: f32,
 }
 
-/// Constrained Viterbi decoding; `probs[w][k]` is word `w`'s probability of tag `k`.
-pub fn decode(probs: &[Vec<f32>], tags: &TagSet, sentence_starts: &[usize]) -> Vec<usize> {
+/// The pieces the model tags: a word with a sub-token of its own, with the words after it that its
+/// sub-tokens cover. Words without any sub-token belong to no piece.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Pieces {
+    /// Each piece's words; the first (the head) carries the piece's prediction.
+    words: Vec<Range<usize>>,
+    /// Pieces where a sentence starts.
+    sentence_starts: Vec<usize>,
+}
+
+impl Pieces {
+    /// The pieces of an article's words, given each word's own first sub-token and whether an
+    /// earlier word's sub-token covers it ([`EncodedArticle`]). A word at a sentence start never
+    /// joins the piece before it.
+    pub fn new(first_token: &[Option<usize>], joined: &[bool], sentence_starts: &[usize]) -> Self {
+        let mut words: Vec<Range<usize>> = Vec::new();
+        let mut starts = sentence_starts.iter().peekable();
+        let mut starts_here = Vec::new();
+        for (w, first) in first_token.iter().enumerate() {
+            let mut at_start = false;
+            while starts.next_if(|&&s| s <= w).is_some() {
+                at_start = true;
+            }
+            let joins = first.is_none()
+                && joined.get(w) == Some(&true)
+                && !at_start
+                && words.last().is_some_and(|last| last.end == w);
+            if joins {
+                words.last_mut().unwrap().end = w + 1;
+                continue;
+            }
+            // The sentence starts at the next piece: this word's, or (a dropped word) the next.
+            if at_start {
+                starts_here.push(words.len());
+            }
+            if first.is_some() {
+                words.push(w..w + 1);
+            }
+        }
+        starts_here.dedup();
+        starts_here.retain(|&p| p < words.len());
+        Pieces {
+            words,
+            sentence_starts: starts_here,
+        }
+    }
+
+    /// The pieces of `article` as `encoded` splits it.
+    pub fn of(article: &Article, encoded: &EncodedArticle) -> Self {
+        Self::new(
+            &encoded.first_token,
+            &encoded.joined,
+            article.sentence_starts(),
+        )
+    }
+
+    /// Every one of `n` words a piece of its own.
+    pub fn words(n: usize, sentence_starts: &[usize]) -> Self {
+        Self::new(&vec![Some(0); n], &[], sentence_starts)
+    }
+
+    /// The number of pieces.
+    pub fn len(&self) -> usize {
+        self.words.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.words.is_empty()
+    }
+
+    /// The words of piece `p`.
+    pub fn piece_words(&self, p: usize) -> Range<usize> {
+        self.words[p].clone()
+    }
+
+    /// The words of an entity over pieces `pieces`.
+    fn entity_words(&self, pieces: Range<usize>) -> Range<usize> {
+        self.words[pieces.start].start..self.words[pieces.end - 1].end
+    }
+
+    /// Each piece's tag probabilities: those of its head word.
+    fn probs(&self, word_probs: &[Vec<f32>]) -> Vec<Vec<f32>> {
+        self.words
+            .iter()
+            .map(|w| word_probs[w.start].clone())
+            .collect()
+    }
+}
+
+/// Constrained Viterbi decoding of `pieces`, each tagged as its head word: `probs[w][k]` is word
+/// `w`'s probability of tag `k`. The path has one tag per piece.
+pub fn decode(probs: &[Vec<f32>], tags: &TagSet, pieces: &Pieces) -> Vec<usize> {
+    viterbi(&pieces.probs(probs), tags, &pieces.sentence_starts)
+}
+
+/// Constrained Viterbi decoding; `probs[w][k]` is item `w`'s probability of tag `k`.
+fn viterbi(probs: &[Vec<f32>], tags: &TagSet, sentence_starts: &[usize]) -> Vec<usize> {
     let n = probs.len();
     let k = tags.len();
     if n == 0 {
@@ -65,20 +167,22 @@ pub fn decode(probs: &[Vec<f32>], tags: &TagSet, sentence_starts: &[usize]) -> V
     path
 }
 
-/// Entities of a decoded path, each scored with the probability of its exact span and type.
+/// Entities of a decoded path (one tag per piece), over words, each scored with the probability
+/// of its exact span and type.
 pub fn scored_entities(
     path: &[usize],
     probs: &[Vec<f32>],
     tags: &TagSet,
-    sentence_starts: &[usize],
+    pieces: &Pieces,
 ) -> Vec<ScoredEntity> {
     let seq: Vec<Tag> = path.iter().map(|&t| tags.tags()[t].clone()).collect();
-    let entities = entities_from_tags(&seq, sentence_starts);
+    let entities = entities_from_tags(&seq, &pieces.sentence_starts);
     if entities.is_empty() {
         return Vec::new();
     }
     let transitions = Transitions::new(tags);
-    let marginals = Marginals::new(probs, &transitions, sentence_starts);
+    let probs = pieces.probs(probs);
+    let marginals = Marginals::new(&probs, &transitions, &pieces.sentence_starts);
     entities
         .into_iter()
         .map(|entity| {
@@ -90,7 +194,13 @@ pub fn scored_entities(
                 }
                 _ => 0.0,
             };
-            ScoredEntity { entity, score }
+            ScoredEntity {
+                entity: Entity {
+                    words: pieces.entity_words(entity.words),
+                    label: entity.label,
+                },
+                score,
+            }
         })
         .collect()
 }
@@ -111,9 +221,9 @@ mod tests {
             vec![0.1, 0.4, 0.45, 0.0, 0.05],
             vec![0.1, 0.1, 0.8, 0.0, 0.0],
         ];
-        let path = decode(&probs, &tagset(), &[]);
+        let path = decode(&probs, &tagset(), &Pieces::words(3, &[]));
         assert_eq!(path, [0, 1, 2]);
-        let e = scored_entities(&path, &probs, &tagset(), &[]);
+        let e = scored_entities(&path, &probs, &tagset(), &Pieces::words(3, &[]));
         assert_eq!(e.len(), 1);
         assert_eq!(e[0].entity.words, 1..3);
         // The span's probability among the valid sequences, not the mean of its tags' (0.6).
@@ -140,16 +250,48 @@ mod tests {
     }
 
     #[test]
+    fn joined_words_share_their_piece_and_dropped_words_have_none() {
+        // Words: 0 own, 1 joined, 2 dropped, 3 own (a sentence start), 4 joined at a sentence
+        // start (left out), 5 own.
+        let first = [Some(0), None, None, Some(2), None, Some(4)];
+        let joined = [false, true, false, false, true, false];
+        let p = Pieces::new(&first, &joined, &[0, 3, 4]);
+        let words: Vec<_> = (0..p.len()).map(|i| p.piece_words(i)).collect();
+        assert_eq!(words, [0..2, 3..4, 5..6]);
+        assert_eq!(p.sentence_starts, [0, 1, 2]);
+        // B-PER on piece 0, I-PER wanted on piece 1 but a sentence starts there: two entities;
+        // the dropped word between them belongs to neither.
+        let probs = vec![
+            vec![0.0, 1.0, 0.0, 0.0, 0.0],
+            vec![0.0; 5],
+            vec![0.0; 5],
+            vec![0.0, 0.1, 0.9, 0.0, 0.0],
+            vec![0.0; 5],
+            vec![1.0, 0.0, 0.0, 0.0, 0.0],
+        ];
+        let path = decode(&probs, &tagset(), &p);
+        assert_eq!(path, [1, 1, 0]);
+        let e = scored_entities(&path, &probs, &tagset(), &p);
+        let spans: Vec<_> = e.iter().map(|e| e.entity.words.clone()).collect();
+        assert_eq!(spans, [0..2, 3..4]);
+        // Without the sentence starts, the entity runs over the dropped word.
+        let p = Pieces::new(&first, &joined, &[]);
+        let path = decode(&probs, &tagset(), &p);
+        let e = scored_entities(&path, &probs, &tagset(), &p);
+        assert_eq!(e[0].entity.words, 0..5);
+    }
+
+    #[test]
     fn no_entity_crosses_a_sentence_start() {
         let probs = vec![vec![0.0, 0.9, 0.1, 0.0, 0.0], vec![0.0, 0.1, 0.9, 0.0, 0.0]];
-        let path = decode(&probs, &tagset(), &[0, 1]);
+        let path = decode(&probs, &tagset(), &Pieces::words(2, &[0, 1]));
         assert_eq!(path, [1, 1]);
     }
 
     #[test]
     fn nan_probabilities_still_decode_to_a_valid_path() {
         let probs = vec![vec![f32::NAN; 5]; 4];
-        let path = decode(&probs, &tagset(), &[0, 2]);
+        let path = decode(&probs, &tagset(), &Pieces::words(4, &[0, 2]));
         assert_eq!(path.len(), 4);
         // No I- tag at a sentence start, and every I- continues its type.
         let tags = tagset();

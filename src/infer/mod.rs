@@ -18,7 +18,7 @@ use crate::encode::{encode_article, inference_batches, units, Batch, EncodedArti
 use crate::model::bert::{Mode, Prepared};
 use crate::model::calibration::{sigmoid, tempered};
 use crate::model::{NewsTagger, Precision};
-pub use decode::ScoredEntity;
+pub use decode::{Pieces, ScoredEntity};
 pub use topics::PassageState;
 
 /// What the model says about one article.
@@ -40,6 +40,8 @@ pub struct ArticlePrediction {
     /// Each passage's state, in order; kept only by a predictor made
     /// [`Predictor::keeping_passages`], empty otherwise.
     pub passages: Vec<PassageState>,
+    /// How the article's words group into the pieces the model tags (to decode `word_probs`).
+    pub pieces: Pieces,
     /// Sub-tokens the article has (excluding special tokens and padding). With none, the model
     /// saw nothing: no entities, every topic probability 0 (`tag` writes an error record).
     pub tokens: usize,
@@ -179,13 +181,14 @@ impl<'m> Predictor<'m> {
             .zip(topics)
             .zip(encoded)
             .map(|(((a, probs), topics), enc)| {
-                let path = decode::decode(&probs, &model.tags, a.sentence_starts());
+                let pieces = Pieces::of(a, enc);
+                let path = decode::decode(&probs, &model.tags, &pieces);
                 // The entities are decoded at temperature 1; only their scores are tempered.
                 let entities = if temperature == 1.0 {
-                    decode::scored_entities(&path, &probs, &model.tags, a.sentence_starts())
+                    decode::scored_entities(&path, &probs, &model.tags, &pieces)
                 } else {
                     let scored = tempered(&probs, temperature);
-                    decode::scored_entities(&path, &scored, &model.tags, a.sentence_starts())
+                    decode::scored_entities(&path, &scored, &model.tags, &pieces)
                 };
                 let topic_probs = if enc.ids.is_empty() {
                     // The tokenizer kept nothing: the all-zero embedding would answer with the
@@ -218,6 +221,7 @@ impl<'m> Predictor<'m> {
                     embedding: topics.embedding,
                     passages: topics.passages,
                     tokens: enc.ids.len(),
+                    pieces,
                 }
             })
             .collect())
@@ -252,10 +256,10 @@ mod tests {
         .unwrap();
         // A lone combining accent is a word, but the tokenizer strips accents: nothing is left.
         let articles = [
-            Article::from_text("accent", "\u{301} \u{301}"),
+            Article::from_text("accent", "\u{301}"),
             Article::from_text("text", "oil rose"),
         ];
-        assert_eq!(articles[0].words().len(), 2);
+        assert_eq!(articles[0].words().len(), 1);
         let p = Predictor::new(&model, 4)
             .unwrap()
             .predict(&articles)

@@ -62,24 +62,24 @@ pub fn calibrate(
     let mut cases = Vec::new();
     for (a, p) in dev.iter().zip(&predictions) {
         let Some(gold) = &a.entities else { continue };
-        let path = decode::decode(&p.word_probs, &model.tags, a.sentence_starts());
+        let path = decode::decode(&p.word_probs, &model.tags, &p.pieces);
         let right: Vec<bool> = p
             .entities
             .iter()
             .map(|e| gold.contains(&e.entity))
             .collect();
         if !right.is_empty() {
-            cases.push((a, p, path, right));
+            cases.push((p, path, right));
         }
     }
-    let entities: usize = cases.iter().map(|c| c.3.len()).sum();
+    let entities: usize = cases.iter().map(|c| c.2.len()).sum();
     let temperature = if entities == 0 {
         1.0
     } else {
         let loss = |t: f32| {
-            log_loss(cases.iter().flat_map(|(a, p, path, right)| {
+            log_loss(cases.iter().flat_map(|(p, path, right)| {
                 let probs = tempered(&p.word_probs, t);
-                decode::scored_entities(path, &probs, &model.tags, a.sentence_starts())
+                decode::scored_entities(path, &probs, &model.tags, &p.pieces)
                     .into_iter()
                     .zip(right.iter().copied())
                     .map(|(e, y)| (f64::from(e.score), y))
@@ -98,9 +98,9 @@ pub fn calibrate(
 
     let entity_reliability = |t: f32| {
         let mut scorer = ReliabilityScorer::default();
-        for (a, p, path, right) in &cases {
+        for (p, path, right) in &cases {
             let probs = tempered(&p.word_probs, t);
-            let scored = decode::scored_entities(path, &probs, &tags, a.sentence_starts());
+            let scored = decode::scored_entities(path, &probs, &tags, &p.pieces);
             for (e, &y) in scored.iter().zip(right) {
                 scorer.add(e.score, y);
             }
