@@ -87,18 +87,10 @@ section = (f"CPU: {cpu} ({flags}); {datetime.date.today()}; "
            "| run | dev topic F1 | held-out topic F1 | held-out recall | held-out short F1 | held-out short recall "
            "| held-out long F1 | held-out long recall | test topic F1 | test recall | test entity F1 | CoNLL test entity F1 |\n"
            "|---|---:|---:|---|---:|---|---:|---|---:|---|---:|---:|\n" + "\n".join(rows) + "\n")
-doc = "docs/benchmarks.md"
-text = open(doc).read()
-begin, end = "<!-- bench-topics-e2e: begin -->", "<!-- bench-topics-e2e: end -->"
-if begin not in text:
-    anchor = "<!-- bench-topics: end -->\n"
-    block = (f"\nEnd to end: models fine-tuned with passage pooling, written by "
-             f"`scripts/bench-topics-e2e.sh`.\n\n{begin}\n{end}\n")
-    text = text.replace(anchor, anchor + block, 1) if anchor in text else text + block
-head, rest = text.split(begin, 1)
-_, tail = rest.split(end, 1)
-tmp_doc = doc + ".partial"
-open(tmp_doc, "w").write(head + begin + "\n" + section + end + tail)
-os.replace(tmp_doc, doc)
+sys.path.insert(0, "scripts")
+from doc_section import write_section
+write_section("docs/benchmarks.md", "bench-topics-e2e", section,
+              "End to end: models fine-tuned with passage pooling, written by "
+              "`scripts/bench-topics-e2e.sh`.", after="<!-- bench-topics: end -->\n")
 print(section)
 PY

@@ -59,15 +59,10 @@ section = (f"CPU: {cpu}; {datetime.date.today()}; `scripts/bench-topics.sh {mode
            "test entity F1 (`eval` on test.conll):\n\n"
            "| model | dev F1 | dev min recall | held-out F1 | held-out min recall | test F1 | test min recall | CoNLL test entity F1 |\n"
            "|---|---:|---:|---:|---:|---:|---:|---:|\n" + "\n".join(rows) + "\n")
-doc = "docs/benchmarks.md"
-text = open(doc).read()
-begin, end = "<!-- bench-topics: begin -->", "<!-- bench-topics: end -->"
-if begin not in text:
-    text += (f"\n## Topics from passages (issue 17)\n\nWritten by `scripts/bench-topics.sh`.\n\n"
-             f"{begin}\n{end}\n")
-head, rest = text.split(begin, 1)
-_, tail = rest.split(end, 1)
-open(doc, "w").write(head + begin + "\n" + section + end + tail)
+sys.path.insert(0, "scripts")
+from doc_section import write_section
+write_section("docs/benchmarks.md", "bench-topics", section,
+              "## Topics from passages (issue 17)\n\nWritten by `scripts/bench-topics.sh`.")
 print(section)
 PY
 rm -rf "$tmp"

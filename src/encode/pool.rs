@@ -189,7 +189,18 @@ mod tests {
     use super::*;
     use candle_core::Device;
 
-    fn article(n: usize, cfg: WindowConfig) -> EncodedArticle {
+    const SPECIAL: SpecialTokens = SpecialTokens {
+        cls: 1,
+        sep: 2,
+        pad: 0,
+    };
+
+    /// `n` sub-tokens in windows of 10 overlapping by 2, two passages (a third, the rest).
+    fn article(n: usize) -> EncodedArticle {
+        let cfg = WindowConfig {
+            max_tokens: 10,
+            overlap: 2,
+        };
         let cut = n / 3;
         EncodedArticle {
             ids: (10..10 + n as u32).collect(),
@@ -228,19 +239,10 @@ mod tests {
 
     #[test]
     fn training_and_inference_pool_the_same_states() {
-        let cfg = WindowConfig {
-            max_tokens: 10,
-            overlap: 2,
-        };
-        let encoded = [article(30, cfg), article(5, cfg)];
-        let special = SpecialTokens {
-            cls: 1,
-            sep: 2,
-            pad: 0,
-        };
+        let encoded = [article(30), article(5)];
         // Whole articles in one batch.
         let whole = units(&encoded, 100);
-        let batch = Batch::new(&encoded, &whole, special, &Device::Cpu).unwrap();
+        let batch = Batch::new(&encoded, &whole, SPECIAL, &Device::Cpu).unwrap();
         let sums = segment_sums(&encoded, &batch, &whole);
         let tensor = Tensor::new(sums.clone(), &Device::Cpu).unwrap();
         let trained =
@@ -255,7 +257,7 @@ mod tests {
         let mut gathered = ArticleSums::new(&encoded, 2);
         for u in small.iter().rev() {
             let one = std::slice::from_ref(u);
-            let b = Batch::new(&encoded, one, special, &Device::Cpu).unwrap();
+            let b = Batch::new(&encoded, one, SPECIAL, &Device::Cpu).unwrap();
             gathered.add(one, &b, segment_sums(&encoded, &b, one));
         }
         let passages = gathered.into_passages();
@@ -272,18 +274,9 @@ mod tests {
 
     #[test]
     fn a_unit_completed_by_the_rest_of_its_article_has_the_whole_articles_passages() {
-        let cfg = WindowConfig {
-            max_tokens: 10,
-            overlap: 2,
-        };
-        let encoded = [article(30, cfg)];
-        let special = SpecialTokens {
-            cls: 1,
-            sep: 2,
-            pad: 0,
-        };
+        let encoded = [article(30)];
         let whole = units(&encoded, 100);
-        let batch = Batch::new(&encoded, &whole, special, &Device::Cpu).unwrap();
+        let batch = Batch::new(&encoded, &whole, SPECIAL, &Device::Cpu).unwrap();
         let sums = Tensor::new(segment_sums(&encoded, &batch, &whole), &Device::Cpu).unwrap();
         let expected = UnitArticles::new(&batch, &sums, &[0], &[Outside::new()]).unwrap();
         let small = units(&encoded, 2);
@@ -298,7 +291,7 @@ mod tests {
                 .map(|x| x.1)
             {
                 let one = std::slice::from_ref(other);
-                let b = Batch::new(&encoded, one, special, &Device::Cpu).unwrap();
+                let b = Batch::new(&encoded, one, SPECIAL, &Device::Cpu).unwrap();
                 for (seg, sum) in b.segments.iter().zip(segment_sums(&encoded, &b, one)) {
                     let slot = outside.entry(seg.passage).or_insert((vec![0.0; 2], 0));
                     slot.0[0] += sum[0];
@@ -307,7 +300,7 @@ mod tests {
                 }
             }
             let one = std::slice::from_ref(u);
-            let b = Batch::new(&encoded, one, special, &Device::Cpu).unwrap();
+            let b = Batch::new(&encoded, one, SPECIAL, &Device::Cpu).unwrap();
             let sums = Tensor::new(segment_sums(&encoded, &b, one), &Device::Cpu).unwrap();
             let got = UnitArticles::new(&b, &sums, &[0], &[outside]).unwrap();
             assert_eq!(got.rows, expected.rows, "unit {i}");

@@ -10,6 +10,27 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use tokenizers::Tokenizer;
 
+/// A random tagger for unit tests: [`tiny_tokenizer`] over `words`, a tiny BERT, one entity type
+/// (`PER`), topics `energy` and `trade`, windows of 12 sub-tokens overlapping by 2 (so a few
+/// sentences make several windows), on the CPU.
+pub fn tiny_tagger(words: &[&str], seed: u64) -> anyhow::Result<super::NewsTagger> {
+    let tokenizer = tiny_tokenizer(words)?;
+    let bert = BertConfig::tiny(tokenizer.get_vocab_size(true));
+    let window = crate::encode::WindowConfig {
+        max_tokens: 12,
+        overlap: 2,
+    };
+    super::NewsTagger::random(
+        bert,
+        tokenizer,
+        &["PER".to_string()],
+        &["energy", "trade"].map(String::from),
+        window,
+        seed,
+        &Device::Cpu,
+    )
+}
+
 /// An uncased WordPiece tokenizer over letters, digits, punctuation and `words`.
 pub fn tiny_tokenizer(words: &[&str]) -> anyhow::Result<Tokenizer> {
     let mut vocab: Vec<String> = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]

@@ -291,26 +291,8 @@ mod tests {
         use crate::data::Article;
         use crate::encode::units;
         use crate::infer::Predictor;
-        use crate::model::config::{BertConfig, WindowConfig};
-        use crate::model::tiny::tiny_tokenizer;
         let words = ["oil", "gas", "rose", "border", "tariffs", "army", "fell"];
-        let tokenizer = tiny_tokenizer(&words).unwrap();
-        let bert = BertConfig::tiny(tokenizer.get_vocab_size(true));
-        let window = WindowConfig {
-            max_tokens: 12,
-            overlap: 2,
-        };
-        let topics = ["energy", "trade"].map(String::from);
-        let mut model = NewsTagger::random(
-            bert,
-            tokenizer,
-            &["PER".to_string()],
-            &topics,
-            window,
-            5,
-            &Device::Cpu,
-        )
-        .unwrap();
+        let mut model = crate::model::tiny::tiny_tagger(&words, 5).unwrap();
         let text = "Oil rose\n\nGas fell at the border. Army tariffs rose and oil fell again \
                     today.\nTariffs fell. The border army rose and gas rose again there.";
         let mut article = Article::from_text("a", text);
