@@ -28,12 +28,12 @@ with open(sys.argv[1], encoding="utf-8") as f, open(sys.argv[2], "w", encoding="
 PY
 i=0
 for run in "$@"; do
-  "$bin" eval --model "$run" --data "$tmp/heldout-short.jsonl" --json "$tmp/$i-short.json" > /dev/null
+  "$bin" eval --model "$run" --precision f32 --data "$tmp/heldout-short.jsonl" --json "$tmp/$i-short.json" > /dev/null
   for set in dev heldout test; do
-    "$bin" eval --model "$run" --data "data/$set.jsonl" --json "$tmp/$i-$set.json" > /dev/null
+    "$bin" eval --model "$run" --precision f32 --data "data/$set.jsonl" --json "$tmp/$i-$set.json" > /dev/null
   done
   if [ -f "$conll" ]; then
-    "$bin" eval --model "$run" --data "$conll" --json "$tmp/$i-conll.json" > /dev/null
+    "$bin" eval --model "$run" --precision f32 --data "$conll" --json "$tmp/$i-conll.json" > /dev/null
   fi
   i=$((i + 1))
 done
@@ -82,7 +82,8 @@ section = (f"CPU: {cpu} ({flags}); {datetime.date.today()}; "
            "Runs (from their training_args.json):\n\n" + "\n".join(commands) + "\n\n"
            f"Topic micro-F1, recall per topic ({labels}), the held-out set's short (800 words or "
            "fewer) and long articles (over 800 words) on their own (count in brackets), and entity micro-F1; all through "
-           "`newstag eval` on articles JSONL except the CoNLL-2003 column (`eval` on test.conll). "
+           "`newstag eval --precision f32` on articles JSONL except the CoNLL-2003 column (`eval` on "
+           "test.conll). "
            "Thresholds and refits were chosen on dev only; held-out was never tuned on.\n\n"
            "| run | dev topic F1 | held-out topic F1 | held-out recall | held-out short F1 | held-out short recall "
            "| held-out long F1 | held-out long recall | test topic F1 | test recall | test entity F1 | CoNLL test entity F1 |\n"

@@ -28,11 +28,11 @@ if [ ! -f "$out/topic-designs.md" ]; then
 fi
 cp "$out/topic-designs.md" "$tmp/designs.md"
 for set in dev heldout test; do
-  "$bin" eval --model "$model" --data "data/$set.jsonl" --json "$tmp/before-$set.json" > /dev/null
-  "$bin" eval --model "$out" --data "data/$set.jsonl" --json "$tmp/after-$set.json" > /dev/null
+  "$bin" eval --model "$model" --precision f32 --data "data/$set.jsonl" --json "$tmp/before-$set.json" > /dev/null
+  "$bin" eval --model "$out" --precision f32 --data "data/$set.jsonl" --json "$tmp/after-$set.json" > /dev/null
 done
-"$bin" eval --model "$model" --data "$s/test.conll" --json "$tmp/before-conll.json" > /dev/null
-"$bin" eval --model "$out" --data "$s/test.conll" --json "$tmp/after-conll.json" > /dev/null
+"$bin" eval --model "$model" --precision f32 --data "$s/test.conll" --json "$tmp/before-conll.json" > /dev/null
+"$bin" eval --model "$out" --precision f32 --data "$s/test.conll" --json "$tmp/after-conll.json" > /dev/null
 cpu=$(lscpu | sed -n 's/^Model name: *//p' | head -1)
 python3 - "$tmp" "$model" "$out" "$cpu" <<'PY'
 import json, sys, datetime, os
