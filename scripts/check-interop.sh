@@ -16,7 +16,8 @@
 # Usage: scripts/check-interop.sh
 # Environment: VENV  a virtualenv with torch, transformers, safetensors and numpy to use; without
 #                    it, .venv-interop/ is created (pip install torch transformers safetensors numpy).
-#              WORK  output directory (default out/interop; emptied first).
+#              WORK  output directory (default out/interop; a previous check's is emptied first,
+#                    anything else that is not empty is refused).
 #              BASE  a real base model directory for (a) instead of the tiny random one (for example
 #                    models/all-MiniLM-L6-v2 from scripts/fetch-model.sh); trains one epoch.
 # Results: $WORK/summary.json; the numbers are recorded in docs/interop.md.
@@ -24,8 +25,15 @@ set -euo pipefail
 
 cd "$(dirname "$0")/.."
 work=${WORK:-out/interop}
+# WORK is emptied first, so only a directory this check made (it leaves a marker) or an empty
+# one is accepted: never a user's folder.
+if [[ -d $work && -n $(ls -A "$work") && ! -f $work/.newstag-interop ]]; then
+  echo "error: WORK=$work is not empty and was not made by check-interop.sh; give a new directory" >&2
+  exit 1
+fi
 rm -rf -- "$work"
 mkdir -p "$work"
+touch "$work/.newstag-interop"
 
 if [[ -n ${VENV:-} ]]; then
   py=$VENV/bin/python

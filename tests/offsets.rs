@@ -4,7 +4,7 @@
 //! random Unicode text.
 //!
 //! The MiniLM tokenizer (`models/all-MiniLM-L6-v2`, fetched) and CoNLL-2003 (`$NEWSTAG_CONLL_DIR`,
-//! by default `/work/shared/data/conll2003`) are used when present and skipped when absent; every
+//! by default `../shared/data/conll2003` beside the checkout, where CI has it) are used when present and skipped when absent; every
 //! encoder family's fixture tokenizer (`tests/fixtures/families`) is used; and three are built
 //! here: the tiny WordPiece with BERT's normaliser, a byte-level BPE with untrimmed offsets, and a
 //! tokenizer whose tokens run from space to space (as a SentencePiece piece may cover `U.S.`).
@@ -61,7 +61,7 @@ fn read_gold_corpora() -> Vec<(String, Vec<Article>)> {
     }
     let dir = std::env::var_os("NEWSTAG_CONLL_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/work/shared/data/conll2003"));
+        .unwrap_or_else(|| repo("../shared/data/conll2003"));
     for name in ["train", "dev", "test"] {
         let path = dir.join(format!("{name}.conll"));
         if !path.exists() {
