@@ -118,8 +118,14 @@ pub fn train(
     } else {
         Vec::new()
     };
-    let train: Vec<Article> = train.iter().chain(&added).cloned().collect();
-    let train = train.as_slice();
+    // The given articles are copied only when there is something to add to them.
+    let combined: Vec<Article>;
+    let train = if added.is_empty() {
+        train
+    } else {
+        combined = train.iter().chain(&added).cloned().collect();
+        combined.as_slice()
+    };
     let set = TrainingSet::new(model, train)?;
     anyhow::ensure!(!set.is_empty(), "no training articles");
     let units = units(&set.encoded, opts.batch_windows);
