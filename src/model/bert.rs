@@ -4,7 +4,7 @@
 //! position ids and token types only.
 
 use super::config::BertConfig;
-use super::encoder::{embedding, Encoder, LayerNorm};
+use super::encoder::{embedding, BertLayered, Encoder, LayerNorm};
 use super::layers::{LayerNames, Layers};
 use super::Precision;
 use candle_core::{Module, Result, Tensor};
@@ -181,7 +181,7 @@ impl Bert {
     }
 }
 
-impl Encoder for Bert {
+impl BertLayered for Bert {
     fn embed(&self, ids: &Tensor, type_ids: &Tensor, mode: &mut Mode) -> Result<Tensor> {
         self.embeddings.forward(ids, type_ids, mode)
     }

@@ -6,7 +6,7 @@
 
 use super::bert::{EmbeddingOptions, Embeddings, Positions};
 use super::config::BertConfig;
-use super::encoder::{Encoder, Mode};
+use super::encoder::{BertLayered, Mode};
 use super::layers::{LayerNames, Layers};
 use candle_core::{Result, Tensor};
 use candle_nn::VarBuilder;
@@ -45,7 +45,7 @@ impl DistilBert {
     }
 }
 
-impl Encoder for DistilBert {
+impl BertLayered for DistilBert {
     fn embed(&self, ids: &Tensor, type_ids: &Tensor, mode: &mut Mode) -> Result<Tensor> {
         self.embeddings.forward(ids, type_ids, mode)
     }

@@ -4,7 +4,7 @@
 
 use super::bert::{EmbeddingOptions, Embeddings, BERT_LAYER_NAMES};
 use super::config::BertConfig;
-use super::encoder::{linear, Encoder, Mode};
+use super::encoder::{linear, BertLayered, Mode};
 use super::layers::Layers;
 use candle_core::{Module, Result, Tensor};
 use candle_nn::{Linear, VarBuilder};
@@ -40,7 +40,7 @@ impl Electra {
     }
 }
 
-impl Encoder for Electra {
+impl BertLayered for Electra {
     fn embed(&self, ids: &Tensor, type_ids: &Tensor, mode: &mut Mode) -> Result<Tensor> {
         let x = self.embeddings.forward(ids, type_ids, mode)?;
         match &self.embeddings_project {

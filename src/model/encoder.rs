@@ -19,21 +19,45 @@ use candle_core::{Result, Tensor};
 use candle_nn::{Embedding, Init, Linear, VarBuilder};
 use rand::{rngs::StdRng, Rng, SeedableRng};
 
-/// An encoder of any family: token ids in, one hidden state per token out. A family supplies its
-/// embeddings and its stack of transformer layers (named as its checkpoints name them); the
-/// forward pass through the layers, with its fused kernels and prepared inference weights, is
-/// shared ([`Layers`]).
+/// An encoder of any family: token ids in, one hidden state per token out, with optional prepared
+/// weights that speed up inference. Families built on BERT's layers get it from [`BertLayered`];
+/// others implement it directly.
 pub trait Encoder: Send + Sync {
+    /// Hidden states `[batch, len, hidden]` for token ids `[batch, len]`; `attention_mask` is 1 on
+    /// tokens and 0 on padding. `prepared` (from [`Encoder::prepare`], on the current weights)
+    /// speeds up inference on CPU.
+    fn forward(
+        &self,
+        ids: &Tensor,
+        type_ids: &Tensor,
+        attention_mask: &Tensor,
+        prepared: Option<&Prepared>,
+        mode: &mut Mode,
+    ) -> Result<Tensor>;
+
+    /// Copies of the current weights for [`Encoder::forward`] at inference, at `precision`: for
+    /// the CPU kernels on CPU (the caller checks that the CPU has what [`Precision::Bf16`] needs),
+    /// for [`PreparedPath::Device`] elsewhere.
+    fn prepare(&self, precision: Precision) -> Result<Prepared>;
+
+    /// [`Encoder::prepare`] for the forward pass `path` whatever the device (tests run the device
+    /// path on CPU).
+    fn prepare_for(&self, precision: Precision, path: PreparedPath) -> Result<Prepared>;
+}
+
+/// A family made of its own embeddings (named as its checkpoints name them) over BERT's stack of
+/// transformer layers, whose forward pass, fused kernels and prepared inference weights are
+/// shared ([`Layers`]).
+pub trait BertLayered: Send + Sync {
     /// The embedded input `[batch, len, hidden]` for token ids `[batch, len]` (dropout applied in
     /// training).
     fn embed(&self, ids: &Tensor, type_ids: &Tensor, mode: &mut Mode) -> Result<Tensor>;
 
     /// The transformer layers.
     fn layers(&self) -> &Layers;
+}
 
-    /// Hidden states `[batch, len, hidden]` for token ids `[batch, len]`; `attention_mask` is 1 on
-    /// tokens and 0 on padding. `prepared` (from [`Encoder::prepare`], on the current weights)
-    /// speeds up inference on CPU.
+impl<T: BertLayered> Encoder for T {
     fn forward(
         &self,
         ids: &Tensor,
@@ -46,15 +70,10 @@ pub trait Encoder: Send + Sync {
         self.layers().forward(x, attention_mask, prepared, mode)
     }
 
-    /// Copies of the current weights for [`Encoder::forward`] at inference, at `precision`: for
-    /// the CPU kernels on CPU (the caller checks that the CPU has what [`Precision::Bf16`] needs),
-    /// for [`PreparedPath::Device`] elsewhere.
     fn prepare(&self, precision: Precision) -> Result<Prepared> {
         self.layers().prepare(precision)
     }
 
-    /// [`Encoder::prepare`] for the forward pass `path` whatever the device (tests run the device
-    /// path on CPU).
     fn prepare_for(&self, precision: Precision, path: PreparedPath) -> Result<Prepared> {
         self.layers().prepare_for(precision, path)
     }

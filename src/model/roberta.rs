@@ -5,7 +5,7 @@
 
 use super::bert::{EmbeddingOptions, Embeddings, Positions, BERT_LAYER_NAMES};
 use super::config::BertConfig;
-use super::encoder::{Encoder, Mode};
+use super::encoder::{BertLayered, Mode};
 use super::layers::Layers;
 use candle_core::{Result, Tensor};
 use candle_nn::VarBuilder;
@@ -31,7 +31,7 @@ impl Roberta {
     }
 }
 
-impl Encoder for Roberta {
+impl BertLayered for Roberta {
     fn embed(&self, ids: &Tensor, type_ids: &Tensor, mode: &mut Mode) -> Result<Tensor> {
         self.embeddings.forward(ids, type_ids, mode)
     }
