@@ -7,6 +7,7 @@ use candle_core::Device;
 use common::{newstag, random_model, s, stderr};
 use newstag::infer::{ArticlePrediction, Predictor};
 use newstag::kernels::int8::Int8Kernel;
+use newstag::model::family::Family;
 use newstag::model::{NewsTagger, Precision};
 
 /// Everything a prediction says, with every number as its bits.
@@ -150,10 +151,10 @@ fn auto_picks_int8_then_bf16_then_f32_and_says_so() {
     let err = "f16".parse::<PrecisionChoice>().unwrap_err();
     assert!(err.contains("expected auto, f32, bf16 or int8"), "{err}");
     assert_eq!(
-        PrecisionChoice::Exactly(Precision::F32).resolve(&Device::Cpu),
+        PrecisionChoice::Exactly(Precision::F32).resolve(&Device::Cpu, Family::Bert),
         (Precision::F32, None)
     );
-    let (chosen, line) = PrecisionChoice::Auto.resolve(&Device::Cpu);
+    let (chosen, line) = PrecisionChoice::Auto.resolve(&Device::Cpu, Family::Bert);
     let want = if Int8Kernel::best().is_fast() {
         Precision::Int8
     } else if newstag::kernels::bf16::supported() {

@@ -89,7 +89,7 @@ pub fn run(a: EvalArgs) -> anyhow::Result<ExitCode> {
         let model = NewsTagger::load(&dir, &device)?;
         articles = read_for_model(&model, &files, a.skip_invalid)?;
         let predictor =
-            Predictor::with_precision(&model, a.run.batch_size, a.run.precision(&device))?;
+            Predictor::with_precision(&model, a.run.batch_size, a.run.precision(&model))?;
         (
             score_model(&predictor, &articles)?,
             format!("model: {spec}"),

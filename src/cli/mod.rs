@@ -81,9 +81,9 @@ struct InferenceArgs {
 }
 
 impl InferenceArgs {
-    /// The precision to run on `device`; `auto` says on stderr what it chose.
-    fn precision(&self, device: &candle_core::Device) -> Precision {
-        let (precision, line) = self.precision.resolve(device);
+    /// The precision to run `model` at; `auto` says on stderr what it chose.
+    fn precision(&self, model: &crate::model::NewsTagger) -> Precision {
+        let (precision, line) = self.precision.resolve(model.device(), model.family());
         if let Some(line) = line {
             eprintln!("{line}");
         }

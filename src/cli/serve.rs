@@ -58,7 +58,6 @@ pub struct ServeArgs {
 
 pub fn run(a: ServeArgs) -> anyhow::Result<ExitCode> {
     let device = parse_device(&a.run.device)?;
-    let precision = a.run.precision(&device);
     let model_dir = resolve_model_dir(&a.model, None)?;
     let api_key = match &a.api_key_file {
         None => None,
@@ -71,7 +70,7 @@ pub fn run(a: ServeArgs) -> anyhow::Result<ExitCode> {
         port: a.port,
         device,
         batch_windows: a.run.batch_size,
-        precision,
+        precision: a.run.precision,
         batch: BatchLimits {
             max_tokens: a.max_batch_tokens,
             max_wait: Duration::from_millis(a.max_wait_ms),

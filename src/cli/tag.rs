@@ -93,7 +93,7 @@ pub fn run(a: TagArgs) -> anyhow::Result<ExitCode> {
             types.join(", ")
         );
     }
-    let predictor = Predictor::with_precision(&model, a.run.batch_size, a.run.precision(&device))?;
+    let predictor = Predictor::with_precision(&model, a.run.batch_size, a.run.precision(&model))?;
     let options = TagOptions {
         format: a.format,
         out: a.out,

@@ -148,6 +148,18 @@ impl Family {
         })
     }
 
+    /// Whether the family runs inference in bf16 and int8 as well as f32: families on BERT's
+    /// layers have the prepared CPU kernels of [`super::layers::Prepared`].
+    pub fn reduced_precision(self) -> bool {
+        match self {
+            Family::Bert
+            | Family::Electra
+            | Family::DistilBert
+            | Family::Roberta
+            | Family::XlmRoberta => true,
+        }
+    }
+
     /// The supported `model_type`s, quoted, for messages.
     pub fn supported() -> String {
         Self::ALL

@@ -100,14 +100,20 @@ pub enum PrecisionChoice {
 }
 
 impl PrecisionChoice {
-    /// The precision to run on `device`, with, for `auto`, a line saying which and why.
-    pub fn resolve(self, device: &Device) -> (Precision, Option<String>) {
+    /// The precision to run a `family` encoder on `device`, with, for `auto`, a line saying
+    /// which and why.
+    pub fn resolve(self, device: &Device, family: Family) -> (Precision, Option<String>) {
         if let PrecisionChoice::Exactly(p) = self {
             return (p, None);
         }
         let kernel = crate::kernels::int8::Int8Kernel::best();
         let (precision, why) = if !device.is_cpu() {
             (Precision::F32, "the model is not on the CPU".to_string())
+        } else if !family.reduced_precision() {
+            (
+                Precision::F32,
+                format!("the {} encoder runs in f32 only", family.name()),
+            )
         } else if kernel.is_fast() {
             (Precision::Int8, format!("this CPU has {}", kernel.name()))
         } else if bf16::supported() {
@@ -530,6 +536,13 @@ impl NewsTagger {
     /// model on a CPU with AVX512-BF16, or on a CUDA GPU (bf16 products through cuBLAS, LayerNorm
     /// and softmax in f32); int8 needs the model on the CPU (fast with VNNI, portable elsewhere).
     pub fn prepare(&self, precision: Precision) -> anyhow::Result<Prepared> {
+        let family = self.family();
+        if precision != Precision::F32 && !family.reduced_precision() {
+            anyhow::bail!(
+                "the {} encoder runs in f32 only (use --precision f32 or auto)",
+                family.name()
+            )
+        }
         if precision == Precision::Bf16 {
             let why = if self.device.is_cpu() {
                 (!bf16::supported()).then_some("this CPU lacks it")

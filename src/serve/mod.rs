@@ -26,7 +26,7 @@ pub mod request;
 pub mod routes;
 
 use crate::infer::Predictor;
-use crate::model::{NewsTagger, Precision};
+use crate::model::{NewsTagger, Precision, PrecisionChoice};
 use anyhow::Context;
 use candle_core::Device;
 use metrics::Metrics;
@@ -52,7 +52,8 @@ pub struct ServeConfig {
     pub device: Device,
     /// Windows per model batch (`--batch-size`).
     pub batch_windows: usize,
-    pub precision: Precision,
+    /// Resolved for the loaded model (`auto` says its choice in the log).
+    pub precision: PrecisionChoice,
     pub batch: BatchLimits,
     /// Requests that may wait for the model before the service answers 503.
     pub queue: usize,
@@ -131,8 +132,11 @@ pub fn run(config: ServeConfig) -> anyhow::Result<()> {
             return Err(e);
         }
     };
-    let predictor = match Predictor::with_precision(&model, config.batch_windows, config.precision)
-    {
+    let (precision, line) = config.precision.resolve(&config.device, model.family());
+    if let Some(line) = line {
+        log(&line);
+    }
+    let predictor = match Predictor::with_precision(&model, config.batch_windows, precision) {
         Ok(p) => p,
         Err(e) => {
             stop.send_replace(true);
@@ -140,7 +144,7 @@ pub fn run(config: ServeConfig) -> anyhow::Result<()> {
             return Err(e);
         }
     };
-    let _ = shared.model.set(model_info(&model, &config));
+    let _ = shared.model.set(model_info(&model, &config, precision));
     log(&format!(
         "ready: model {} loaded in {:.1}s",
         config.model_name,
@@ -249,7 +253,7 @@ fn stop_signals() -> std::io::Result<impl std::future::Future<Output = &'static 
 }
 
 /// What `/v1/model` tells: labels, topics, thresholds, window, base model, batching.
-fn model_info(model: &NewsTagger, c: &ServeConfig) -> serde_json::Value {
+fn model_info(model: &NewsTagger, c: &ServeConfig, precision: Precision) -> serde_json::Value {
     let b = &model.config.bert;
     serde_json::json!({
         "model": c.model_name,
@@ -269,7 +273,7 @@ fn model_info(model: &NewsTagger, c: &ServeConfig) -> serde_json::Value {
         },
         "serving": {
             "version": env!("CARGO_PKG_VERSION"),
-            "precision": c.precision.name(),
+            "precision": precision.name(),
             "batch_size": c.batch_windows,
             "max_batch_tokens": c.batch.max_tokens,
             "max_wait_ms": c.batch.max_wait.as_millis() as u64,
