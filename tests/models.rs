@@ -1,6 +1,7 @@
 //! Model directories and where a model comes from, through the `newstag` binary: a config.json
-//! that disagrees with its weights is refused, a base that is not a BERT encoder is refused,
-//! training on weights gone bad stops promptly, and a mistyped path is never sent to the hub.
+//! that disagrees with its weights is refused, a base that is not a BERT encoder is refused, a
+//! saved model tells transformers to load its tokenizer as it is, training on weights gone bad
+//! stops promptly, and a mistyped path is never sent to the hub.
 //! Every case here is listed in docs/reliability.md.
 
 mod common;
@@ -459,4 +460,50 @@ fn mistyped_paths_and_hub_ids_offline_say_what_to_do() {
     let out = tag("acme/tiny-bert");
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 1);
+}
+
+#[test]
+fn a_saved_model_has_transformers_load_its_tokenizer_as_it_is() {
+    // Without tokenizer_config.json, transformers rebuilds a family's tokenizer from its own
+    // defaults (BERT's lowercases), so a cased model would read text differently there.
+    let d = tempfile::tempdir().unwrap();
+    let roberta =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/families/roberta/base");
+    let window = newstag::model::config::WindowConfig {
+        max_tokens: 24,
+        overlap: 6,
+    };
+    let types = ["PER"].map(String::from);
+    let model =
+        newstag::model::NewsTagger::from_base(&roberta, &types, &[], window, 1, &Device::Cpu)
+            .unwrap();
+    let out = d.path().join("roberta");
+    model.save(&out).unwrap();
+    for (dir, specials) in [
+        (
+            random_model(d.path()),
+            ["[CLS]", "[SEP]", "[PAD]", "[UNK]", "[MASK]"],
+        ),
+        (out, ["<s>", "</s>", "<pad>", "<unk>", "<mask>"]),
+    ] {
+        let text = std::fs::read_to_string(dir.join("tokenizer_config.json")).unwrap();
+        let config: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(
+            config["tokenizer_class"], "PreTrainedTokenizerFast",
+            "{text}"
+        );
+        let keys = [
+            "cls_token",
+            "sep_token",
+            "pad_token",
+            "unk_token",
+            "mask_token",
+        ];
+        for (key, token) in keys.into_iter().zip(specials) {
+            assert_eq!(config[key], token, "{key} in {text}");
+        }
+        // RoBERTa's positions start after the padding index (66 - 2 here).
+        let positions = if specials[0] == "<s>" { 64 } else { 512 };
+        assert_eq!(config["model_max_length"], positions, "{text}");
+    }
 }

@@ -23,6 +23,19 @@ impl Default for WindowConfig {
 }
 
 impl WindowConfig {
+    /// The default window, shrunk to fit an encoder with `max_positions` token positions (overlap
+    /// a quarter of the content): the window of a model saved without newstag's section.
+    pub fn within(max_positions: usize) -> Self {
+        let default = WindowConfig::default();
+        if max_positions >= default.max_tokens {
+            return default;
+        }
+        WindowConfig {
+            max_tokens: max_positions,
+            overlap: max_positions.saturating_sub(2) / 4,
+        }
+    }
+
     pub fn validate(&self, max_positions: usize) -> anyhow::Result<()> {
         anyhow::ensure!(
             self.max_tokens >= 8,
@@ -100,6 +113,15 @@ pub fn plan_windows(n: usize, cfg: WindowConfig) -> Vec<Window> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_default_window_shrinks_to_the_positions_an_encoder_has() {
+        assert_eq!(WindowConfig::within(512), WindowConfig::default());
+        let small = WindowConfig::within(64);
+        assert_eq!((small.max_tokens, small.overlap), (64, 15));
+        small.validate(64).unwrap();
+        WindowConfig::within(8).validate(8).unwrap();
+    }
 
     #[test]
     fn short_articles_get_one_window() {

@@ -514,11 +514,17 @@ impl NewsTagger {
         Ok(())
     }
 
+    /// The window the model was trained with; for a model saved without newstag's section (a
+    /// transformers `...ForTokenClassification`), the default one shrunk to the encoder's positions.
     pub fn window(&self) -> WindowConfig {
+        let bert = &self.config.bert;
+        let positions = bert
+            .max_position_embeddings
+            .saturating_sub(self.family().position_offset(bert));
         self.config
             .newstag
             .as_ref()
-            .map_or_else(WindowConfig::default, |n| n.window)
+            .map_or_else(|| WindowConfig::within(positions), |n| n.window)
     }
 
     /// Every trainable variable by name.
@@ -614,7 +620,8 @@ impl NewsTagger {
         }
     }
 
-    /// Saves config.json, model.safetensors and tokenizer.json into `dir`, each atomically.
+    /// Saves config.json, model.safetensors, tokenizer.json and tokenizer_config.json into `dir`,
+    /// each atomically.
     pub fn save(&self, dir: &Path) -> anyhow::Result<()> {
         std::fs::create_dir_all(dir)
             .with_context(|| format!("{}: cannot create", dir.display()))?;
@@ -632,7 +639,33 @@ impl NewsTagger {
             .to_string(true)
             .map_err(|e| anyhow::anyhow!("cannot serialise tokenizer: {e}"))?;
         write_atomic(&dir.join("tokenizer.json"), tok.as_bytes())?;
+        write_json_atomic(&dir.join("tokenizer_config.json"), &self.tokenizer_config())?;
         write_json_atomic(&dir.join("config.json"), &self.config.to_json()?)
+    }
+
+    /// What transformers' `AutoTokenizer` needs to load tokenizer.json as it is: without it,
+    /// transformers rebuilds the family's tokenizer from its own defaults (BERT's lowercases), and
+    /// a cased tokenizer would split the text differently there than here.
+    fn tokenizer_config(&self) -> serde_json::Value {
+        let name = |id: u32| self.tokenizer.id_to_token(id);
+        let find = |names: [&'static str; 2]| {
+            names
+                .into_iter()
+                .find(|t| self.tokenizer.token_to_id(t).is_some())
+        };
+        let bert = &self.config.bert;
+        let positions = bert
+            .max_position_embeddings
+            .saturating_sub(self.family().position_offset(bert));
+        serde_json::json!({
+            "tokenizer_class": "PreTrainedTokenizerFast",
+            "cls_token": name(self.special.cls),
+            "sep_token": name(self.special.sep),
+            "pad_token": name(self.special.pad),
+            "unk_token": find(["[UNK]", "<unk>"]),
+            "mask_token": find(["[MASK]", "<mask>"]),
+            "model_max_length": positions,
+        })
     }
 }
 

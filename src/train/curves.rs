@@ -59,13 +59,14 @@ fn saved_topics(out: &Path) -> Vec<String> {
 }
 
 /// The run's files the index links to (those that exist).
-const LINKED_FILES: [&str; 7] = [
+const LINKED_FILES: [&str; 8] = [
     "metrics.jsonl",
     "config.json",
     "training_args.json",
     "curves.svg",
     "model.safetensors",
     "tokenizer.json",
+    "tokenizer_config.json",
     "checkpoints/latest.json",
 ];
 
