@@ -19,7 +19,14 @@ use newstag::train::{train, TrainOptions};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-const FAMILIES: [&str; 5] = ["bert", "electra", "distilbert", "roberta", "xlm-roberta"];
+const FAMILIES: [&str; 6] = [
+    "bert",
+    "electra",
+    "distilbert",
+    "roberta",
+    "xlm-roberta",
+    "deberta-v2",
+];
 
 fn fixture(family: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -164,6 +171,13 @@ fn expected_dropped(family: &str) -> &'static [&'static str] {
             "lm_head.dense.weight",
             "lm_head.layer_norm.bias",
             "lm_head.layer_norm.weight",
+        ],
+        "deberta-v2" => &[
+            "cls.predictions.bias",
+            "cls.predictions.transform.LayerNorm.bias",
+            "cls.predictions.transform.LayerNorm.weight",
+            "cls.predictions.transform.dense.bias",
+            "cls.predictions.transform.dense.weight",
         ],
         _ => &[],
     }

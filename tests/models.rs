@@ -153,7 +153,7 @@ fn a_config_that_disagrees_with_its_weights_is_refused() {
         (
             "modernbert",
             |c| c["model_type"] = "modernbert".into(),
-            "config.json: model_type \"modernbert\" is not supported (supported: \"bert\", \"electra\", \"distilbert\", \"roberta\", \"xlm-roberta\")",
+            "config.json: model_type \"modernbert\" is not supported (supported: \"bert\", \"electra\", \"distilbert\", \"roberta\", \"xlm-roberta\", \"deberta-v2\")",
         ),
         (
             "swish",

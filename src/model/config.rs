@@ -39,6 +39,9 @@ pub struct BertConfig {
     /// DistilBERT's fixed sinusoidal position table, which is not trained.
     #[serde(default, skip_serializing_if = "is_false")]
     pub sinusoidal_pos_embds: bool,
+    /// DeBERTa-v2's attention options (absent elsewhere).
+    #[serde(flatten)]
+    pub deberta: super::deberta_v2::DebertaV2Options,
 }
 
 fn is_false(b: &bool) -> bool {
@@ -91,6 +94,7 @@ impl BertConfig {
             position_embedding_type: "absolute".into(),
             embedding_size: None,
             sinusoidal_pos_embds: false,
+            deberta: Default::default(),
         }
     }
 
@@ -233,7 +237,7 @@ impl ModelConfig {
     /// and newstag's section.
     pub fn validate(&self) -> anyhow::Result<()> {
         let family = self.family()?;
-        self.bert.validate()?;
+        family.validate(&self.bert)?;
         if let Some(n) = &self.newstag {
             let offset = family.position_offset(&self.bert);
             let positions = self.bert.max_position_embeddings.saturating_sub(offset);
@@ -308,6 +312,7 @@ impl ModelConfig {
                 Some(Family::Roberta | Family::XlmRoberta) if !obj.contains_key("pad_token_id") => {
                     obj.insert("pad_token_id".into(), 1.into());
                 }
+                Some(Family::DebertaV2) => super::deberta_v2::insert_defaults(obj),
                 _ => {}
             }
         }
@@ -560,7 +565,7 @@ mod tests {
         c.model_type = "modernbert".into();
         assert_eq!(
             message(c.validate()),
-            "model_type \"modernbert\" is not supported (supported: \"bert\", \"electra\", \"distilbert\", \"roberta\", \"xlm-roberta\")"
+            "model_type \"modernbert\" is not supported (supported: \"bert\", \"electra\", \"distilbert\", \"roberta\", \"xlm-roberta\", \"deberta-v2\")"
         );
     }
 

@@ -15,16 +15,18 @@ pub enum Family {
     DistilBert,
     Roberta,
     XlmRoberta,
+    DebertaV2,
 }
 
 impl Family {
     /// Every family, in the order messages list them.
-    pub const ALL: [Family; 5] = [
+    pub const ALL: [Family; 6] = [
         Family::Bert,
         Family::Electra,
         Family::DistilBert,
         Family::Roberta,
         Family::XlmRoberta,
+        Family::DebertaV2,
     ];
 
     /// The family a `model_type` names, if newstag supports it.
@@ -40,6 +42,7 @@ impl Family {
             Family::DistilBert => "distilbert",
             Family::Roberta => "roberta",
             Family::XlmRoberta => "xlm-roberta",
+            Family::DebertaV2 => "deberta-v2",
         }
     }
 
@@ -51,6 +54,7 @@ impl Family {
             Family::DistilBert => "DistilBERT",
             Family::Roberta => "RoBERTa",
             Family::XlmRoberta => "XLM-RoBERTa",
+            Family::DebertaV2 => "DeBERTa-v2",
         }
     }
 
@@ -62,6 +66,7 @@ impl Family {
             Family::DistilBert => "DistilBertForTokenClassification",
             Family::Roberta => "RobertaForTokenClassification",
             Family::XlmRoberta => "XLMRobertaForTokenClassification",
+            Family::DebertaV2 => "DebertaV2ForTokenClassification",
         }
     }
 
@@ -73,6 +78,7 @@ impl Family {
             Family::Electra => "electra",
             Family::DistilBert => "distilbert",
             Family::Roberta | Family::XlmRoberta => "roberta",
+            Family::DebertaV2 => "deberta",
         }
     }
 
@@ -85,6 +91,7 @@ impl Family {
             }
             Family::Electra => &["embeddings.", "embeddings_project.", "encoder."],
             Family::DistilBert => &["embeddings.", "transformer."],
+            Family::DebertaV2 => &["embeddings.", "encoder."],
         }
     }
 
@@ -118,9 +125,19 @@ impl Family {
     /// - `PREFIX.pooler.`: the first token's pooler of a bare encoder or pre-training checkpoint,
     ///   which token classification has no use for (transformers drops it too);
     /// - `PREFIX.embeddings.position_ids`, `PREFIX.embeddings.token_type_ids`: index buffers (not
-    ///   weights) that transformers checkpoints before 4.31 carry.
+    ///   weights) that transformers checkpoints before 4.31 carry;
+    /// - DeBERTa-v2's `PREFIX.embeddings.position_embeddings.` (which transformers ignores on
+    ///   load): without `position_biased_input` the model has no use for them (with it, they are
+    ///   required like any other).
     pub fn optional_tensors(self) -> [String; 3] {
         let p = self.prefix();
+        if self == Family::DebertaV2 {
+            return [
+                format!("{p}.embeddings.position_ids"),
+                format!("{p}.embeddings.position_embeddings."),
+                format!("{p}.embeddings.token_type_ids"),
+            ];
+        }
         [
             format!("{p}.pooler."),
             format!("{p}.embeddings.position_ids"),
@@ -145,6 +162,7 @@ impl Family {
             Family::Roberta | Family::XlmRoberta => {
                 Box::new(super::roberta::Roberta::load(vb, config)?)
             }
+            Family::DebertaV2 => Box::new(super::deberta_v2::DebertaV2::load(vb, config)?),
         })
     }
 
@@ -157,6 +175,15 @@ impl Family {
             | Family::DistilBert
             | Family::Roberta
             | Family::XlmRoberta => true,
+            Family::DebertaV2 => false,
+        }
+    }
+
+    /// Checks a `config.json`'s hyper-parameters for this family.
+    pub fn validate(self, config: &BertConfig) -> anyhow::Result<()> {
+        match self {
+            Family::DebertaV2 => super::deberta_v2::validate(config),
+            _ => config.validate(),
         }
     }
 

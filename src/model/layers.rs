@@ -357,6 +357,17 @@ pub struct Prepared {
     path: PreparedPath,
 }
 
+impl Prepared {
+    /// No prepared weights, for a family without a prepared inference path (its forward pass
+    /// ignores them): callers prepare whatever the family.
+    pub fn none(path: PreparedPath) -> Self {
+        Prepared {
+            layers: Vec::new(),
+            path,
+        }
+    }
+}
+
 /// The stack of transformer layers of an encoder.
 pub struct Layers {
     layers: Vec<Layer>,

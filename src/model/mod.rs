@@ -1,13 +1,14 @@
 //! The model: an encoder of one of the supported families ([`family::Family`], chosen by
-//! `model_type`; one file each: [`bert`], [`electra`], [`distilbert`], [`roberta`]) behind the
-//! [`encoder::Encoder`] interface, shared by two heads, token classification over BIO tags and
-//! multi-label document topics. A saved model is a directory that Hugging Face transformers loads
+//! `model_type`; one file each: [`bert`], [`electra`], [`distilbert`], [`roberta`],
+//! [`deberta_v2`]) behind the [`encoder::Encoder`] interface, shared by two heads, token
+//! classification over BIO tags and multi-label document topics. A saved model is a directory that Hugging Face transformers loads
 //! as its family's `...ForTokenClassification`; the topic head rides along under its own tensor
 //! prefix.
 
 pub mod bert;
 pub mod calibration;
 pub mod config;
+pub mod deberta_v2;
 pub mod distilbert;
 pub mod electra;
 pub mod encoder;

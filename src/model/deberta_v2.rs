@@ -1,0 +1,566 @@
+//! DeBERTa-v2 (`model_type` `"deberta-v2"`: DeBERTa-v2, DeBERTa-v3 and mDeBERTa, under
+//! `deberta.`), as transformers' `DebertaV2Model`: word embeddings (with absolute positions only
+//! when `position_biased_input`, token types only when `type_vocab_size > 0`, and `embed_proj`
+//! when `embedding_size` differs from the hidden size), then post-LayerNorm layers whose
+//! self-attention adds to the content scores `q k^T` the disentangled relative-position scores:
+//! content to position (`c2p`, the query against the keys of the relative embeddings) and position
+//! to content (`p2c`, the key against their queries), with relative distances in logarithmic
+//! buckets (`position_buckets`), all divided by `sqrt(head_size * (1 + number of score kinds))`.
+//! The relative embeddings (`encoder.rel_embeddings`, LayerNorm'd with `norm_rel_ebd`) are shared
+//! by every layer; with `share_att_key` they go through each layer's own query and key projections,
+//! otherwise through its `pos_query_proj` and `pos_key_proj`.
+//!
+//! Not supported: the convolution layer after the first layer (`conv_kernel_size`, as in
+//! deberta-v2-xlarge and -xxlarge): such a checkpoint is refused by name. DeBERTa-v3 and mDeBERTa
+//! have none.
+//!
+//! The family runs on composed, differentiable candle ops in every mode (newstag's fused LayerNorm
+//! and attention-probability kernels where they apply), so it has no prepared inference weights
+//! and runs in f32 only.
+
+use super::config::{Activation, BertConfig};
+use super::encoder::{embedding, linear, Encoder, Kernels, LayerNorm, Mode, WEIGHT_INIT};
+use super::layers::{Prepared, PreparedPath};
+use super::Precision;
+use crate::kernels as ops;
+use candle_core::{DType, Device, Module, Result, Tensor};
+use candle_nn::{Embedding, Linear, VarBuilder};
+use serde::{Deserialize, Serialize};
+
+/// DeBERTa-v2's own fields of `config.json` (absent from other families' configs), as written:
+/// a field left out takes transformers' default, and is left out again on saving.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct DebertaV2Options {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub relative_attention: Option<bool>,
+    /// The largest relative distance; below 1, `max_position_embeddings`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_relative_positions: Option<i64>,
+    /// Relative distances in this many logarithmic buckets per direction; below 1, none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub position_buckets: Option<i64>,
+    /// Whether absolute position embeddings are added to the input (transformers: true).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub position_biased_input: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pos_att_type: Option<PosAttType>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub share_att_key: Option<bool>,
+    /// `"layer_norm"` or `"none"` (`|`-separated).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub norm_rel_ebd: Option<String>,
+    /// The unsupported convolution layer's kernel size (0 or absent: none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conv_kernel_size: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attention_head_size: Option<usize>,
+}
+
+/// `pos_att_type` as configs write it: `["p2c", "c2p"]`, or `"p2c|c2p"` in older ones.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum PosAttType {
+    List(Vec<String>),
+    Joined(String),
+}
+
+impl PosAttType {
+    fn kinds(&self) -> Vec<String> {
+        match self {
+            PosAttType::List(l) => l.iter().map(|k| k.trim().to_lowercase()).collect(),
+            PosAttType::Joined(s) => s.split('|').map(|k| k.trim().to_lowercase()).collect(),
+        }
+    }
+}
+
+/// transformers' `DebertaV2Config` defaults where they differ from BERT's, for a `config.json`
+/// that leaves them out.
+pub fn insert_defaults(obj: &mut serde_json::Map<String, serde_json::Value>) {
+    for (name, value) in [
+        ("type_vocab_size", serde_json::json!(0)),
+        ("layer_norm_eps", serde_json::json!(1e-7)),
+        ("max_position_embeddings", serde_json::json!(512)),
+        ("vocab_size", serde_json::json!(128100)),
+    ] {
+        obj.entry(name).or_insert(value);
+    }
+}
+
+/// Checks a DeBERTa-v2 configuration: BERT's checks (where no token types is allowed) and the
+/// attention options, refusing what newstag does not implement by name.
+pub fn validate(c: &BertConfig) -> anyhow::Result<()> {
+    BertConfig {
+        type_vocab_size: c.type_vocab_size.max(1),
+        ..c.clone()
+    }
+    .validate()?;
+    Settings::new(c)?;
+    Ok(())
+}
+
+/// The attention options as the forward pass uses them.
+#[derive(Debug, Clone, Copy)]
+struct Settings {
+    relative: bool,
+    c2p: bool,
+    p2c: bool,
+    share_att_key: bool,
+    norm_rel_ebd: bool,
+    position_biased_input: bool,
+    /// Relative distances bucketed by [`log_bucket`] when positive.
+    buckets: i64,
+    max_relative_positions: i64,
+    /// Half the rows of the relative embeddings (transformers' `pos_ebd_size`).
+    span: usize,
+    /// 1 plus the number of relative score kinds.
+    scale_factor: usize,
+}
+
+impl Settings {
+    fn new(c: &BertConfig) -> anyhow::Result<Self> {
+        let o = &c.deberta;
+        if let Some(k) = o.conv_kernel_size.filter(|&k| k > 0) {
+            anyhow::bail!(
+                "conv_kernel_size {k}: DeBERTa-v2's convolution layer (encoder.conv, as in deberta-v2-xlarge) is not supported; DeBERTa-v3 and mDeBERTa checkpoints have none"
+            );
+        }
+        let head_size = c.hidden_size / c.num_attention_heads.max(1);
+        if let Some(s) = o.attention_head_size.filter(|&s| s != head_size) {
+            anyhow::bail!(
+                "attention_head_size {s} is not supported: newstag's DeBERTa-v2 heads are hidden_size / num_attention_heads = {head_size} wide"
+            );
+        }
+        let kinds = o
+            .pos_att_type
+            .as_ref()
+            .map(|p| p.kinds())
+            .unwrap_or_default();
+        if let Some(k) = kinds.iter().find(|k| !["c2p", "p2c"].contains(&k.as_str())) {
+            anyhow::bail!("pos_att_type {k:?} is not supported (only \"c2p\" and \"p2c\")");
+        }
+        let norms: Vec<String> = o
+            .norm_rel_ebd
+            .as_deref()
+            .unwrap_or("none")
+            .split('|')
+            .map(|n| n.trim().to_lowercase())
+            .collect();
+        if let Some(n) = norms
+            .iter()
+            .find(|n| !["none", "layer_norm"].contains(&n.as_str()))
+        {
+            anyhow::bail!("norm_rel_ebd {n:?} is not supported (only \"layer_norm\" or \"none\")");
+        }
+        let max_relative_positions = match o.max_relative_positions.unwrap_or(-1) {
+            m if m < 1 => c.max_position_embeddings as i64,
+            m => m,
+        };
+        let buckets = o.position_buckets.unwrap_or(-1);
+        let relative = o.relative_attention.unwrap_or(false);
+        anyhow::ensure!(
+            !relative || buckets <= 0 || buckets >= 2,
+            "position_buckets {buckets} must be at least 2"
+        );
+        let c2p = kinds.iter().any(|k| k == "c2p");
+        let p2c = kinds.iter().any(|k| k == "p2c");
+        Ok(Settings {
+            relative,
+            c2p,
+            p2c,
+            share_att_key: o.share_att_key.unwrap_or(false),
+            norm_rel_ebd: norms.iter().any(|n| n == "layer_norm"),
+            position_biased_input: o.position_biased_input.unwrap_or(true),
+            buckets,
+            max_relative_positions,
+            span: if buckets > 0 {
+                buckets
+            } else {
+                max_relative_positions
+            } as usize,
+            scale_factor: 1 + c2p as usize + p2c as usize,
+        })
+    }
+}
+
+/// transformers' `make_log_bucket_position` for one relative distance: exact within half a bucket
+/// count, logarithmic beyond, computed in f32 as there.
+fn log_bucket(relative: i64, buckets: i64, max_position: i64) -> i64 {
+    let mid = buckets / 2;
+    let abs = if relative < mid && relative > -mid {
+        mid - 1
+    } else {
+        relative.abs()
+    };
+    if abs <= mid {
+        return relative;
+    }
+    let ratio = ((max_position - 1) as f64 / mid as f64) as f32;
+    let log_pos =
+        ((abs as f32 / mid as f32).ln() / ratio.ln() * (mid - 1) as f32).ceil() + mid as f32;
+    (log_pos * relative.signum() as f32) as i64
+}
+
+/// The flat indices that pick the `c2p` and `p2c` scores `[len, len]` out of the rows of scores
+/// against every relative embedding, `[len, 2 * span]` flattened (transformers' `gather`s):
+/// `c2p[i][j]` reads row `i` at the bucket of `i - j`, `p2c[i][j]` row `j` at the bucket of
+/// `j - i` (its gather, then transpose).
+fn relative_indices(len: usize, s: &Settings, device: &Device) -> Result<(Tensor, Tensor)> {
+    let span = s.span as i64;
+    let bucket = |q: usize, k: usize| {
+        let r = q as i64 - k as i64;
+        if s.buckets > 0 && s.max_relative_positions > 0 {
+            log_bucket(r, s.buckets, s.max_relative_positions)
+        } else {
+            r
+        }
+    };
+    let clamp = |p: i64| p.clamp(0, 2 * span - 1) as u32;
+    let width = 2 * s.span as u32;
+    let mut c2p = Vec::with_capacity(len * len);
+    let mut p2c = Vec::with_capacity(len * len);
+    for i in 0..len {
+        for j in 0..len {
+            c2p.push(i as u32 * width + clamp(bucket(i, j) + span));
+            p2c.push(j as u32 * width + clamp(-bucket(j, i) + span));
+        }
+    }
+    Ok((
+        Tensor::from_vec(c2p, len * len, device)?,
+        Tensor::from_vec(p2c, len * len, device)?,
+    ))
+}
+
+/// `embeddings.*`.
+struct Embeddings {
+    word_embeddings: Embedding,
+    position_embeddings: Option<Embedding>,
+    token_type_embeddings: Option<Embedding>,
+    embed_proj: Option<Linear>,
+    layer_norm: LayerNorm,
+}
+
+impl Embeddings {
+    fn load(c: &BertConfig, s: &Settings, vb: VarBuilder) -> Result<Self> {
+        let size = c.embedding_size.unwrap_or(c.hidden_size);
+        let embed_proj = match size != c.hidden_size {
+            true => Some(Linear::new(
+                vb.pp("embed_proj")
+                    .get_with_hints((c.hidden_size, size), "weight", WEIGHT_INIT)?,
+                None,
+            )),
+            false => None,
+        };
+        Ok(Embeddings {
+            word_embeddings: embedding(c.vocab_size, size, vb.pp("word_embeddings"))?,
+            position_embeddings: match s.position_biased_input {
+                true => Some(embedding(
+                    c.max_position_embeddings,
+                    size,
+                    vb.pp("position_embeddings"),
+                )?),
+                false => None,
+            },
+            token_type_embeddings: match c.type_vocab_size {
+                0 => None,
+                n => Some(embedding(n, size, vb.pp("token_type_embeddings"))?),
+            },
+            embed_proj,
+            layer_norm: LayerNorm::new(c.hidden_size, c.layer_norm_eps, vb.pp("LayerNorm"))?,
+        })
+    }
+
+    /// `mask`: `[batch, len, 1]`, 1 on tokens (padding comes out as zeros, as in transformers).
+    fn forward(
+        &self,
+        ids: &Tensor,
+        types: &Tensor,
+        mask: &Tensor,
+        mode: &mut Mode,
+    ) -> Result<Tensor> {
+        let (_, len) = ids.dims2()?;
+        let mut x = self.word_embeddings.forward(ids)?;
+        if let Some(p) = &self.position_embeddings {
+            let positions = Tensor::arange(0u32, len as u32, ids.device())?;
+            x = x.broadcast_add(&p.forward(&positions)?)?;
+        }
+        if let Some(t) = &self.token_type_embeddings {
+            x = (x + t.forward(types)?)?;
+        }
+        if let Some(proj) = &self.embed_proj {
+            x = proj.forward(&x)?;
+        }
+        let x = self.layer_norm.forward(&x, mode)?.broadcast_mul(mask)?;
+        mode.dropout(&x)
+    }
+}
+
+/// `encoder.layer.N.*`.
+struct Layer {
+    query: Linear,
+    key: Linear,
+    value: Linear,
+    /// `attention.self.pos_key_proj` (c2p without `share_att_key`).
+    pos_key: Option<Linear>,
+    /// `attention.self.pos_query_proj` (p2c without `share_att_key`).
+    pos_query: Option<Linear>,
+    attention_out: Linear,
+    attention_norm: LayerNorm,
+    intermediate: Linear,
+    output: Linear,
+    output_norm: LayerNorm,
+    heads: usize,
+    activation: Activation,
+}
+
+impl Layer {
+    fn load(c: &BertConfig, s: &Settings, vb: VarBuilder) -> Result<Self> {
+        let h = c.hidden_size;
+        let eps = c.layer_norm_eps;
+        let attention = vb.pp("attention").pp("self");
+        let separate = s.relative && !s.share_att_key;
+        let optional = |wanted: bool, name: &str| match wanted {
+            true => linear(h, h, attention.pp(name)).map(Some),
+            false => Ok(None),
+        };
+        Ok(Layer {
+            query: linear(h, h, attention.pp("query_proj"))?,
+            key: linear(h, h, attention.pp("key_proj"))?,
+            value: linear(h, h, attention.pp("value_proj"))?,
+            pos_key: optional(separate && s.c2p, "pos_key_proj")?,
+            pos_query: optional(separate && s.p2c, "pos_query_proj")?,
+            attention_out: linear(h, h, vb.pp("attention.output.dense"))?,
+            attention_norm: LayerNorm::new(h, eps, vb.pp("attention.output.LayerNorm"))?,
+            intermediate: linear(h, c.intermediate_size, vb.pp("intermediate.dense"))?,
+            output: linear(c.intermediate_size, h, vb.pp("output.dense"))?,
+            output_norm: LayerNorm::new(h, eps, vb.pp("output.LayerNorm"))?,
+            heads: c.num_attention_heads,
+            activation: c.hidden_act,
+        })
+    }
+
+    /// `[rows, hidden]` (or `[batch, rows, hidden]`) as heads `[batch or 1, heads, rows, size]`.
+    fn split(&self, t: Tensor) -> Result<Tensor> {
+        let t = match t.rank() {
+            2 => t.unsqueeze(0)?,
+            _ => t,
+        };
+        let (b, n, h) = t.dims3()?;
+        t.reshape((b, n, self.heads, h / self.heads))?
+            .transpose(1, 2)?
+            .contiguous()
+    }
+
+    /// The relative scores `scores` `[batch, heads, len, 2 * span]` against every relative
+    /// embedding, picked at each pair's bucket by `index` (from [`relative_indices`]).
+    fn pick(scores: &Tensor, index: &Tensor) -> Result<Tensor> {
+        let (b, heads, len, width) = scores.dims4()?;
+        scores
+            .reshape((b * heads, len * width))?
+            .index_select(index, 1)?
+            .reshape((b, heads, len, len))
+    }
+
+    /// `x`: `[batch, len, hidden]`; `mask_bias`: `[batch, 1, 1, len]`, 0 on tokens and a large
+    /// negative number on padding; `relative`: the relative embeddings and indices, when the
+    /// model has relative attention.
+    fn forward(
+        &self,
+        x: &Tensor,
+        mask_bias: &Tensor,
+        relative: Option<(&Tensor, &(Tensor, Tensor))>,
+        s: &Settings,
+        mode: &mut Mode,
+    ) -> Result<Tensor> {
+        let (b, len, h) = x.dims3()?;
+        let q = self.split(self.query.forward(x)?)?;
+        let k = self.split(self.key.forward(x)?)?;
+        let v = self.split(self.value.forward(x)?)?;
+        let mut scores = q.matmul(&k.t()?)?;
+        if let Some((rel, (c2p_index, p2c_index))) = relative {
+            // transformers' `pos_dropout`, drawn by each layer.
+            let rel = mode.dropout(rel)?;
+            if s.c2p {
+                let proj = self.pos_key.as_ref().unwrap_or(&self.key);
+                let pos_key = self.split(proj.forward(&rel)?)?;
+                let c2p = q.broadcast_matmul(&pos_key.t()?)?;
+                scores = (scores + Self::pick(&c2p, c2p_index)?)?;
+            }
+            if s.p2c {
+                let proj = self.pos_query.as_ref().unwrap_or(&self.query);
+                let pos_query = self.split(proj.forward(&rel)?)?;
+                let p2c = k.broadcast_matmul(&pos_query.t()?)?;
+                scores = (scores + Self::pick(&p2c, p2c_index)?)?;
+            }
+        }
+        let head_size = h / self.heads;
+        let scale = 1.0 / ((head_size * s.scale_factor) as f64).sqrt();
+        let (p, seed) = mode.draw(true);
+        let probs = match mode.kernels() {
+            Kernels::Infer => {
+                candle_nn::ops::softmax_last_dim(&(scores * scale)?.broadcast_add(mask_bias)?)?
+            }
+            Kernels::Fused => ops::attention_probs(&scores, mask_bias, scale, p, seed)?,
+            Kernels::Reference => {
+                ops::attention_probs_reference(&scores, mask_bias, scale, p, seed)?
+            }
+        };
+        let context = probs.matmul(&v)?.transpose(1, 2)?.reshape((b, len, h))?;
+        let attended = mode.dropout(&self.attention_out.forward(&context)?)?;
+        let x = self.attention_norm.forward(&(attended + x)?, mode)?;
+        let inner = self.intermediate.forward(&x)?;
+        let inner = match self.activation {
+            Activation::Gelu => inner.gelu_erf()?,
+            Activation::GeluNew => inner.gelu()?,
+            Activation::Relu => inner.relu()?,
+        };
+        let out = mode.dropout(&self.output.forward(&inner)?)?;
+        self.output_norm.forward(&(out + x)?, mode)
+    }
+}
+
+/// The DeBERTa-v2 encoder: `embeddings.*` and `encoder.*` (its layers, `rel_embeddings` and
+/// their `LayerNorm`).
+pub struct DebertaV2 {
+    embeddings: Embeddings,
+    layers: Vec<Layer>,
+    rel_embeddings: Option<Embedding>,
+    rel_norm: Option<LayerNorm>,
+    settings: Settings,
+}
+
+impl DebertaV2 {
+    /// Builds the encoder from tensors under `vb` (the `deberta.` prefix).
+    pub fn load(vb: VarBuilder, config: &BertConfig) -> Result<Self> {
+        let s = Settings::new(config).map_err(|e| candle_core::Error::Msg(format!("{e:#}")))?;
+        let encoder = vb.pp("encoder");
+        let layers = (0..config.num_hidden_layers)
+            .map(|i| Layer::load(config, &s, encoder.pp("layer").pp(i)))
+            .collect::<Result<_>>()?;
+        let rel_embeddings = match s.relative {
+            true => Some(embedding(
+                2 * s.span,
+                config.hidden_size,
+                encoder.pp("rel_embeddings"),
+            )?),
+            false => None,
+        };
+        let rel_norm = match s.norm_rel_ebd {
+            true => Some(LayerNorm::new(
+                config.hidden_size,
+                config.layer_norm_eps,
+                encoder.pp("LayerNorm"),
+            )?),
+            false => None,
+        };
+        Ok(DebertaV2 {
+            embeddings: Embeddings::load(config, &s, vb.pp("embeddings"))?,
+            layers,
+            rel_embeddings,
+            rel_norm,
+            settings: s,
+        })
+    }
+}
+
+impl Encoder for DebertaV2 {
+    fn forward(
+        &self,
+        ids: &Tensor,
+        type_ids: &Tensor,
+        attention_mask: &Tensor,
+        _prepared: Option<&Prepared>,
+        mode: &mut Mode,
+    ) -> Result<Tensor> {
+        let (b, len) = ids.dims2()?;
+        let mask = attention_mask.to_dtype(DType::F32)?;
+        let mut x = self
+            .embeddings
+            .forward(ids, type_ids, &mask.unsqueeze(2)?, mode)?;
+        if !mode.is_train() {
+            x = x.detach();
+        }
+        // Padding gets a large negative bias: exp underflows to exactly 0, as with -inf.
+        let mask_bias = ((mask - 1.0)? * 1e9)?.reshape((b, 1, 1, len))?;
+        let relative = match &self.rel_embeddings {
+            Some(table) => {
+                let rel = table.embeddings();
+                let rel = match &self.rel_norm {
+                    Some(n) => n.forward(rel, mode)?,
+                    None => rel.clone(),
+                };
+                let rel = if mode.is_train() { rel } else { rel.detach() };
+                Some((rel, relative_indices(len, &self.settings, ids.device())?))
+            }
+            None => None,
+        };
+        let relative = relative.as_ref().map(|(r, i)| (r, i));
+        for layer in &self.layers {
+            x = layer.forward(&x, &mask_bias, relative, &self.settings, mode)?;
+        }
+        Ok(x)
+    }
+
+    fn prepare(&self, _precision: Precision) -> Result<Prepared> {
+        Ok(Prepared::none(PreparedPath::Cpu))
+    }
+
+    fn prepare_for(&self, _precision: Precision, path: PreparedPath) -> Result<Prepared> {
+        Ok(Prepared::none(path))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_buckets_are_exact_near_and_logarithmic_far() {
+        // transformers' make_log_bucket_position(torch.arange(0, 65), 8, 64).
+        let small = [
+            0, 1, 2, 3, 4, 5, 5, 5, 5, 5, 5, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 7, 7, 7,
+            7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7,
+            7, 7, 7, 7, 7, 7, 8,
+        ];
+        for (r, want) in small.iter().enumerate() {
+            assert_eq!(log_bucket(r as i64, 8, 64), *want, "{r}");
+            assert_eq!(log_bucket(-(r as i64), 8, 64), -want, "-{r}");
+        }
+        // DeBERTa-v3's 256 buckets over 512 positions: make_log_bucket_position(torch.arange(250,
+        // 600, 7), 256, 512).
+        let v3 = [
+            190, 192, 195, 197, 200, 202, 204, 206, 208, 211, 213, 215, 216, 218, 220, 222, 224,
+            226, 227, 229, 231, 232, 234, 236, 237, 239, 240, 242, 243, 244, 246, 247, 249, 250,
+            251, 253, 254, 255, 256, 258, 259, 260, 261, 262, 264, 265, 266, 267, 268, 269,
+        ];
+        for (i, want) in v3.iter().enumerate() {
+            let r = 250 + 7 * i as i64;
+            assert_eq!(log_bucket(r, 256, 512), *want, "{r}");
+        }
+        assert_eq!(log_bucket(127, 256, 512), 127);
+    }
+
+    #[test]
+    fn unsupported_options_are_refused_by_name() {
+        let with = |edit: &dyn Fn(&mut DebertaV2Options)| {
+            let mut c = BertConfig::tiny(10);
+            c.type_vocab_size = 0;
+            edit(&mut c.deberta);
+            validate(&c).map_err(|e| e.to_string())
+        };
+        with(&|_| {}).unwrap();
+        assert!(with(&|o| o.conv_kernel_size = Some(3))
+            .unwrap_err()
+            .contains("conv_kernel_size 3: DeBERTa-v2's convolution layer (encoder.conv"));
+        assert!(
+            with(&|o| o.pos_att_type = Some(PosAttType::Joined("p2c|p2p".into())))
+                .unwrap_err()
+                .contains("pos_att_type \"p2p\" is not supported")
+        );
+        assert!(with(&|o| o.norm_rel_ebd = Some("batch_norm".into()))
+            .unwrap_err()
+            .contains("norm_rel_ebd \"batch_norm\""));
+        assert!(with(&|o| o.attention_head_size = Some(64))
+            .unwrap_err()
+            .contains("attention_head_size 64"));
+    }
+}
