@@ -400,3 +400,194 @@ fn a_saved_model_is_its_familys_token_classifier_and_reloads_identically() {
         }
     }
 }
+
+/// A base directory made of DeBERTa-v2's `variant` fixture (a bare `DebertaV2Model`) and the
+/// family's tokenizer.
+fn deberta_variant_base(to: &Path) -> PathBuf {
+    let variant = fixture("deberta-v2").join("variant");
+    let base = to.join("variant");
+    std::fs::create_dir_all(&base).unwrap();
+    for f in ["config.json", "model.safetensors"] {
+        std::fs::copy(variant.join(f), base.join(f)).unwrap();
+    }
+    std::fs::copy(
+        fixture("deberta-v2").join("base/tokenizer.json"),
+        base.join("tokenizer.json"),
+    )
+    .unwrap();
+    base
+}
+
+#[test]
+fn deberta_v2s_other_options_match_transformers_too() {
+    // Absolute positions, token types, separate position projections, "p2c|c2p" as a string,
+    // relative distances without buckets and without their LayerNorm.
+    let dir = tempfile::tempdir().unwrap();
+    let base = deberta_variant_base(dir.path());
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(base.join("config.json")).unwrap()).unwrap();
+    assert_eq!(config["pos_att_type"], "p2c|c2p");
+    assert_eq!(config["share_att_key"], false);
+    let model = from_base(&base);
+    assert_eq!(
+        model.initialised_heads(),
+        ["classifier", "topic_classifier"]
+    );
+    let r = candle_core::safetensors::load(
+        fixture("deberta-v2").join("variant/reference.safetensors"),
+        &Device::Cpu,
+    )
+    .unwrap();
+    let ids = r["input_ids"].to_dtype(DType::U32).unwrap();
+    let mask = r["attention_mask"].to_dtype(DType::U32).unwrap();
+    let types = r["token_type_ids"].to_dtype(DType::U32).unwrap();
+    assert!(types.sum_all().unwrap().to_scalar::<u32>().unwrap() > 0);
+    let mut config = model.config.bert.clone();
+    config.hidden_dropout_prob = 0.0;
+    config.attention_probs_dropout_prob = 0.0;
+    let modes: [(&str, Mode); 3] = [
+        ("inference", Mode::Infer),
+        (
+            "training (fused kernels)",
+            Mode::Train(Dropout::new(&config, 1)),
+        ),
+        (
+            "training (reference kernels)",
+            Mode::Train(Dropout::new(&config, 1).with_reference_kernels()),
+        ),
+    ];
+    for (what, mut mode) in modes {
+        let hidden = model
+            .encoder()
+            .forward(&ids, &types, &mask, None, &mut mode)
+            .unwrap();
+        let diff = max_diff(&hidden, &r["hidden"], &mask);
+        assert!(diff < 1e-4, "deberta-v2 variant {what}: differs by {diff}");
+    }
+    // The options go back into the saved config.json as they came, for transformers to read.
+    let saved = dir.path().join("saved");
+    model.save(&saved).unwrap();
+    let written: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(saved.join("config.json")).unwrap()).unwrap();
+    for key in [
+        "pos_att_type",
+        "share_att_key",
+        "position_biased_input",
+        "relative_attention",
+        "max_relative_positions",
+        "type_vocab_size",
+    ] {
+        assert_eq!(written[key], config_value(&base, key), "{key}");
+    }
+    assert!(written.get("position_buckets").is_none(), "{written}");
+}
+
+fn config_value(dir: &Path, key: &str) -> serde_json::Value {
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
+    config[key].clone()
+}
+
+#[test]
+fn a_saved_deberta_v3_keeps_its_attention_options() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = fixture("deberta-v2").join("base");
+    from_base(&base).save(dir.path()).unwrap();
+    for key in [
+        "relative_attention",
+        "max_relative_positions",
+        "position_buckets",
+        "position_biased_input",
+        "pos_att_type",
+        "share_att_key",
+        "norm_rel_ebd",
+        "type_vocab_size",
+        "embedding_size",
+        "layer_norm_eps",
+    ] {
+        let want = config_value(&base, key);
+        assert!(!want.is_null(), "{key} missing from the fixture");
+        assert_eq!(config_value(dir.path(), key), want, "{key}");
+    }
+}
+
+#[test]
+fn deberta_v2s_convolution_layer_is_refused_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = dir.path().join("conv");
+    copy_base("deberta-v2", &base);
+    let path = base.join("config.json");
+    let mut config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    config["conv_kernel_size"] = 3.into();
+    std::fs::write(&path, config.to_string()).unwrap();
+    let e = error(&base);
+    assert!(
+        e.contains("config.json")
+            && e.contains(
+                "conv_kernel_size 3: DeBERTa-v2's convolution layer (encoder.conv, as in deberta-v2-xlarge) is not supported"
+            ),
+        "{e}"
+    );
+}
+
+#[test]
+fn unused_absolute_positions_of_a_deberta_v3_are_ignored_as_transformers_does() {
+    // Some DeBERTa-v3 checkpoints carry a position table that `position_biased_input: false`
+    // leaves unused; transformers ignores it on load.
+    let dir = tempfile::tempdir().unwrap();
+    let base = dir.path().join("positions");
+    copy_base("deberta-v2", &base);
+    edit_weights(&base, |t| {
+        let table = Tensor::zeros((64, 16), DType::F32, &Device::Cpu).unwrap();
+        t.insert(
+            "deberta.embeddings.position_embeddings.weight".into(),
+            table,
+        );
+    });
+    let model = from_base(&base);
+    assert!(!model
+        .vars()
+        .keys()
+        .any(|k| k.contains("position_embeddings")));
+}
+
+#[test]
+fn deberta_v2_runs_in_f32_only() {
+    let model = from_base(&fixture("deberta-v2").join("base"));
+    for precision in [Precision::Bf16, Precision::Int8] {
+        let e = model.prepare(precision).err().unwrap().to_string();
+        assert_eq!(
+            e,
+            "the DeBERTa-v2 encoder runs in f32 only (use --precision f32 or auto)"
+        );
+    }
+    let (precision, line) =
+        newstag::model::PrecisionChoice::Auto.resolve(&Device::Cpu, model.family());
+    assert_eq!(precision, Precision::F32);
+    assert!(line
+        .unwrap()
+        .contains("the DeBERTa-v2 encoder runs in f32 only"));
+    model.prepare(Precision::F32).unwrap();
+}
+
+#[test]
+fn deberta_v2s_windows_open_close_and_pad_as_its_tokenizer_does() {
+    let model = from_base(&fixture("deberta-v2").join("base"));
+    let r = reference("deberta-v2");
+    let ids: Vec<Vec<i64>> = r["input_ids"].to_vec2().unwrap();
+    let lengths: Vec<i64> = r["attention_mask"].sum(1).unwrap().to_vec1().unwrap();
+    let token = |t: &str| model.tokenizer.token_to_id(t).unwrap();
+    let s = model.special;
+    assert_eq!(
+        (s.cls, s.sep, s.pad),
+        (token("[CLS]"), token("[SEP]"), token("[PAD]"))
+    );
+    // transformers' batch: [CLS] ... [SEP] then [PAD]s.
+    for (row, n) in ids.iter().zip(lengths) {
+        let n = n as usize;
+        assert_eq!(row[0], s.cls as i64);
+        assert_eq!(row[n - 1], s.sep as i64);
+        assert!(row[n..].iter().all(|&t| t == s.pad as i64));
+    }
+}

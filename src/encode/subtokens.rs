@@ -17,8 +17,8 @@ pub struct SpecialTokens {
 
 impl SpecialTokens {
     /// The tokenizer's window-start, window-end and padding tokens: BERT's `[CLS]`, `[SEP]`,
-    /// `[PAD]` (BERT, ELECTRA, DistilBERT) or RoBERTa's `<s>`, `</s>`, `<pad>` (RoBERTa,
-    /// XLM-RoBERTa), whichever set the vocabulary holds whole.
+    /// `[PAD]` (BERT, ELECTRA, DistilBERT, DeBERTa-v2) or RoBERTa's `<s>`, `</s>`, `<pad>`
+    /// (RoBERTa, XLM-RoBERTa), whichever set the vocabulary holds whole.
     pub fn from_tokenizer(tokenizer: &Tokenizer) -> anyhow::Result<Self> {
         const SETS: [[&str; 3]; 2] = [["[CLS]", "[SEP]", "[PAD]"], ["<s>", "</s>", "<pad>"]];
         for [cls, sep, pad] in SETS {
