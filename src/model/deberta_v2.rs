@@ -19,7 +19,7 @@
 //! and runs in f32 only.
 
 use super::config::{Activation, BertConfig};
-use super::encoder::{embedding, linear, Encoder, Kernels, LayerNorm, Mode, WEIGHT_INIT};
+use super::encoder::{embedding, linear, param, Encoder, Kernels, LayerNorm, Mode, WEIGHT_INIT};
 use super::layers::{Prepared, PreparedPath};
 use super::Precision;
 use crate::kernels as ops;
@@ -230,6 +230,27 @@ fn relative_indices(len: usize, s: &Settings, device: &Device) -> Result<(Tensor
     ))
 }
 
+/// The forward passes below take their parameters through these: detached at inference, where as
+/// variables they would make every activation keep its inputs alive for a backward pass that
+/// never comes.
+fn apply(l: &Linear, x: &Tensor, train: bool) -> Result<Tensor> {
+    Linear::new(param(l.weight(), train), l.bias().map(|b| param(b, train))).forward(x)
+}
+
+fn norm(n: &LayerNorm, x: &Tensor, mode: &Mode) -> Result<Tensor> {
+    let train = mode.is_train();
+    LayerNorm {
+        weight: param(&n.weight, train),
+        bias: param(&n.bias, train),
+        eps: n.eps,
+    }
+    .forward(x, mode)
+}
+
+fn lookup(e: &Embedding, ids: &Tensor, train: bool) -> Result<Tensor> {
+    Embedding::new(param(e.embeddings(), train), e.hidden_size()).forward(ids)
+}
+
 /// `embeddings.*`.
 struct Embeddings {
     word_embeddings: Embedding,
@@ -278,18 +299,19 @@ impl Embeddings {
         mode: &mut Mode,
     ) -> Result<Tensor> {
         let (_, len) = ids.dims2()?;
-        let mut x = self.word_embeddings.forward(ids)?;
+        let train = mode.is_train();
+        let mut x = lookup(&self.word_embeddings, ids, train)?;
         if let Some(p) = &self.position_embeddings {
             let positions = Tensor::arange(0u32, len as u32, ids.device())?;
-            x = x.broadcast_add(&p.forward(&positions)?)?;
+            x = x.broadcast_add(&lookup(p, &positions, train)?)?;
         }
         if let Some(t) = &self.token_type_embeddings {
-            x = (x + t.forward(types)?)?;
+            x = (x + lookup(t, types, train)?)?;
         }
         if let Some(proj) = &self.embed_proj {
-            x = proj.forward(&x)?;
+            x = apply(proj, &x, train)?;
         }
-        let x = self.layer_norm.forward(&x, mode)?.broadcast_mul(mask)?;
+        let x = norm(&self.layer_norm, &x, mode)?.broadcast_mul(mask)?;
         mode.dropout(&x)
     }
 }
@@ -372,22 +394,23 @@ impl Layer {
         mode: &mut Mode,
     ) -> Result<Tensor> {
         let (b, len, h) = x.dims3()?;
-        let q = self.split(self.query.forward(x)?)?;
-        let k = self.split(self.key.forward(x)?)?;
-        let v = self.split(self.value.forward(x)?)?;
+        let train = mode.is_train();
+        let q = self.split(apply(&self.query, x, train)?)?;
+        let k = self.split(apply(&self.key, x, train)?)?;
+        let v = self.split(apply(&self.value, x, train)?)?;
         let mut scores = q.matmul(&k.t()?)?;
         if let Some((rel, (c2p_index, p2c_index))) = relative {
             // transformers' `pos_dropout`, drawn by each layer.
             let rel = mode.dropout(rel)?;
             if s.c2p {
                 let proj = self.pos_key.as_ref().unwrap_or(&self.key);
-                let pos_key = self.split(proj.forward(&rel)?)?;
+                let pos_key = self.split(apply(proj, &rel, train)?)?;
                 let c2p = q.broadcast_matmul(&pos_key.t()?)?;
                 scores = (scores + Self::pick(&c2p, c2p_index)?)?;
             }
             if s.p2c {
                 let proj = self.pos_query.as_ref().unwrap_or(&self.query);
-                let pos_query = self.split(proj.forward(&rel)?)?;
+                let pos_query = self.split(apply(proj, &rel, train)?)?;
                 let p2c = k.broadcast_matmul(&pos_query.t()?)?;
                 scores = (scores + Self::pick(&p2c, p2c_index)?)?;
             }
@@ -405,16 +428,16 @@ impl Layer {
             }
         };
         let context = probs.matmul(&v)?.transpose(1, 2)?.reshape((b, len, h))?;
-        let attended = mode.dropout(&self.attention_out.forward(&context)?)?;
-        let x = self.attention_norm.forward(&(attended + x)?, mode)?;
-        let inner = self.intermediate.forward(&x)?;
+        let attended = mode.dropout(&apply(&self.attention_out, &context, train)?)?;
+        let x = norm(&self.attention_norm, &(attended + x)?, mode)?;
+        let inner = apply(&self.intermediate, &x, train)?;
         let inner = match self.activation {
             Activation::Gelu => inner.gelu_erf()?,
             Activation::GeluNew => inner.gelu()?,
             Activation::Relu => inner.relu()?,
         };
-        let out = mode.dropout(&self.output.forward(&inner)?)?;
-        self.output_norm.forward(&(out + x)?, mode)
+        let out = mode.dropout(&apply(&self.output, &inner, train)?)?;
+        norm(&self.output_norm, &(out + x)?, mode)
     }
 }
 
@@ -476,19 +499,15 @@ impl Encoder for DebertaV2 {
         let mut x = self
             .embeddings
             .forward(ids, type_ids, &mask.unsqueeze(2)?, mode)?;
-        if !mode.is_train() {
-            x = x.detach();
-        }
         // Padding gets a large negative bias: exp underflows to exactly 0, as with -inf.
         let mask_bias = ((mask - 1.0)? * 1e9)?.reshape((b, 1, 1, len))?;
         let relative = match &self.rel_embeddings {
             Some(table) => {
-                let rel = table.embeddings();
+                let rel = param(table.embeddings(), mode.is_train());
                 let rel = match &self.rel_norm {
-                    Some(n) => n.forward(rel, mode)?,
-                    None => rel.clone(),
+                    Some(n) => norm(n, &rel, mode)?,
+                    None => rel,
                 };
-                let rel = if mode.is_train() { rel } else { rel.detach() };
                 Some((rel, relative_indices(len, &self.settings, ids.device())?))
             }
             None => None,
