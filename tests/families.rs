@@ -463,7 +463,7 @@ fn deberta_v2s_other_options_match_transformers_too() {
             .unwrap();
         let diff = max_diff(&hidden, &r["hidden"], &mask);
         assert!(diff < 1e-4, "deberta-v2 variant {what}: differs by {diff}");
-        // Inference keeps no graph for a backward pass (its activations would all stay alive).
+        // Training builds the graph its backward pass needs; inference hands out none.
         assert_eq!(hidden.track_op(), mode.is_train(), "{what}");
     }
     // The options go back into the saved config.json as they came, for transformers to read.
