@@ -197,6 +197,14 @@ fn edit_weights(dir: &Path, edit: impl FnOnce(&mut HashMap<String, Tensor>)) {
     candle_core::safetensors::save(&t, &path).unwrap();
 }
 
+fn edit_config(dir: &Path, edit: impl FnOnce(&mut serde_json::Value)) {
+    let path = dir.join("config.json");
+    let mut config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    edit(&mut config);
+    std::fs::write(&path, config.to_string()).unwrap();
+}
+
 fn error(dir: &Path) -> String {
     match NewsTagger::from_base(dir, &types(), &topics(), WINDOW, 1, &Device::Cpu) {
         Ok(_) => panic!("{}: loaded", dir.display()),
@@ -291,11 +299,7 @@ fn distilberts_sinusoidal_positions_stay_frozen() {
     let dir = tempfile::tempdir().unwrap();
     let base = dir.path().join("base");
     copy_base("distilbert", &base);
-    let path = base.join("config.json");
-    let mut config: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-    config["sinusoidal_pos_embds"] = true.into();
-    std::fs::write(&path, config.to_string()).unwrap();
+    edit_config(&base, |c| c["sinusoidal_pos_embds"] = true.into());
     let mut model = from_base(&base);
     let before = common::tensor_values(&model);
     let opts = TrainOptions {
@@ -518,11 +522,7 @@ fn deberta_v2s_convolution_layer_is_refused_by_name() {
     let dir = tempfile::tempdir().unwrap();
     let base = dir.path().join("conv");
     copy_base("deberta-v2", &base);
-    let path = base.join("config.json");
-    let mut config: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-    config["conv_kernel_size"] = 3.into();
-    std::fs::write(&path, config.to_string()).unwrap();
+    edit_config(&base, |c| c["conv_kernel_size"] = 3.into());
     let e = error(&base);
     assert!(
         e.contains("config.json")
