@@ -425,14 +425,18 @@ fn deberta_variant_base(to: &Path) -> PathBuf {
 #[test]
 fn deberta_v2s_other_options_match_transformers_too() {
     // Absolute positions, token types, separate position projections, "p2c|c2p" as a string,
-    // relative distances without buckets and without their LayerNorm.
+    // relative distances without buckets and without their LayerNorm, and the convolution layer.
     let dir = tempfile::tempdir().unwrap();
     let base = deberta_variant_base(dir.path());
     let config: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(base.join("config.json")).unwrap()).unwrap();
     assert_eq!(config["pos_att_type"], "p2c|c2p");
     assert_eq!(config["share_att_key"], false);
+    assert_eq!(config["conv_kernel_size"], 3);
     let model = from_base(&base);
+    assert!(model
+        .vars()
+        .contains_key("deberta.encoder.conv.conv.weight"));
     assert_eq!(
         model.initialised_heads(),
         ["classifier", "topic_classifier"]
@@ -482,10 +486,26 @@ fn deberta_v2s_other_options_match_transformers_too() {
         "relative_attention",
         "max_relative_positions",
         "type_vocab_size",
+        "conv_kernel_size",
+        "conv_act",
     ] {
         assert_eq!(written[key], config_value(&base, key), "{key}");
     }
     assert!(written.get("position_buckets").is_none(), "{written}");
+
+    // Training reaches every tensor, the convolution's too.
+    let mut model = from_base(&base);
+    let before = common::tensor_values(&model);
+    let opts = TrainOptions {
+        max_steps: Some(1),
+        ..options(1)
+    };
+    let run = dir.path().join("run");
+    train(&mut model, &common::corpus(8), &[], &opts, &run, None).unwrap();
+    assert_eq!(
+        common::unchanged_tensors(&before, &model),
+        Vec::<String>::new()
+    );
 }
 
 fn config_value(dir: &Path, key: &str) -> serde_json::Value {
@@ -518,17 +538,26 @@ fn a_saved_deberta_v3_keeps_its_attention_options() {
 }
 
 #[test]
-fn deberta_v2s_convolution_layer_is_refused_by_name() {
+fn deberta_v2_options_newstag_lacks_are_refused_by_name() {
     let dir = tempfile::tempdir().unwrap();
-    let base = dir.path().join("conv");
-    copy_base("deberta-v2", &base);
-    edit_config(&base, |c| c["conv_kernel_size"] = 3.into());
+    let base = deberta_variant_base(dir.path());
+    edit_config(&base, |c| c["conv_act"] = "swish".into());
     let e = error(&base);
     assert!(
         e.contains("config.json")
-            && e.contains(
-                "conv_kernel_size 3: DeBERTa-v2's convolution layer (encoder.conv, as in deberta-v2-xlarge) is not supported"
-            ),
+            && e.contains("conv_act \"swish\" is not supported (only \"tanh\", \"gelu\", \"gelu_new\" and \"relu\")"),
+        "{e}"
+    );
+    // A convolution layer the config does not declare is a stray tensor.
+    let base = dir.path().join("conv");
+    copy_base("deberta-v2", &base);
+    edit_weights(&base, |t| {
+        let w = Tensor::zeros((32, 32, 3), DType::F32, &Device::Cpu).unwrap();
+        t.insert("deberta.encoder.conv.conv.weight".into(), w);
+    });
+    let e = error(&base);
+    assert!(
+        e.contains("are not part of the model") && e.contains("deberta.encoder.conv.conv.weight"),
         "{e}"
     );
 }

@@ -10,9 +10,11 @@
 //! by every layer; with `share_att_key` they go through each layer's own query and key projections,
 //! otherwise through its `pos_query_proj` and `pos_key_proj`.
 //!
-//! Not supported: the convolution layer after the first layer (`conv_kernel_size`, as in
-//! deberta-v2-xlarge and -xxlarge): such a checkpoint is refused by name. DeBERTa-v3 and mDeBERTa
-//! have none.
+//! DeBERTa-v2's xlarge and xxlarge checkpoints add a convolution over the embedded input to the
+//! first layer's output (`encoder.conv`, with `conv_kernel_size`, `conv_groups` and `conv_act`);
+//! DeBERTa-v3 and mDeBERTa have none. An option newstag does not implement (an even kernel, an
+//! activation other than tanh, GELU or ReLU, `attention_head_size` other than the hidden size over
+//! the heads, `pos_att_type` other than c2p and p2c) is refused by name.
 //!
 //! The family runs on composed, differentiable candle ops in every mode (newstag's fused LayerNorm
 //! and attention-probability kernels where they apply), so it has no prepared inference weights
@@ -49,9 +51,15 @@ pub struct DebertaV2Options {
     /// `"layer_norm"` or `"none"` (`|`-separated).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub norm_rel_ebd: Option<String>,
-    /// The unsupported convolution layer's kernel size (0 or absent: none).
+    /// The convolution layer's kernel size (0 or absent: none).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub conv_kernel_size: Option<i64>,
+    /// Its channel groups (transformers: 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conv_groups: Option<usize>,
+    /// Its activation (transformers: `"tanh"`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conv_act: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub attention_head_size: Option<usize>,
 }
@@ -98,6 +106,24 @@ pub fn validate(c: &BertConfig) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The convolution layer's options.
+#[derive(Debug, Clone, Copy)]
+struct ConvSettings {
+    kernel: usize,
+    groups: usize,
+    activation: ConvActivation,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum ConvActivation {
+    Tanh,
+    /// transformers' `"gelu"` (exact).
+    Gelu,
+    /// `"gelu_new"` (tanh approximation).
+    GeluNew,
+    Relu,
+}
+
 /// The attention options as the forward pass uses them.
 #[derive(Debug, Clone, Copy)]
 struct Settings {
@@ -114,16 +140,16 @@ struct Settings {
     span: usize,
     /// 1 plus the number of relative score kinds.
     scale_factor: usize,
+    conv: Option<ConvSettings>,
 }
 
 impl Settings {
     fn new(c: &BertConfig) -> anyhow::Result<Self> {
         let o = &c.deberta;
-        if let Some(k) = o.conv_kernel_size.filter(|&k| k > 0) {
-            anyhow::bail!(
-                "conv_kernel_size {k}: DeBERTa-v2's convolution layer (encoder.conv, as in deberta-v2-xlarge) is not supported; DeBERTa-v3 and mDeBERTa checkpoints have none"
-            );
-        }
+        let conv = match o.conv_kernel_size.filter(|&k| k > 0) {
+            Some(k) => Some(conv_settings(c, k)?),
+            None => None,
+        };
         let head_size = c.hidden_size / c.num_attention_heads.max(1);
         if let Some(s) = o.attention_head_size.filter(|&s| s != head_size) {
             anyhow::bail!(
@@ -178,8 +204,38 @@ impl Settings {
                 max_relative_positions
             } as usize,
             scale_factor: 1 + c2p as usize + p2c as usize,
+            conv,
         })
     }
+}
+
+/// The convolution layer's options for kernel size `kernel`.
+fn conv_settings(c: &BertConfig, kernel: i64) -> anyhow::Result<ConvSettings> {
+    let o = &c.deberta;
+    anyhow::ensure!(
+        kernel % 2 == 1,
+        "conv_kernel_size {kernel} is not supported: the convolution keeps the length only with an odd kernel"
+    );
+    let groups = o.conv_groups.unwrap_or(1);
+    anyhow::ensure!(
+        groups > 0 && c.hidden_size.is_multiple_of(groups),
+        "conv_groups {groups} does not divide hidden_size {}",
+        c.hidden_size
+    );
+    let activation = match o.conv_act.as_deref().unwrap_or("tanh") {
+        "tanh" => ConvActivation::Tanh,
+        "gelu" => ConvActivation::Gelu,
+        "gelu_new" => ConvActivation::GeluNew,
+        "relu" => ConvActivation::Relu,
+        other => anyhow::bail!(
+            "conv_act {other:?} is not supported (only \"tanh\", \"gelu\", \"gelu_new\" and \"relu\")"
+        ),
+    };
+    Ok(ConvSettings {
+        kernel: kernel as usize,
+        groups,
+        activation,
+    })
 }
 
 /// transformers' `make_log_bucket_position` for one relative distance: exact within half a bucket
@@ -441,11 +497,72 @@ impl Layer {
     }
 }
 
+/// `encoder.conv.*`: a convolution over the embedded input, added to the first layer's output
+/// (transformers' `ConvLayer`).
+struct Conv {
+    weight: Tensor,
+    bias: Tensor,
+    layer_norm: LayerNorm,
+    settings: ConvSettings,
+}
+
+impl Conv {
+    fn load(c: &BertConfig, settings: ConvSettings, vb: VarBuilder) -> Result<Self> {
+        let h = c.hidden_size;
+        let shape = (h, h / settings.groups, settings.kernel);
+        Ok(Conv {
+            weight: vb.pp("conv").get_with_hints(shape, "weight", WEIGHT_INIT)?,
+            bias: vb
+                .pp("conv")
+                .get_with_hints(h, "bias", candle_nn::Init::Const(0.0))?,
+            layer_norm: LayerNorm::new(h, c.layer_norm_eps, vb.pp("LayerNorm"))?,
+            settings,
+        })
+    }
+
+    /// `LayerNorm(residual + act(dropout(conv(input))))` with padding rows zeroed, for the
+    /// embedded `input` and the first layer's output `residual` (`[batch, len, hidden]`); `mask`
+    /// as for [`Embeddings::forward`].
+    fn forward(
+        &self,
+        input: &Tensor,
+        residual: &Tensor,
+        mask: &Tensor,
+        mode: &mut Mode,
+    ) -> Result<Tensor> {
+        let train = mode.is_train();
+        let s = self.settings;
+        let h = self.bias.dim(0)?;
+        let out = input
+            .transpose(1, 2)?
+            .contiguous()?
+            .conv1d(
+                &param(&self.weight, train),
+                (s.kernel - 1) / 2,
+                1,
+                1,
+                s.groups,
+            )?
+            .broadcast_add(&param(&self.bias, train).reshape((1, h, 1))?)?
+            .transpose(1, 2)?
+            .broadcast_mul(mask)?;
+        let out = mode.dropout(&out)?;
+        let out = match s.activation {
+            ConvActivation::Tanh => out.tanh()?,
+            ConvActivation::Gelu => out.gelu_erf()?,
+            ConvActivation::GeluNew => out.gelu()?,
+            ConvActivation::Relu => out.relu()?,
+        };
+        norm(&self.layer_norm, &(residual + out)?, mode)?.broadcast_mul(mask)
+    }
+}
+
 /// The DeBERTa-v2 encoder: `embeddings.*` and `encoder.*` (its layers, `rel_embeddings` and
-/// their `LayerNorm`).
+/// their `LayerNorm`, the optional `conv`).
 pub struct DebertaV2 {
     embeddings: Embeddings,
     layers: Vec<Layer>,
+    conv: Option<Conv>,
     rel_embeddings: Option<Embedding>,
     rel_norm: Option<LayerNorm>,
     settings: Settings,
@@ -475,9 +592,14 @@ impl DebertaV2 {
             )?),
             false => None,
         };
+        let conv = match s.conv {
+            Some(settings) => Some(Conv::load(config, settings, encoder.pp("conv"))?),
+            None => None,
+        };
         Ok(DebertaV2 {
             embeddings: Embeddings::load(config, &s, vb.pp("embeddings"))?,
             layers,
+            conv,
             rel_embeddings,
             rel_norm,
             settings: s,
@@ -496,9 +618,9 @@ impl Encoder for DebertaV2 {
     ) -> Result<Tensor> {
         let (b, len) = ids.dims2()?;
         let mask = attention_mask.to_dtype(DType::F32)?;
-        let mut x = self
-            .embeddings
-            .forward(ids, type_ids, &mask.unsqueeze(2)?, mode)?;
+        let rows_mask = mask.unsqueeze(2)?;
+        let embedded = self.embeddings.forward(ids, type_ids, &rows_mask, mode)?;
+        let mut x = embedded.clone();
         // Padding gets a large negative bias: exp underflows to exactly 0, as with -inf.
         let mask_bias = ((mask - 1.0)? * 1e9)?.reshape((b, 1, 1, len))?;
         let relative = match &self.rel_embeddings {
@@ -513,8 +635,11 @@ impl Encoder for DebertaV2 {
             None => None,
         };
         let relative = relative.as_ref().map(|(r, i)| (r, i));
-        for layer in &self.layers {
+        for (i, layer) in self.layers.iter().enumerate() {
             x = layer.forward(&x, &mask_bias, relative, &self.settings, mode)?;
+            if let Some(conv) = self.conv.as_ref().filter(|_| i == 0) {
+                x = conv.forward(&embedded, &x, &rows_mask, mode)?;
+            }
         }
         Ok(x)
     }
@@ -567,9 +692,22 @@ mod tests {
             validate(&c).map_err(|e| e.to_string())
         };
         with(&|_| {}).unwrap();
-        assert!(with(&|o| o.conv_kernel_size = Some(3))
+        with(&|o| o.conv_kernel_size = Some(3)).unwrap();
+        assert!(with(&|o| o.conv_kernel_size = Some(4))
             .unwrap_err()
-            .contains("conv_kernel_size 3: DeBERTa-v2's convolution layer (encoder.conv"));
+            .contains("conv_kernel_size 4 is not supported"));
+        assert!(with(&|o| {
+            o.conv_kernel_size = Some(3);
+            o.conv_act = Some("swish".into());
+        })
+        .unwrap_err()
+        .contains("conv_act \"swish\" is not supported"));
+        assert!(with(&|o| {
+            o.conv_kernel_size = Some(3);
+            o.conv_groups = Some(5);
+        })
+        .unwrap_err()
+        .contains("conv_groups 5 does not divide hidden_size 32"));
         assert!(
             with(&|o| o.pos_att_type = Some(PosAttType::Joined("p2c|p2p".into())))
                 .unwrap_err()
