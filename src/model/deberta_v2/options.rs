@@ -254,4 +254,29 @@ mod tests {
             .unwrap_err()
             .contains("attention_head_size 64"));
     }
+
+    #[test]
+    fn configs_take_transformers_defaults_and_write_back_what_they_read() {
+        use crate::model::config::ModelConfig;
+        use crate::model::family::Family;
+        let json = serde_json::json!({"model_type": "deberta-v2", "hidden_size": 8,
+            "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 16,
+            "relative_attention": true, "pos_att_type": "p2c|c2p", "position_buckets": 4});
+        let c = ModelConfig::from_json(json).unwrap();
+        assert_eq!(c.family().unwrap(), Family::DebertaV2);
+        c.validate().unwrap();
+        assert_eq!(c.bert.type_vocab_size, 0);
+        assert_eq!(c.bert.layer_norm_eps, 1e-7);
+        assert_eq!(c.bert.max_position_embeddings, 512);
+        let out = c.to_json().unwrap();
+        assert_eq!(out["pos_att_type"], "p2c|c2p");
+        assert_eq!(out["position_buckets"], 4);
+        assert!(out.get("share_att_key").is_none(), "{out}");
+        assert_eq!(ModelConfig::from_json(out).unwrap(), c);
+        // Another family's config gains none of these fields.
+        let bert = serde_json::to_value(BertConfig::tiny(10)).unwrap();
+        for key in ["relative_attention", "pos_att_type", "conv_kernel_size"] {
+            assert!(bert.get(key).is_none(), "{key} in {bert}");
+        }
+    }
 }
