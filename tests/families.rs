@@ -19,7 +19,14 @@ use newstag::train::{train, TrainOptions};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-const FAMILIES: [&str; 5] = ["bert", "electra", "distilbert", "roberta", "xlm-roberta"];
+const FAMILIES: [&str; 6] = [
+    "bert",
+    "electra",
+    "distilbert",
+    "roberta",
+    "xlm-roberta",
+    "modernbert",
+];
 
 fn fixture(family: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -165,7 +172,26 @@ fn expected_dropped(family: &str) -> &'static [&'static str] {
             "lm_head.layer_norm.bias",
             "lm_head.layer_norm.weight",
         ],
+        // The masked LM's head, though its token classifier has a `head` of the same shape.
+        "modernbert" => &["decoder.bias", "head.dense.weight", "head.norm.weight"],
         _ => &[],
+    }
+}
+
+/// The heads a tagger made from the base initialises: the entity and topic heads, and the
+/// token classifier's own `head` before them where the family has one.
+fn expected_initialised(family: &str) -> &'static [&'static str] {
+    match family {
+        "modernbert" => &["classifier", "head.dense", "head.norm", "topic_classifier"],
+        _ => &["classifier", "topic_classifier"],
+    }
+}
+
+/// How a family's checkpoint names encoder layer `i` (`encoder.layer.1.`, `layers.1.`).
+fn layer_infix(family: &str, i: usize) -> String {
+    match family {
+        "modernbert" => format!("layers.{i}."),
+        _ => format!("layer.{i}."),
     }
 }
 
@@ -198,7 +224,7 @@ fn a_base_loads_whole_and_only_the_new_heads_are_initialised() {
         assert_eq!(model.family().model_type(), family);
         assert_eq!(
             model.initialised_heads(),
-            ["classifier", "topic_classifier"],
+            expected_initialised(family),
             "{family}"
         );
         assert_eq!(
@@ -211,13 +237,16 @@ fn a_base_loads_whole_and_only_the_new_heads_are_initialised() {
         let stray = dir.path().join(format!("{family}-stray"));
         copy_base(family, &stray);
         let mut name = String::new();
+        let layer1 = layer_infix(family, 1);
         edit_weights(&stray, |t| {
+            // ModernBERT's layers have no biases.
             let (k, v) = t
                 .iter()
-                .find(|(k, _)| k.contains("layer.1.") && k.ends_with("bias"))
+                .filter(|(k, _)| k.contains(&layer1))
+                .min_by_key(|(k, _)| !k.ends_with("bias"))
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .unwrap();
-            name = k.replace("layer.1.", "layer.1.extra.");
+            name = k.replace(&layer1, &format!("{layer1}extra."));
             t.insert(name.clone(), v);
         });
         let e = error(&stray);
@@ -230,16 +259,17 @@ fn a_base_loads_whole_and_only_the_new_heads_are_initialised() {
         let missing = dir.path().join(format!("{family}-missing"));
         copy_base(family, &missing);
         let mut gone = String::new();
+        let layer0 = layer_infix(family, 0);
         edit_weights(&missing, |t| {
             gone = t
                 .keys()
-                .find(|k| k.contains("layer.0.") && k.ends_with("weight"))
+                .find(|k| k.contains(&layer0) && k.ends_with("weight"))
                 .unwrap()
                 .clone();
             t.remove(&gone);
         });
         let e = error(&missing);
-        let short = gone.rsplit("layer.0.").next().unwrap();
+        let short = gone.rsplit(&layer0).next().unwrap();
         assert!(
             e.contains("is missing from the checkpoint") && e.contains(short),
             "{family}: {e} (removed {gone})"

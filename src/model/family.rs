@@ -15,16 +15,18 @@ pub enum Family {
     DistilBert,
     Roberta,
     XlmRoberta,
+    ModernBert,
 }
 
 impl Family {
     /// Every family, in the order messages list them.
-    pub const ALL: [Family; 5] = [
+    pub const ALL: [Family; 6] = [
         Family::Bert,
         Family::Electra,
         Family::DistilBert,
         Family::Roberta,
         Family::XlmRoberta,
+        Family::ModernBert,
     ];
 
     /// The family a `model_type` names, if newstag supports it.
@@ -40,6 +42,7 @@ impl Family {
             Family::DistilBert => "distilbert",
             Family::Roberta => "roberta",
             Family::XlmRoberta => "xlm-roberta",
+            Family::ModernBert => "modernbert",
         }
     }
 
@@ -51,6 +54,7 @@ impl Family {
             Family::DistilBert => "DistilBERT",
             Family::Roberta => "RoBERTa",
             Family::XlmRoberta => "XLM-RoBERTa",
+            Family::ModernBert => "ModernBERT",
         }
     }
 
@@ -62,6 +66,7 @@ impl Family {
             Family::DistilBert => "DistilBertForTokenClassification",
             Family::Roberta => "RobertaForTokenClassification",
             Family::XlmRoberta => "XLMRobertaForTokenClassification",
+            Family::ModernBert => "ModernBertForTokenClassification",
         }
     }
 
@@ -73,6 +78,7 @@ impl Family {
             Family::Electra => "electra",
             Family::DistilBert => "distilbert",
             Family::Roberta | Family::XlmRoberta => "roberta",
+            Family::ModernBert => "model",
         }
     }
 
@@ -85,6 +91,7 @@ impl Family {
             }
             Family::Electra => &["embeddings.", "embeddings_project.", "encoder."],
             Family::DistilBert => &["embeddings.", "transformer."],
+            Family::ModernBert => &["embeddings.", "layers.", "final_norm."],
         }
     }
 
@@ -93,6 +100,7 @@ impl Family {
     pub fn layer_prefix(self) -> String {
         match self {
             Family::DistilBert => format!("{}.transformer.layer.", self.prefix()),
+            Family::ModernBert => format!("{}.layers.", self.prefix()),
             _ => format!("{}.encoder.layer.", self.prefix()),
         }
     }
@@ -145,6 +153,7 @@ impl Family {
             Family::Roberta | Family::XlmRoberta => {
                 Box::new(super::roberta::Roberta::load(vb, config)?)
             }
+            Family::ModernBert => Box::new(super::modernbert::ModernBert::load(vb, config)?),
         })
     }
 
@@ -157,6 +166,24 @@ impl Family {
             | Family::DistilBert
             | Family::Roberta
             | Family::XlmRoberta => true,
+            Family::ModernBert => false,
+        }
+    }
+
+    /// The transform a family's `...ForTokenClassification` applies to the hidden states before
+    /// its `classifier`, from tensors under `vb` (the checkpoint's root): ModernBERT's `head`;
+    /// `None` for families whose classifier reads the hidden states themselves.
+    pub fn token_head(
+        self,
+        vb: VarBuilder,
+        config: &BertConfig,
+    ) -> Result<Option<super::modernbert::PredictionHead>> {
+        match self {
+            Family::ModernBert => Ok(Some(super::modernbert::PredictionHead::load(
+                vb.pp("head"),
+                config,
+            )?)),
+            _ => Ok(None),
         }
     }
 

@@ -357,6 +357,17 @@ pub struct Prepared {
     path: PreparedPath,
 }
 
+impl Prepared {
+    /// An empty set for `path`, for a family without prepared inference weights, whose forward
+    /// pass ignores them (ModernBERT's).
+    pub fn empty(path: PreparedPath) -> Self {
+        Prepared {
+            layers: Vec::new(),
+            path,
+        }
+    }
+}
+
 /// The stack of transformer layers of an encoder.
 pub struct Layers {
     layers: Vec<Layer>,
@@ -450,7 +461,7 @@ impl Layers {
 
 /// Each row's number of tokens when `attention_mask` (`[batch, len]`) is ones then zeros in every
 /// row, as batches of windows are; `None` otherwise.
-fn prefix_lengths(attention_mask: &Tensor) -> Result<Option<Vec<usize>>> {
+pub(crate) fn prefix_lengths(attention_mask: &Tensor) -> Result<Option<Vec<usize>>> {
     let rows = attention_mask.to_dtype(DType::U32)?.to_vec2::<u32>()?;
     Ok(rows
         .iter()
