@@ -416,3 +416,154 @@ fn a_saved_model_is_its_familys_token_classifier_and_reloads_identically() {
         }
     }
 }
+
+/// The largest difference between ModernBERT's hidden states on the reference batch, with
+/// `config.json` edited by `edit`, and transformers' (made with the unedited config).
+fn modernbert_diff_with(edit: impl FnOnce(&mut serde_json::Value)) -> f32 {
+    let dir = tempfile::tempdir().unwrap();
+    copy_base("modernbert", dir.path());
+    let path = dir.path().join("config.json");
+    let mut config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    edit(&mut config);
+    std::fs::write(&path, config.to_string()).unwrap();
+    let model = from_base(dir.path());
+    let r = reference("modernbert");
+    let ids = r["input_ids"].to_dtype(DType::U32).unwrap();
+    let mask = r["attention_mask"].to_dtype(DType::U32).unwrap();
+    let hidden = model
+        .encoder()
+        .forward(
+            &ids,
+            &ids.zeros_like().unwrap(),
+            &mask,
+            None,
+            &mut Mode::Infer,
+        )
+        .unwrap();
+    max_diff(&hidden, &r["hidden"], &mask)
+}
+
+#[test]
+fn modernberts_fixture_exercises_the_local_window_and_both_rotary_bases() {
+    assert!(modernbert_diff_with(|_| ()) < 1e-4);
+    // The reference rows (19 to 49 tokens) exceed the local window of 8 in layer 1, and the two
+    // kinds of layer rotate with their own bases: each setting changes the output.
+    let wider = modernbert_diff_with(|c| c["local_attention"] = 128.into());
+    assert!(wider > 1e-3, "a wider window changed nothing: {wider}");
+    let all_global = modernbert_diff_with(|c| {
+        c["layer_types"] = serde_json::json!(["full_attention", "full_attention"]);
+    });
+    assert!(all_global > 1e-3, "{all_global}");
+    for kind in ["full_attention", "sliding_attention"] {
+        let other = modernbert_diff_with(|c| {
+            c["rope_parameters"][kind]["rope_theta"] = 500.0.into();
+        });
+        assert!(
+            other > 1e-3,
+            "{kind}'s rotary base changed nothing: {other}"
+        );
+    }
+}
+
+#[test]
+fn a_modernbert_window_does_not_depend_on_its_batch() {
+    let model = from_base(&fixture("modernbert").join("base"));
+    let r = reference("modernbert");
+    let ids = r["input_ids"].to_dtype(DType::U32).unwrap();
+    let mask = r["attention_mask"].to_dtype(DType::U32).unwrap();
+    let forward = |ids: &Tensor, mask: &Tensor| {
+        model
+            .encoder()
+            .forward(
+                ids,
+                &ids.zeros_like().unwrap(),
+                mask,
+                None,
+                &mut Mode::Infer,
+            )
+            .unwrap()
+    };
+    let batch = forward(&ids, &mask);
+    let lengths: Vec<u32> = mask.sum(1).unwrap().to_vec1().unwrap();
+    for (row, &n) in lengths.iter().enumerate() {
+        let n = n as usize;
+        let alone = forward(
+            &ids.narrow(0, row, 1).unwrap().narrow(1, 0, n).unwrap(),
+            &mask.narrow(0, row, 1).unwrap().narrow(1, 0, n).unwrap(),
+        );
+        let in_batch = batch.narrow(0, row, 1).unwrap().narrow(1, 0, n).unwrap();
+        assert_eq!(
+            alone.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+            in_batch.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+            "row {row}"
+        );
+    }
+}
+
+#[test]
+fn modernbert_saves_its_own_config_names_and_runs_in_f32_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = from_base(&fixture("modernbert").join("base"));
+    model.save(dir.path()).unwrap();
+    let saved: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("config.json")).unwrap())
+            .unwrap();
+    let base: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(fixture("modernbert").join("base/config.json")).unwrap(),
+    )
+    .unwrap();
+    // What transformers reads, as transformers wrote it for the base.
+    for key in [
+        "hidden_activation",
+        "norm_eps",
+        "norm_bias",
+        "mlp_dropout",
+        "attention_dropout",
+        "layer_types",
+        "rope_parameters",
+        "local_attention",
+        "global_attn_every_n_layers",
+        "intermediate_size",
+        "max_position_embeddings",
+    ] {
+        assert_eq!(saved[key], base[key], "{key}");
+    }
+    for bert_only in [
+        "hidden_act",
+        "layer_norm_eps",
+        "hidden_dropout_prob",
+        "type_vocab_size",
+        "position_embedding_type",
+    ] {
+        assert!(saved.get(bert_only).is_none(), "{bert_only} in {saved}");
+    }
+    let reloaded = NewsTagger::load(dir.path(), &Device::Cpu).unwrap();
+    assert_eq!(reloaded.config, model.config);
+
+    for precision in [Precision::Bf16, Precision::Int8] {
+        let e = model.prepare(precision).err().unwrap().to_string();
+        assert!(e.contains("the ModernBERT encoder runs in f32 only"), "{e}");
+    }
+    let (auto, _) = newstag::model::PrecisionChoice::Auto.resolve(&Device::Cpu, model.family());
+    assert_eq!(auto, Precision::F32);
+}
+
+#[test]
+fn the_window_must_fit_modernberts_positions() {
+    // The fixture has 64 positions (ModernBERT's own checkpoints 8192).
+    let base = fixture("modernbert").join("base");
+    let window = |max_tokens| WindowConfig {
+        max_tokens,
+        overlap: 8,
+    };
+    let e = match NewsTagger::from_base(&base, &types(), &topics(), window(65), 1, &Device::Cpu) {
+        Ok(_) => panic!("a 65-token window loaded"),
+        Err(e) => format!("{e:#}"),
+    };
+    assert!(
+        e.contains("window of 65 sub-tokens exceeds the model's 64 positions"),
+        "{e}"
+    );
+    NewsTagger::from_base(&base, &types(), &topics(), window(64), 1, &Device::Cpu).unwrap();
+}
