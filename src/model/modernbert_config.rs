@@ -310,7 +310,7 @@ mod tests {
     fn the_hubs_and_transformers_5s_spellings_read_alike_and_both_are_written() {
         let hub = json!({"num_hidden_layers": 4, "global_attn_every_n_layers": 2,
             "global_rope_theta": 1000.0, "local_rope_theta": 50.0, "local_attention": 16});
-        let (_, a) = read(hub).unwrap();
+        let (mut out, a) = read(hub).unwrap();
         let v5 = json!({"num_hidden_layers": 4, "local_attention": 16,
             "layer_types": ["full_attention", "sliding_attention", "full_attention", "sliding_attention"],
             "rope_parameters": {"full_attention": {"rope_theta": 1000.0, "rope_type": "default"},
@@ -319,8 +319,9 @@ mod tests {
         assert_eq!(a, b);
         use AttentionKind::{Global, Local};
         assert_eq!(a.layer_types, [Global, Local, Global, Local]);
-        let mut out = Map::new();
         a.write(&mut out);
+        assert_eq!(out["norm_eps"], 1e-5);
+        assert!(out.get("layer_norm_eps").is_none());
         assert_eq!(out["global_attn_every_n_layers"], 2);
         assert_eq!(out["global_rope_theta"], 1000.0);
         assert_eq!(
