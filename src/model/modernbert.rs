@@ -31,6 +31,13 @@ use candle_nn::{Init, VarBuilder};
 
 pub use super::modernbert_config::{AttentionKind, ModernBertConfig};
 
+/// ModernBERT's own hyper-parameters, which [`super::config::ModelConfig::from_json`] reads.
+fn own_config(config: &BertConfig) -> Result<&ModernBertConfig> {
+    config.modernbert.as_ref().ok_or_else(|| {
+        candle_core::Error::Msg("a ModernBERT model without ModernBERT's configuration".into())
+    })
+}
+
 /// A linear layer, its bias optional.
 struct Dense {
     weight: Tensor,
@@ -307,9 +314,7 @@ pub struct ModernBert {
 impl ModernBert {
     /// Builds the encoder from tensors under `vb` (the `model.` prefix).
     pub fn load(vb: VarBuilder, config: &BertConfig) -> Result<Self> {
-        let m = config.modernbert.as_ref().ok_or_else(|| {
-            candle_core::Error::Msg("a ModernBERT encoder without its configuration".into())
-        })?;
+        let m = own_config(config)?;
         let h = config.hidden_size;
         let eps = config.layer_norm_eps;
         let embeddings = vb.pp("embeddings");
@@ -426,9 +431,7 @@ pub struct PredictionHead {
 impl PredictionHead {
     /// `head.dense` and `head.norm` under `vb` (`head`).
     pub fn load(vb: VarBuilder, config: &BertConfig) -> Result<Self> {
-        let m = config.modernbert.as_ref().ok_or_else(|| {
-            candle_core::Error::Msg("a ModernBERT head without its configuration".into())
-        })?;
+        let m = own_config(config)?;
         let h = config.hidden_size;
         Ok(PredictionHead {
             dense: Dense::new(h, h, m.classifier_bias, vb.pp("dense"))?,
