@@ -567,3 +567,29 @@ fn the_window_must_fit_modernberts_positions() {
     );
     NewsTagger::from_base(&base, &types(), &topics(), window(64), 1, &Device::Cpu).unwrap();
 }
+
+#[test]
+fn modernberts_optional_biases_are_loaded_when_its_config_has_them() {
+    // The fixture has none, as ModernBERT's own checkpoints: each flag makes its biases required.
+    let dir = tempfile::tempdir().unwrap();
+    for (flag, tensor) in [
+        ("norm_bias", "model.embeddings.norm.bias"),
+        ("attention_bias", "model.layers.0.attn.Wqkv.bias"),
+        ("mlp_bias", "model.layers.0.mlp.Wi.bias"),
+    ] {
+        let base = dir.path().join(flag);
+        copy_base("modernbert", &base);
+        let path = base.join("config.json");
+        let mut config: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        config[flag] = true.into();
+        std::fs::write(&path, config.to_string()).unwrap();
+        let e = error(&base);
+        assert!(
+            e.contains(&format!(
+                "tensor \"{tensor}\" is missing from the checkpoint"
+            )),
+            "{flag}: {e}"
+        );
+    }
+}

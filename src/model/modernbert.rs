@@ -14,8 +14,10 @@
 //! The forward pass is made of differentiable candle ops and newstag's kernels with backward
 //! passes ([`crate::kernels`]), the same in training and inference: there are no prepared
 //! inference weights ([`Prepared::empty`]), so ModernBERT runs in f32 only. Inference runs each
-//! window of a batch on its own, at its own length, so that a window's output does not depend on
-//! what it is batched with (padding changes the order of the sums by a rounding error).
+//! window of a batch on its own, at its own length, so that a window's output cannot depend on
+//! what it is batched with: in a padded batch its products and softmax rows are longer, and a
+//! matrix multiply may pick other kernels, hence other summation orders, for other shapes (as
+//! for the heads' [`ops::linear_rows`]).
 //!
 //! Training has one hidden dropout rate, `mlp_dropout` (and `attention_dropout` on attention):
 //! it is applied after the embeddings too when `embedding_dropout` is not 0 (ModernBERT's own
