@@ -19,13 +19,14 @@ use newstag::train::{train, TrainOptions};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-const FAMILIES: [&str; 6] = [
+const FAMILIES: [&str; 7] = [
     "bert",
     "electra",
     "distilbert",
     "roberta",
     "xlm-roberta",
     "deberta-v2",
+    "modernbert",
 ];
 
 fn fixture(family: &str) -> PathBuf {
@@ -179,7 +180,26 @@ fn expected_dropped(family: &str) -> &'static [&'static str] {
             "cls.predictions.transform.dense.bias",
             "cls.predictions.transform.dense.weight",
         ],
+        // The masked LM's head, though its token classifier has a `head` of the same shape.
+        "modernbert" => &["decoder.bias", "head.dense.weight", "head.norm.weight"],
         _ => &[],
+    }
+}
+
+/// The heads a tagger made from the base initialises: the entity and topic heads, and the
+/// token classifier's own `head` before them where the family has one.
+fn expected_initialised(family: &str) -> &'static [&'static str] {
+    match family {
+        "modernbert" => &["classifier", "head.dense", "head.norm", "topic_classifier"],
+        _ => &["classifier", "topic_classifier"],
+    }
+}
+
+/// How a family's checkpoint names encoder layer `i` (`encoder.layer.1.`, `layers.1.`).
+fn layer_infix(family: &str, i: usize) -> String {
+    match family {
+        "modernbert" => format!("layers.{i}."),
+        _ => format!("layer.{i}."),
     }
 }
 
@@ -220,7 +240,7 @@ fn a_base_loads_whole_and_only_the_new_heads_are_initialised() {
         assert_eq!(model.family().model_type(), family);
         assert_eq!(
             model.initialised_heads(),
-            ["classifier", "topic_classifier"],
+            expected_initialised(family),
             "{family}"
         );
         assert_eq!(
@@ -233,13 +253,16 @@ fn a_base_loads_whole_and_only_the_new_heads_are_initialised() {
         let stray = dir.path().join(format!("{family}-stray"));
         copy_base(family, &stray);
         let mut name = String::new();
+        let layer1 = layer_infix(family, 1);
         edit_weights(&stray, |t| {
+            // ModernBERT's layers have no biases.
             let (k, v) = t
                 .iter()
-                .find(|(k, _)| k.contains("layer.1.") && k.ends_with("bias"))
+                .filter(|(k, _)| k.contains(&layer1))
+                .min_by_key(|(k, _)| !k.ends_with("bias"))
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .unwrap();
-            name = k.replace("layer.1.", "layer.1.extra.");
+            name = k.replace(&layer1, &format!("{layer1}extra."));
             t.insert(name.clone(), v);
         });
         let e = error(&stray);
@@ -252,16 +275,17 @@ fn a_base_loads_whole_and_only_the_new_heads_are_initialised() {
         let missing = dir.path().join(format!("{family}-missing"));
         copy_base(family, &missing);
         let mut gone = String::new();
+        let layer0 = layer_infix(family, 0);
         edit_weights(&missing, |t| {
             gone = t
                 .keys()
-                .find(|k| k.contains("layer.0.") && k.ends_with("weight"))
+                .find(|k| k.contains(&layer0) && k.ends_with("weight"))
                 .unwrap()
                 .clone();
             t.remove(&gone);
         });
         let e = error(&missing);
-        let short = gone.rsplit("layer.0.").next().unwrap();
+        let short = gone.rsplit(&layer0).next().unwrap();
         assert!(
             e.contains("is missing from the checkpoint") && e.contains(short),
             "{family}: {e} (removed {gone})"
@@ -620,5 +644,182 @@ fn deberta_v2s_windows_open_close_and_pad_as_its_tokenizer_does() {
         assert_eq!(row[0], s.cls as i64);
         assert_eq!(row[n - 1], s.sep as i64);
         assert!(row[n..].iter().all(|&t| t == s.pad as i64));
+    }
+}
+
+/// The largest difference between ModernBERT's hidden states on the reference batch, with
+/// `config.json` edited by `edit`, and transformers' (made with the unedited config).
+fn modernbert_diff_with(edit: impl FnOnce(&mut serde_json::Value)) -> f32 {
+    let dir = tempfile::tempdir().unwrap();
+    copy_base("modernbert", dir.path());
+    let path = dir.path().join("config.json");
+    let mut config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    edit(&mut config);
+    std::fs::write(&path, config.to_string()).unwrap();
+    let model = from_base(dir.path());
+    let r = reference("modernbert");
+    let ids = r["input_ids"].to_dtype(DType::U32).unwrap();
+    let mask = r["attention_mask"].to_dtype(DType::U32).unwrap();
+    let hidden = model
+        .encoder()
+        .forward(
+            &ids,
+            &ids.zeros_like().unwrap(),
+            &mask,
+            None,
+            &mut Mode::Infer,
+        )
+        .unwrap();
+    max_diff(&hidden, &r["hidden"], &mask)
+}
+
+#[test]
+fn modernberts_fixture_exercises_the_local_window_and_both_rotary_bases() {
+    assert!(modernbert_diff_with(|_| ()) < 1e-4);
+    // The reference rows (19 to 49 tokens) exceed the local window of 8 in layer 1, and the two
+    // kinds of layer rotate with their own bases: each setting changes the output.
+    let wider = modernbert_diff_with(|c| c["local_attention"] = 128.into());
+    assert!(wider > 1e-3, "a wider window changed nothing: {wider}");
+    let all_global = modernbert_diff_with(|c| {
+        c["layer_types"] = serde_json::json!(["full_attention", "full_attention"]);
+    });
+    assert!(all_global > 1e-3, "{all_global}");
+    for kind in ["full_attention", "sliding_attention"] {
+        let other = modernbert_diff_with(|c| {
+            c["rope_parameters"][kind]["rope_theta"] = 500.0.into();
+        });
+        assert!(
+            other > 1e-3,
+            "{kind}'s rotary base changed nothing: {other}"
+        );
+    }
+}
+
+#[test]
+fn a_modernbert_window_does_not_depend_on_its_batch() {
+    let model = from_base(&fixture("modernbert").join("base"));
+    let r = reference("modernbert");
+    let ids = r["input_ids"].to_dtype(DType::U32).unwrap();
+    let mask = r["attention_mask"].to_dtype(DType::U32).unwrap();
+    let forward = |ids: &Tensor, mask: &Tensor| {
+        model
+            .encoder()
+            .forward(
+                ids,
+                &ids.zeros_like().unwrap(),
+                mask,
+                None,
+                &mut Mode::Infer,
+            )
+            .unwrap()
+    };
+    let batch = forward(&ids, &mask);
+    let lengths: Vec<u32> = mask.sum(1).unwrap().to_vec1().unwrap();
+    for (row, &n) in lengths.iter().enumerate() {
+        let n = n as usize;
+        let alone = forward(
+            &ids.narrow(0, row, 1).unwrap().narrow(1, 0, n).unwrap(),
+            &mask.narrow(0, row, 1).unwrap().narrow(1, 0, n).unwrap(),
+        );
+        let in_batch = batch.narrow(0, row, 1).unwrap().narrow(1, 0, n).unwrap();
+        assert_eq!(
+            alone.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+            in_batch.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+            "row {row}"
+        );
+    }
+}
+
+#[test]
+fn modernbert_saves_its_own_config_names_and_runs_in_f32_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = from_base(&fixture("modernbert").join("base"));
+    model.save(dir.path()).unwrap();
+    let saved: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("config.json")).unwrap())
+            .unwrap();
+    let base: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(fixture("modernbert").join("base/config.json")).unwrap(),
+    )
+    .unwrap();
+    // What transformers reads, as transformers wrote it for the base.
+    for key in [
+        "hidden_activation",
+        "norm_eps",
+        "norm_bias",
+        "mlp_dropout",
+        "attention_dropout",
+        "layer_types",
+        "rope_parameters",
+        "local_attention",
+        "global_attn_every_n_layers",
+        "intermediate_size",
+        "max_position_embeddings",
+    ] {
+        assert_eq!(saved[key], base[key], "{key}");
+    }
+    for bert_only in [
+        "hidden_act",
+        "layer_norm_eps",
+        "hidden_dropout_prob",
+        "type_vocab_size",
+        "position_embedding_type",
+    ] {
+        assert!(saved.get(bert_only).is_none(), "{bert_only} in {saved}");
+    }
+    let reloaded = NewsTagger::load(dir.path(), &Device::Cpu).unwrap();
+    assert_eq!(reloaded.config, model.config);
+
+    for precision in [Precision::Bf16, Precision::Int8] {
+        let e = model.prepare(precision).err().unwrap().to_string();
+        assert!(e.contains("the ModernBERT encoder runs in f32 only"), "{e}");
+    }
+    let (auto, _) = newstag::model::PrecisionChoice::Auto.resolve(&Device::Cpu, model.family());
+    assert_eq!(auto, Precision::F32);
+}
+
+#[test]
+fn the_window_must_fit_modernberts_positions() {
+    // The fixture has 64 positions (ModernBERT's own checkpoints 8192).
+    let base = fixture("modernbert").join("base");
+    let window = |max_tokens| WindowConfig {
+        max_tokens,
+        overlap: 8,
+    };
+    let e = match NewsTagger::from_base(&base, &types(), &topics(), window(65), 1, &Device::Cpu) {
+        Ok(_) => panic!("a 65-token window loaded"),
+        Err(e) => format!("{e:#}"),
+    };
+    assert!(
+        e.contains("window of 65 sub-tokens exceeds the model's 64 positions"),
+        "{e}"
+    );
+    NewsTagger::from_base(&base, &types(), &topics(), window(64), 1, &Device::Cpu).unwrap();
+}
+
+#[test]
+fn modernberts_optional_biases_are_loaded_when_its_config_has_them() {
+    // The fixture has none, as ModernBERT's own checkpoints: each flag makes its biases required.
+    let dir = tempfile::tempdir().unwrap();
+    for (flag, tensor) in [
+        ("norm_bias", "model.embeddings.norm.bias"),
+        ("attention_bias", "model.layers.0.attn.Wqkv.bias"),
+        ("mlp_bias", "model.layers.0.mlp.Wi.bias"),
+    ] {
+        let base = dir.path().join(flag);
+        copy_base("modernbert", &base);
+        let path = base.join("config.json");
+        let mut config: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        config[flag] = true.into();
+        std::fs::write(&path, config.to_string()).unwrap();
+        let e = error(&base);
+        assert!(
+            e.contains(&format!(
+                "tensor \"{tensor}\" is missing from the checkpoint"
+            )),
+            "{flag}: {e}"
+        );
     }
 }

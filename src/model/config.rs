@@ -42,6 +42,10 @@ pub struct BertConfig {
     /// DeBERTa-v2's attention options (absent elsewhere).
     #[serde(flatten)]
     pub deberta: super::deberta_v2::DebertaV2Options,
+    /// ModernBERT's own hyper-parameters (its `config.json`'s, read and written by
+    /// [`ModelConfig::from_json`] and [`ModelConfig::to_json`]); `None` for the other families.
+    #[serde(skip)]
+    pub modernbert: Option<super::modernbert::ModernBertConfig>,
 }
 
 fn is_false(b: &bool) -> bool {
@@ -95,6 +99,7 @@ impl BertConfig {
             embedding_size: None,
             sinusoidal_pos_embds: false,
             deberta: Default::default(),
+            modernbert: None,
         }
     }
 
@@ -295,6 +300,7 @@ impl ModelConfig {
 
     /// Reads a `config.json`'s JSON, in its family's own field names.
     pub fn from_json(mut value: serde_json::Value) -> Result<Self, serde_json::Error> {
+        let mut modernbert = None;
         if let Some(obj) = value.as_object_mut() {
             let model_type = obj.get("model_type").and_then(|t| t.as_str());
             match model_type.and_then(Family::from_model_type) {
@@ -313,10 +319,17 @@ impl ModelConfig {
                     obj.insert("pad_token_id".into(), 1.into());
                 }
                 Some(Family::DebertaV2) => super::deberta_v2::insert_defaults(obj),
+                Some(Family::ModernBert) => {
+                    let own = super::modernbert::ModernBertConfig::read(obj)
+                        .map_err(<serde_json::Error as serde::de::Error>::custom)?;
+                    modernbert = Some(own);
+                }
                 _ => {}
             }
         }
-        serde_json::from_value(value)
+        let mut config: Self = serde_json::from_value(value)?;
+        config.bert.modernbert = modernbert;
+        Ok(config)
     }
 
     /// The JSON of `config.json`, in the family's own field names (what transformers reads).
@@ -341,6 +354,9 @@ impl ModelConfig {
                     self.bert.sinusoidal_pos_embds.into(),
                 );
             }
+        }
+        if let (Some(m), Some(obj)) = (&self.bert.modernbert, value.as_object_mut()) {
+            m.write(obj);
         }
         Ok(value)
     }
@@ -562,10 +578,10 @@ mod tests {
         assert!(with(&|n| n.topics[0] = " ".into()).contains("topic 0 has an empty name"));
         assert!(with(&|n| n.window.max_tokens = 4).contains("too small"));
         let mut c = good.clone();
-        c.model_type = "modernbert".into();
+        c.model_type = "gpt2".into();
         assert_eq!(
             message(c.validate()),
-            "model_type \"modernbert\" is not supported (supported: \"bert\", \"electra\", \"distilbert\", \"roberta\", \"xlm-roberta\", \"deberta-v2\")"
+            "model_type \"gpt2\" is not supported (supported: \"bert\", \"electra\", \"distilbert\", \"roberta\", \"xlm-roberta\", \"deberta-v2\", \"modernbert\")"
         );
     }
 

@@ -16,17 +16,19 @@ pub enum Family {
     Roberta,
     XlmRoberta,
     DebertaV2,
+    ModernBert,
 }
 
 impl Family {
     /// Every family, in the order messages list them.
-    pub const ALL: [Family; 6] = [
+    pub const ALL: [Family; 7] = [
         Family::Bert,
         Family::Electra,
         Family::DistilBert,
         Family::Roberta,
         Family::XlmRoberta,
         Family::DebertaV2,
+        Family::ModernBert,
     ];
 
     /// The family a `model_type` names, if newstag supports it.
@@ -43,6 +45,7 @@ impl Family {
             Family::Roberta => "roberta",
             Family::XlmRoberta => "xlm-roberta",
             Family::DebertaV2 => "deberta-v2",
+            Family::ModernBert => "modernbert",
         }
     }
 
@@ -55,6 +58,7 @@ impl Family {
             Family::Roberta => "RoBERTa",
             Family::XlmRoberta => "XLM-RoBERTa",
             Family::DebertaV2 => "DeBERTa-v2",
+            Family::ModernBert => "ModernBERT",
         }
     }
 
@@ -67,6 +71,7 @@ impl Family {
             Family::Roberta => "RobertaForTokenClassification",
             Family::XlmRoberta => "XLMRobertaForTokenClassification",
             Family::DebertaV2 => "DebertaV2ForTokenClassification",
+            Family::ModernBert => "ModernBertForTokenClassification",
         }
     }
 
@@ -79,6 +84,7 @@ impl Family {
             Family::DistilBert => "distilbert",
             Family::Roberta | Family::XlmRoberta => "roberta",
             Family::DebertaV2 => "deberta",
+            Family::ModernBert => "model",
         }
     }
 
@@ -92,6 +98,7 @@ impl Family {
             Family::Electra => &["embeddings.", "embeddings_project.", "encoder."],
             Family::DistilBert => &["embeddings.", "transformer."],
             Family::DebertaV2 => &["embeddings.", "encoder."],
+            Family::ModernBert => &["embeddings.", "layers.", "final_norm."],
         }
     }
 
@@ -100,6 +107,7 @@ impl Family {
     pub fn layer_prefix(self) -> String {
         match self {
             Family::DistilBert => format!("{}.transformer.layer.", self.prefix()),
+            Family::ModernBert => format!("{}.layers.", self.prefix()),
             _ => format!("{}.encoder.layer.", self.prefix()),
         }
     }
@@ -163,6 +171,7 @@ impl Family {
                 Box::new(super::roberta::Roberta::load(vb, config)?)
             }
             Family::DebertaV2 => Box::new(super::deberta_v2::DebertaV2::load(vb, config)?),
+            Family::ModernBert => Box::new(super::modernbert::ModernBert::load(vb, config)?),
         })
     }
 
@@ -175,7 +184,7 @@ impl Family {
             | Family::DistilBert
             | Family::Roberta
             | Family::XlmRoberta => true,
-            Family::DebertaV2 => false,
+            Family::DebertaV2 | Family::ModernBert => false,
         }
     }
 
@@ -184,6 +193,23 @@ impl Family {
         match self {
             Family::DebertaV2 => super::deberta_v2::validate(config),
             _ => config.validate(),
+        }
+    }
+
+    /// The transform a family's `...ForTokenClassification` applies to the hidden states before
+    /// its `classifier`, from tensors under `vb` (the checkpoint's root): ModernBERT's `head`;
+    /// `None` for families whose classifier reads the hidden states themselves.
+    pub fn token_head(
+        self,
+        vb: VarBuilder,
+        config: &BertConfig,
+    ) -> Result<Option<super::modernbert::PredictionHead>> {
+        match self {
+            Family::ModernBert => Ok(Some(super::modernbert::PredictionHead::load(
+                vb.pp("head"),
+                config,
+            )?)),
+            _ => Ok(None),
         }
     }
 

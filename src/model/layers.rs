@@ -358,8 +358,8 @@ pub struct Prepared {
 }
 
 impl Prepared {
-    /// No prepared weights, for a family without a prepared inference path (its forward pass
-    /// ignores them): callers prepare whatever the family.
+    /// No prepared weights, for a family without a prepared inference path (DeBERTa-v2's,
+    /// ModernBERT's), whose forward pass ignores them: callers prepare whatever the family.
     pub fn none(path: PreparedPath) -> Self {
         Prepared {
             layers: Vec::new(),
@@ -461,7 +461,7 @@ impl Layers {
 
 /// Each row's number of tokens when `attention_mask` (`[batch, len]`) is ones then zeros in every
 /// row, as batches of windows are; `None` otherwise.
-fn prefix_lengths(attention_mask: &Tensor) -> Result<Option<Vec<usize>>> {
+pub(crate) fn prefix_lengths(attention_mask: &Tensor) -> Result<Option<Vec<usize>>> {
     let rows = attention_mask.to_dtype(DType::U32)?.to_vec2::<u32>()?;
     Ok(rows
         .iter()

@@ -1,7 +1,8 @@
 //! The model: an encoder of one of the supported families ([`family::Family`], chosen by
 //! `model_type`; one file each: [`bert`], [`electra`], [`distilbert`], [`roberta`],
-//! [`deberta_v2`]) behind the [`encoder::Encoder`] interface, shared by two heads, token
-//! classification over BIO tags and multi-label document topics. A saved model is a directory that Hugging Face transformers loads
+//! [`deberta_v2`], [`modernbert`]) behind the [`encoder::Encoder`] interface, shared by two heads,
+//! token classification over BIO tags and multi-label document topics. A saved model is a
+//! directory that Hugging Face transformers loads
 //! as its family's `...ForTokenClassification`; the topic head rides along under its own tensor
 //! prefix.
 
@@ -14,6 +15,8 @@ pub mod electra;
 pub mod encoder;
 pub mod family;
 pub mod layers;
+pub mod modernbert;
+pub mod modernbert_config;
 pub mod params;
 pub mod roberta;
 pub mod source;
@@ -46,6 +49,8 @@ pub struct NewsTagger {
     pub special: SpecialTokens,
     encoder: Box<dyn Encoder>,
     classifier: Linear,
+    /// What the family's token classifier applies before `classifier` ([`Family::token_head`]).
+    token_head: Option<modernbert::PredictionHead>,
     topic_head: Option<Linear>,
     store: ParamStore,
     /// The base checkpoint's own heads, left out ([`NewsTagger::from_base`]).
@@ -388,6 +393,7 @@ impl NewsTagger {
             let vb = store.var_builder(device);
             let h = config.bert.hidden_size;
             let encoder = family.load(vb.pp(family.prefix()), &config.bert)?;
+            let token_head = family.token_head(vb.clone(), &config.bert)?;
             let classifier = head(h, tags.len(), vb.pp("classifier"))?;
             let topic_head = match &config.newstag {
                 Some(n) if !n.topics.is_empty() => {
@@ -395,9 +401,9 @@ impl NewsTagger {
                 }
                 _ => None,
             };
-            Ok((encoder, classifier, topic_head))
+            Ok((encoder, token_head, classifier, topic_head))
         };
-        let (encoder, classifier, topic_head) =
+        let (encoder, token_head, classifier, topic_head) =
             build_modules().with_context(|| format!("{}", weights.display()))?;
         // Every tensor of the checkpoint must have gone into the model: one left over means the
         // config describes a different model (fewer layers, no topics) that would tag garbage.
@@ -417,6 +423,7 @@ impl NewsTagger {
             special,
             encoder,
             classifier,
+            token_head,
             topic_head,
             store,
             dropped_base_tensors: Vec::new(),
@@ -584,8 +591,8 @@ impl NewsTagger {
                 .forward(&batch.ids, &batch.type_ids, &batch.mask, prepared, mode)?;
         let (b, t, h) = hidden.dims3()?;
         let flat = hidden.reshape((b * t, h))?;
-        let word_states = mode.dropout(&flat.index_select(&batch.word_positions, 0)?)?;
-        let entity_logits = apply_head(&self.classifier, &word_states, mode)?;
+        let word_states = self.token_head(flat.index_select(&batch.word_positions, 0)?, mode)?;
+        let entity_logits = apply_head(&self.classifier, &mode.dropout(&word_states)?, mode)?;
         let owned = flat.index_select(&batch.owned_positions, 0)?;
         let segment_sums = Tensor::zeros((batch.segments.len(), h), owned.dtype(), owned.device())?
             .index_add(&batch.owned_segments, &owned, 0)?;
@@ -609,8 +616,18 @@ impl NewsTagger {
             .encoder
             .forward(ids, type_ids, attention_mask, None, mode)?;
         let (b, t, h) = hidden.dims3()?;
-        let logits = apply_head(&self.classifier, &hidden.reshape((b * t, h))?, mode)?;
+        let states = self.token_head(hidden.reshape((b * t, h))?, mode)?;
+        let logits = apply_head(&self.classifier, &states, mode)?;
         Ok(logits.reshape((b, t, self.tags.len()))?)
+    }
+
+    /// Hidden states `[rows, hidden]` as the entity classifier reads them: through the family's
+    /// token head where it has one ([`Family::token_head`]), else as they are.
+    fn token_head(&self, states: Tensor, mode: &Mode) -> candle_core::Result<Tensor> {
+        match &self.token_head {
+            Some(head) => head.forward(&states, mode),
+            None => Ok(states),
+        }
     }
 
     /// Topic logits `[items, topics]` from pooled states, or `None` for a model without topics.
