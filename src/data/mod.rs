@@ -343,6 +343,22 @@ impl Article {
         &self.sentence_starts
     }
 
+    /// Word indices where an entity may not continue from the word before: sentence starts, and
+    /// the first word of every line (a headline, a dateline, a table row or a paragraph ends at
+    /// a line break, and no entity in the annotated corpora crosses one). So raw text decodes as
+    /// its CoNLL reading does, where sentences are lines.
+    pub fn entity_breaks(&self) -> Vec<usize> {
+        let lines = self.words.windows(2).enumerate().filter_map(|(i, pair)| {
+            self.text[pair[0].end..pair[1].start]
+                .contains('\n')
+                .then_some(i + 1)
+        });
+        let mut breaks: Vec<usize> = self.sentence_starts.iter().copied().chain(lines).collect();
+        breaks.sort_unstable();
+        breaks.dedup();
+        breaks
+    }
+
     /// Byte range of an entity in `text`.
     pub fn entity_bytes(&self, e: &Entity) -> Range<usize> {
         self.words[e.words.start].start..self.words[e.words.end - 1].end
@@ -532,6 +548,21 @@ mod tests {
         );
         let round = tags_from_entities(6, &iob1);
         assert_eq!(entities_from_tags(&round, &[]), iob1);
+    }
+
+    #[test]
+    fn entities_break_at_sentence_starts_and_line_breaks() {
+        // Words: Astana(0) ,(1) Dec(2) 1(3) |line| Kassym(4) -(5) Jomart(6) Tokayev(7) |blank line|
+        // said(8)
+        let a = Article::from_text("a", "Astana, Dec 1\r\nKassym-Jomart Tokayev\n\n said");
+        assert_eq!(a.word(4), "Kassym");
+        assert_eq!(a.entity_breaks(), [4, 8]);
+        let mut b = a.clone();
+        b.sentence_starts = vec![0, 6];
+        assert_eq!(b.entity_breaks(), [0, 4, 6, 8]);
+        assert!(Article::from_text("a", "one line only")
+            .entity_breaks()
+            .is_empty());
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! From per-word tag probabilities to entities: the most probable tag sequence that is valid
-//! IOB2 (an `I-X` only after `B-X` or `I-X`, never at a sentence start), so every entity is a run
-//! of whole words and strict and lenient scoring agree on it.
+//! IOB2 (an `I-X` only after `B-X` or `I-X`, never at a sentence start or a line's first word),
+//! so every entity is a run of whole words and strict and lenient scoring agree on it.
 //!
 //! The sequence runs over the article's pieces ([`Pieces`]), not its words: a word that a sub-token
 //! of an earlier word covers shares that word's tag, and a word the tokenizer dropped lies between
@@ -27,17 +27,17 @@ pub struct ScoredEntity {
 pub struct Pieces {
     /// Each piece's words; the first (the head) carries the piece's prediction.
     words: Vec<Range<usize>>,
-    /// Pieces where a sentence starts.
-    sentence_starts: Vec<usize>,
+    /// Pieces where no entity continues from the piece before (a sentence or a line starts).
+    breaks: Vec<usize>,
 }
 
 impl Pieces {
     /// The pieces of an article's words, given each word's own first sub-token and whether an
-    /// earlier word's sub-token covers it ([`EncodedArticle`]). A word at a sentence start never
-    /// joins the piece before it.
-    pub fn new(first_token: &[Option<usize>], joined: &[bool], sentence_starts: &[usize]) -> Self {
+    /// earlier word's sub-token covers it ([`EncodedArticle`]). A word at one of `breaks` (word
+    /// indices where a sentence or a line starts) never joins the piece before it.
+    pub fn new(first_token: &[Option<usize>], joined: &[bool], breaks: &[usize]) -> Self {
         let mut words: Vec<Range<usize>> = Vec::new();
-        let mut starts = sentence_starts.iter().peekable();
+        let mut starts = breaks.iter().peekable();
         let mut starts_here = Vec::new();
         for (w, first) in first_token.iter().enumerate() {
             let mut at_start = false;
@@ -64,22 +64,23 @@ impl Pieces {
         starts_here.retain(|&p| p < words.len());
         Pieces {
             words,
-            sentence_starts: starts_here,
+            breaks: starts_here,
         }
     }
 
-    /// The pieces of `article` as `encoded` splits it.
+    /// The pieces of `article` as `encoded` splits it, no entity continuing across a sentence
+    /// start or a line break ([`Article::entity_breaks`]).
     pub fn of(article: &Article, encoded: &EncodedArticle) -> Self {
         Self::new(
             &encoded.first_token,
             &encoded.joined,
-            article.sentence_starts(),
+            &article.entity_breaks(),
         )
     }
 
     /// Every one of `n` words a piece of its own.
-    pub fn words(n: usize, sentence_starts: &[usize]) -> Self {
-        Self::new(&vec![Some(0); n], &[], sentence_starts)
+    pub fn words(n: usize, breaks: &[usize]) -> Self {
+        Self::new(&vec![Some(0); n], &[], breaks)
     }
 
     /// The number of pieces.
@@ -113,11 +114,11 @@ impl Pieces {
 /// Constrained Viterbi decoding of `pieces`, each tagged as its head word: `probs[w][k]` is word
 /// `w`'s probability of tag `k`. The path has one tag per piece.
 pub fn decode(probs: &[Vec<f32>], tags: &TagSet, pieces: &Pieces) -> Vec<usize> {
-    viterbi(&pieces.probs(probs), tags, &pieces.sentence_starts)
+    viterbi(&pieces.probs(probs), tags, &pieces.breaks)
 }
 
 /// Constrained Viterbi decoding; `probs[w][k]` is item `w`'s probability of tag `k`.
-fn viterbi(probs: &[Vec<f32>], tags: &TagSet, sentence_starts: &[usize]) -> Vec<usize> {
+fn viterbi(probs: &[Vec<f32>], tags: &TagSet, breaks: &[usize]) -> Vec<usize> {
     let n = probs.len();
     let k = tags.len();
     if n == 0 {
@@ -135,7 +136,7 @@ fn viterbi(probs: &[Vec<f32>], tags: &TagSet, sentence_starts: &[usize]) -> Vec<
         })
         .collect();
     let mut back = vec![vec![0usize; k]; n];
-    let mut breaks = sentence_starts.iter().peekable();
+    let mut breaks = breaks.iter().peekable();
     for (w, back_w) in back.iter_mut().enumerate().skip(1) {
         while breaks.peek().is_some_and(|&&b| b < w) {
             breaks.next();
@@ -176,13 +177,13 @@ pub fn scored_entities(
     pieces: &Pieces,
 ) -> Vec<ScoredEntity> {
     let seq: Vec<Tag> = path.iter().map(|&t| tags.tags()[t].clone()).collect();
-    let entities = entities_from_tags(&seq, &pieces.sentence_starts);
+    let entities = entities_from_tags(&seq, &pieces.breaks);
     if entities.is_empty() {
         return Vec::new();
     }
     let transitions = Transitions::new(tags);
     let probs = pieces.probs(probs);
-    let marginals = Marginals::new(&probs, &transitions, &pieces.sentence_starts);
+    let marginals = Marginals::new(&probs, &transitions, &pieces.breaks);
     entities
         .into_iter()
         .map(|entity| {
@@ -258,7 +259,7 @@ mod tests {
         let p = Pieces::new(&first, &joined, &[0, 3, 4]);
         let words: Vec<_> = (0..p.len()).map(|i| p.piece_words(i)).collect();
         assert_eq!(words, [0..2, 3..4, 5..6]);
-        assert_eq!(p.sentence_starts, [0, 1, 2]);
+        assert_eq!(p.breaks, [0, 1, 2]);
         // B-PER on piece 0, I-PER wanted on piece 1 but a sentence starts there: two entities;
         // the dropped word between them belongs to neither.
         let probs = vec![
