@@ -239,25 +239,37 @@ pub struct ModelConfig {
 
 impl ModelConfig {
     /// Checks the whole configuration on its own: the model type, the encoder's hyper-parameters
-    /// and newstag's section.
+    /// and newstag's section (or, without it, that the default window fits the encoder).
     pub fn validate(&self) -> anyhow::Result<()> {
         let family = self.family()?;
         family.validate(&self.bert)?;
+        let offset = family.position_offset(&self.bert);
+        let positions = self.positions(family);
+        let window = self.newstag.as_ref().map(|n| n.window);
+        let window = window.unwrap_or_else(|| WindowConfig::within(positions));
+        if offset > 0 {
+            window.validate(positions).with_context(|| {
+                format!(
+                    "{} numbers positions from {offset}, so {positions} of its {} position embeddings hold tokens",
+                    family.model_type(),
+                    self.bert.max_position_embeddings
+                )
+            })?;
+        } else if self.newstag.is_none() {
+            window.validate(positions)?;
+        }
         if let Some(n) = &self.newstag {
-            let offset = family.position_offset(&self.bert);
-            let positions = self.bert.max_position_embeddings.saturating_sub(offset);
-            if offset > 0 {
-                n.window.validate(positions).with_context(|| {
-                    format!(
-                        "{} numbers positions from {offset}, so {positions} of its {} position embeddings hold tokens",
-                        family.model_type(),
-                        self.bert.max_position_embeddings
-                    )
-                })?;
-            }
             n.validate(positions, family)?;
         }
         Ok(())
+    }
+
+    /// How many tokens a window of a `family` encoder may hold: its position embeddings, less
+    /// those before the first token's (RoBERTa's `padding_idx + 1`).
+    pub fn positions(&self, family: Family) -> usize {
+        self.bert
+            .max_position_embeddings
+            .saturating_sub(family.position_offset(&self.bert))
     }
 
     /// The encoder family `model_type` names.
@@ -514,6 +526,16 @@ mod tests {
         let c: ModelConfig = serde_json::from_str(json).unwrap();
         assert_eq!(c.bert.layer_norm_eps, 1e-12);
         assert!(c.newstag.is_none());
+        c.validate().unwrap();
+        // Without newstag's section the window is the default one shrunk to the positions, which
+        // must still hold one: with 4, windows would have no room for tokens.
+        let few = json.replace(
+            "\"max_position_embeddings\": 32",
+            "\"max_position_embeddings\": 4",
+        );
+        let c: ModelConfig = serde_json::from_str(&few).unwrap();
+        let err = format!("{:#}", c.validate().unwrap_err());
+        assert!(err.contains("window of 4 sub-tokens is too small"), "{err}");
     }
 
     fn message(r: anyhow::Result<()>) -> String {

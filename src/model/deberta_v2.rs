@@ -22,8 +22,7 @@
 
 use super::config::{Activation, BertConfig};
 use super::encoder::{embedding, linear, param, Encoder, Kernels, LayerNorm, Mode, WEIGHT_INIT};
-use super::layers::{Prepared, PreparedPath};
-use super::Precision;
+use super::layers::Prepared;
 use crate::kernels as ops;
 use candle_core::{DType, Device, Module, Result, Tensor};
 use candle_nn::{Embedding, Linear, VarBuilder};
@@ -411,13 +410,12 @@ impl Encoder for DebertaV2 {
         _prepared: Option<&Prepared>,
         mode: &mut Mode,
     ) -> Result<Tensor> {
-        let (b, len) = ids.dims2()?;
+        let (_, len) = ids.dims2()?;
         let mask = attention_mask.to_dtype(DType::F32)?;
         let rows_mask = mask.unsqueeze(2)?;
         let embedded = self.embeddings.forward(ids, type_ids, &rows_mask, mode)?;
         let mut x = embedded.clone();
-        // Padding gets a large negative bias: exp underflows to exactly 0, as with -inf.
-        let mask_bias = ((mask - 1.0)? * 1e9)?.reshape((b, 1, 1, len))?;
+        let mask_bias = super::encoder::mask_bias(attention_mask)?;
         let relative = match &self.rel_embeddings {
             Some(table) => {
                 let rel = param(table.embeddings(), mode.is_train());
@@ -437,14 +435,6 @@ impl Encoder for DebertaV2 {
             }
         }
         Ok(x)
-    }
-
-    fn prepare(&self, _precision: Precision) -> Result<Prepared> {
-        Ok(Prepared::none(PreparedPath::Cpu))
-    }
-
-    fn prepare_for(&self, _precision: Precision, path: PreparedPath) -> Result<Prepared> {
-        Ok(Prepared::none(path))
     }
 }
 

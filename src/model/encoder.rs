@@ -37,12 +37,17 @@ pub trait Encoder: Send + Sync {
 
     /// Copies of the current weights for [`Encoder::forward`] at inference, at `precision`: for
     /// the CPU kernels on CPU (the caller checks that the CPU has what [`Precision::Bf16`] needs),
-    /// for [`PreparedPath::Device`] elsewhere.
-    fn prepare(&self, precision: Precision) -> Result<Prepared>;
+    /// for [`PreparedPath::Device`] elsewhere. By default none: a family without a prepared path
+    /// runs its forward pass as it is (and in f32 only, [`super::family::Family::reduced_precision`]).
+    fn prepare(&self, _precision: Precision) -> Result<Prepared> {
+        Ok(Prepared::none(PreparedPath::Cpu))
+    }
 
     /// [`Encoder::prepare`] for the forward pass `path` whatever the device (tests run the device
     /// path on CPU).
-    fn prepare_for(&self, precision: Precision, path: PreparedPath) -> Result<Prepared>;
+    fn prepare_for(&self, _precision: Precision, path: PreparedPath) -> Result<Prepared> {
+        Ok(Prepared::none(path))
+    }
 }
 
 /// A family made of its own embeddings (named as its checkpoints name them) over BERT's stack of
@@ -77,6 +82,14 @@ impl<T: BertLayered> Encoder for T {
     fn prepare_for(&self, precision: Precision, path: PreparedPath) -> Result<Prepared> {
         self.layers().prepare_for(precision, path)
     }
+}
+
+/// The attention bias `[batch, 1, 1, len]` of an `attention_mask` `[batch, len]` (1 on tokens, 0
+/// on padding): padding gets a large negative bias, so its exp underflows to exactly 0, as with
+/// -inf, without the NaN an all -inf row would make.
+pub(crate) fn mask_bias(attention_mask: &Tensor) -> Result<Tensor> {
+    let (b, len) = attention_mask.dims2()?;
+    ((attention_mask.to_dtype(candle_core::DType::F32)? - 1.0)? * 1e9)?.reshape((b, 1, 1, len))
 }
 
 pub(crate) const WEIGHT_INIT: Init = Init::Randn {

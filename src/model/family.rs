@@ -137,20 +137,17 @@ impl Family {
     /// - DeBERTa-v2's `PREFIX.embeddings.position_embeddings.` (which transformers ignores on
     ///   load): without `position_biased_input` the model has no use for them (with it, they are
     ///   required like any other).
-    pub fn optional_tensors(self) -> [String; 3] {
+    pub fn optional_tensors(self) -> Vec<String> {
         let p = self.prefix();
-        if self == Family::DebertaV2 {
-            return [
-                format!("{p}.embeddings.position_ids"),
-                format!("{p}.embeddings.position_embeddings."),
-                format!("{p}.embeddings.token_type_ids"),
-            ];
-        }
-        [
+        let mut optional = vec![
             format!("{p}.pooler."),
             format!("{p}.embeddings.position_ids"),
             format!("{p}.embeddings.token_type_ids"),
-        ]
+        ];
+        if self == Family::DebertaV2 {
+            optional.push(format!("{p}.embeddings.position_embeddings."));
+        }
+        optional
     }
 
     /// How many position embeddings come before the first token's (RoBERTa's `padding_idx + 1`).

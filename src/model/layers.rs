@@ -418,9 +418,7 @@ impl Layers {
         mode: &mut Mode,
     ) -> Result<Tensor> {
         let (b, len, _) = x.dims3()?;
-        // Padding gets a large negative bias: exp underflows to exactly 0, as with -inf.
-        let mask_bias =
-            ((attention_mask.to_dtype(DType::F32)? - 1.0)? * 1e9)?.reshape((b, 1, 1, len))?;
+        let mask_bias = super::encoder::mask_bias(attention_mask)?;
         // On CPU, inference runs the fused kernels too (without dropout): one pass per op and
         // no head transposes. Elsewhere it keeps candle's forward-only kernels.
         let fused = match mode.kernels() {

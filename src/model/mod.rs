@@ -97,7 +97,8 @@ impl Precision {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum PrecisionChoice {
     /// int8 on a CPU with VNNI (CoNLL-2003 test F1 0.8581, f32 0.8592), else bf16 on a CPU with
-    /// AVX512-BF16 (F1 0.8592), else f32; f32 off the CPU. int8 comes first because it was the
+    /// AVX512-BF16 (F1 0.8592), else f32; f32 off the CPU and for the families without reduced
+    /// precision (DeBERTa-v2, ModernBERT). int8 comes first because it was the
     /// fastest where both run: on an Intel Xeon with AVX512-VNNI and AVX512-BF16, tagging the
     /// CoNLL-2003 test sentences ran at about 1.5x f32 in int8 and 0.6x f32 in bf16.
     #[default]
@@ -525,10 +526,7 @@ impl NewsTagger {
     /// The window the model was trained with; for a model saved without newstag's section (a
     /// transformers `...ForTokenClassification`), the default one shrunk to the encoder's positions.
     pub fn window(&self) -> WindowConfig {
-        let bert = &self.config.bert;
-        let positions = bert
-            .max_position_embeddings
-            .saturating_sub(self.family().position_offset(bert));
+        let positions = self.config.positions(self.family());
         self.config
             .newstag
             .as_ref()
@@ -671,10 +669,7 @@ impl NewsTagger {
                 .into_iter()
                 .find(|t| self.tokenizer.token_to_id(t).is_some())
         };
-        let bert = &self.config.bert;
-        let positions = bert
-            .max_position_embeddings
-            .saturating_sub(self.family().position_offset(bert));
+        let positions = self.config.positions(self.family());
         serde_json::json!({
             "tokenizer_class": "PreTrainedTokenizerFast",
             "cls_token": name(self.special.cls),

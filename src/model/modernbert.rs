@@ -20,13 +20,13 @@
 //! for the heads' [`ops::linear_rows`]).
 //!
 //! Training has one hidden dropout rate, `mlp_dropout` (and `attention_dropout` on attention):
-//! it is applied after the embeddings too when `embedding_dropout` is not 0 (ModernBERT's own
-//! checkpoints set all three to 0).
+//! it is applied after the embeddings too when `embedding_dropout` is not 0, and before the
+//! classifier, where transformers uses `classifier_dropout` (read and saved, not applied; its
+//! checkpoints set 0 for the others and 0 or 0.1 there).
 
 use super::config::{Activation, BertConfig};
 use super::encoder::{param, Encoder, Kernels, Mode, WEIGHT_INIT};
-use super::layers::{prefix_lengths, Prepared, PreparedPath};
-use super::Precision;
+use super::layers::{prefix_lengths, Prepared};
 use crate::kernels as ops;
 use candle_core::{DType, Device, Result, Tensor, D};
 use candle_nn::{Init, VarBuilder};
@@ -411,14 +411,6 @@ impl Encoder for ModernBert {
             }
         }
         self.forward_batch(ids, attention_mask, mode)
-    }
-
-    fn prepare(&self, _precision: Precision) -> Result<Prepared> {
-        Ok(Prepared::none(PreparedPath::Cpu))
-    }
-
-    fn prepare_for(&self, _precision: Precision, path: PreparedPath) -> Result<Prepared> {
-        Ok(Prepared::none(path))
     }
 }
 
