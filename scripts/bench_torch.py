@@ -90,7 +90,8 @@ class RunDirectory:
         self.id2label = [config["id2label"][str(i)] for i in range(len(config["id2label"]))]
 
     def entities(self, art, logits_of_window):
-        return decode_entities(self.id2label, art["words"], word_logits(art, logits_of_window))
+        return decode_entities(self.id2label, art["words"], word_logits(art, logits_of_window),
+                               breaks=art.get("breaks", ()))
 
 
 class Tagger(RunDirectory):
