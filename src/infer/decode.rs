@@ -33,8 +33,10 @@ pub struct Pieces {
 
 impl Pieces {
     /// The pieces of an article's words, given each word's own first sub-token and whether an
-    /// earlier word's sub-token covers it ([`EncodedArticle`]). A word at one of `breaks` (word
-    /// indices where a sentence or a line starts) never joins the piece before it.
+    /// earlier word's sub-token covers it ([`EncodedArticle`]). No entity continues into a piece
+    /// that starts at one of `breaks` (word indices where a sentence or a line starts), except
+    /// where a sub-token runs across the break (a SentencePiece token over a line break): the
+    /// word it reaches joins its piece all the same, since an entity never ends inside a token.
     pub fn new(first_token: &[Option<usize>], joined: &[bool], breaks: &[usize]) -> Self {
         let mut words: Vec<Range<usize>> = Vec::new();
         let mut starts = breaks.iter().peekable();
@@ -46,7 +48,6 @@ impl Pieces {
             }
             let joins = first.is_none()
                 && joined.get(w) == Some(&true)
-                && !at_start
                 && words.last().is_some_and(|last| last.end == w);
             if joins {
                 words.last_mut().unwrap().end = w + 1;
@@ -253,13 +254,13 @@ mod tests {
     #[test]
     fn joined_words_share_their_piece_and_dropped_words_have_none() {
         // Words: 0 own, 1 joined, 2 dropped, 3 own (a sentence start), 4 joined at a sentence
-        // start (left out), 5 own.
+        // start (word 3's token runs across it: it joins all the same), 5 own.
         let first = [Some(0), None, None, Some(2), None, Some(4)];
         let joined = [false, true, false, false, true, false];
         let p = Pieces::new(&first, &joined, &[0, 3, 4]);
         let words: Vec<_> = (0..p.len()).map(|i| p.piece_words(i)).collect();
-        assert_eq!(words, [0..2, 3..4, 5..6]);
-        assert_eq!(p.breaks, [0, 1, 2]);
+        assert_eq!(words, [0..2, 3..5, 5..6]);
+        assert_eq!(p.breaks, [0, 1]);
         // B-PER on piece 0, I-PER wanted on piece 1 but a sentence starts there: two entities;
         // the dropped word between them belongs to neither.
         let probs = vec![
@@ -274,7 +275,7 @@ mod tests {
         assert_eq!(path, [1, 1, 0]);
         let e = scored_entities(&path, &probs, &tagset(), &p);
         let spans: Vec<_> = e.iter().map(|e| e.entity.words.clone()).collect();
-        assert_eq!(spans, [0..2, 3..4]);
+        assert_eq!(spans, [0..2, 3..5]);
         // Without the sentence starts, the entity runs over the dropped word.
         let p = Pieces::new(&first, &joined, &[]);
         let path = decode(&probs, &tagset(), &p);
