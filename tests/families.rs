@@ -320,6 +320,18 @@ fn the_window_must_fit_the_positions_after_robertas_offset() {
     }
 }
 
+/// The trainable tensors of `model` that one optimiser step on a small corpus leaves as they
+/// were (the run goes to `run`).
+fn unchanged_by_one_step(model: &mut NewsTagger, run: &Path) -> Vec<String> {
+    let before = common::tensor_values(model);
+    let opts = TrainOptions {
+        max_steps: Some(1),
+        ..options(1)
+    };
+    train(model, &common::corpus(8), &[], &opts, run, None).unwrap();
+    common::unchanged_tensors(&before, model)
+}
+
 #[test]
 fn distilberts_sinusoidal_positions_stay_frozen() {
     let dir = tempfile::tempdir().unwrap();
@@ -327,15 +339,9 @@ fn distilberts_sinusoidal_positions_stay_frozen() {
     copy_base("distilbert", &base);
     edit_config(&base, |c| c["sinusoidal_pos_embds"] = true.into());
     let mut model = from_base(&base);
-    let before = common::tensor_values(&model);
-    let opts = TrainOptions {
-        max_steps: Some(1),
-        ..options(1)
-    };
     let run = dir.path().join("run");
-    train(&mut model, &common::corpus(8), &[], &opts, &run, None).unwrap();
     assert_eq!(
-        common::unchanged_tensors(&before, &model),
+        unchanged_by_one_step(&mut model, &run),
         ["distilbert.embeddings.position_embeddings.weight"]
     );
     let saved: serde_json::Value =
@@ -348,13 +354,7 @@ fn one_step_changes_every_trainable_tensor_and_loss_goes_down() {
     for family in FAMILIES {
         let run = tempfile::tempdir().unwrap();
         let mut model = from_base(&fixture(family).join("base"));
-        let before = common::tensor_values(&model);
-        let opts = TrainOptions {
-            max_steps: Some(1),
-            ..options(1)
-        };
-        train(&mut model, &common::corpus(8), &[], &opts, run.path(), None).unwrap();
-        let unchanged = common::unchanged_tensors(&before, &model);
+        let unchanged = unchanged_by_one_step(&mut model, run.path());
         assert!(
             unchanged.is_empty(),
             "{family}: did not change: {unchanged:?}"
@@ -521,15 +521,8 @@ fn deberta_v2s_other_options_match_transformers_too() {
 
     // Training reaches every tensor, the convolution's too.
     let mut model = from_base(&base);
-    let before = common::tensor_values(&model);
-    let opts = TrainOptions {
-        max_steps: Some(1),
-        ..options(1)
-    };
-    let run = dir.path().join("run");
-    train(&mut model, &common::corpus(8), &[], &opts, &run, None).unwrap();
     assert_eq!(
-        common::unchanged_tensors(&before, &model),
+        unchanged_by_one_step(&mut model, &dir.path().join("run")),
         Vec::<String>::new()
     );
 }
