@@ -14,11 +14,12 @@ pub mod topics;
 
 use crate::data::Article;
 use crate::encode::pool::ArticleSums;
-use crate::encode::{encode_article, inference_batches, units, Batch, EncodedArticle};
+use crate::encode::{encode_article, inference_batches, units, Batch, EncodedArticle, Unit};
 use crate::model::bert::{Mode, Prepared};
 use crate::model::calibration::{sigmoid, tempered};
 use crate::model::{NewsTagger, Precision};
 pub use decode::{Pieces, ScoredEntity};
+use rayon::prelude::*;
 pub use topics::PassageState;
 
 /// What the model says about one article.
@@ -62,6 +63,13 @@ impl ArticlePrediction {
             .map(|((t, _), &p)| (t.as_str(), p))
             .collect()
     }
+}
+
+/// One batch's tag distributions (a row per word the batch owns) and passage-segment sums.
+struct BatchOutput {
+    batch: Batch,
+    probs: Vec<Vec<f32>>,
+    sums: Vec<Vec<f32>>,
 }
 
 /// Runs a model over articles in batches of at most `batch_windows` windows.
@@ -161,14 +169,29 @@ impl<'m> Predictor<'m> {
         let mut pooled = ArticleSums::new(encoded, hidden);
         // Units of at most `batch_windows` windows, so one huge article never makes a huge batch.
         let units = units(encoded, self.batch_windows);
-        for group in inference_batches(&units, self.batch_windows) {
-            let batch = Batch::new(encoded, &group, model.special, model.device())?;
+        let groups = inference_batches(&units, self.batch_windows);
+        let run = |group: &Vec<Unit>| -> anyhow::Result<BatchOutput> {
+            let batch = Batch::new(encoded, group, model.special, model.device())?;
             let out = model.forward_prepared(&batch, self.prepared.as_ref(), &mut Mode::Infer)?;
             let probs = candle_nn::ops::softmax_last_dim(&out.entity_logits)?.to_vec2::<f32>()?;
+            let sums = out.segment_sums.to_vec2::<f32>()?;
+            Ok(BatchOutput { batch, probs, sums })
+        };
+        // On the CPU, batches run side by side on the compute pool: one batch's sequential work
+        // between kernels (and a small batch's products, too small to split) leaves cores idle
+        // that another batch fills. Each batch's result is the same either way (the kernels'
+        // reductions do not depend on the thread count), and they are added up in batch order.
+        let outputs: Vec<_> = if model.device().is_cpu() {
+            groups.par_iter().map(run).collect()
+        } else {
+            groups.iter().map(run).collect()
+        };
+        for (group, output) in groups.iter().zip(outputs) {
+            let BatchOutput { batch, probs, sums } = output?;
             for ((unit, word), p) in batch.words.iter().zip(probs) {
                 word_probs[group[*unit].article][*word] = p;
             }
-            pooled.add(&group, &batch, out.segment_sums.to_vec2::<f32>()?);
+            pooled.add(group, &batch, sums);
         }
         let topics =
             topics::read_topics(model, pooled.into_passages(), hidden, self.keep_passages)?;
