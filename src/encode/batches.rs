@@ -6,17 +6,16 @@
 use super::units::Unit;
 use rand::{rngs::StdRng, seq::SliceRandom, SeedableRng};
 
-/// What one batch costs beyond its padded slots, in slots: the fixed work of a forward pass
-/// (per-layer dispatch, thread hand-offs, small products running below the machine's peak).
-/// Measured on MiniLM on 2 cores: a batch of 8 slots takes as long as ~20 slots at full speed;
-/// 64 leans towards fewer, fuller batches, which also suits devices with costlier launches.
-const BATCH_OVERHEAD_SLOTS: usize = 64;
-
 /// Inference's batches: the units sorted by length (ties in their given order), cut into runs of
-/// at most `batch_windows` windows where the padded slots plus a fixed cost per batch are least.
-/// A full batch of windows of similar lengths wins; a few short articles among long ones (as a
-/// server's batch of whatever requests came in) get batches of their own instead of padding.
-pub fn inference_batches(units: &[Unit], batch_windows: usize) -> Vec<Vec<Unit>> {
+/// at most `batch_windows` windows where the padded slots plus `overhead_slots` per batch (the
+/// fixed cost of a forward pass, in slots) are least. Windows of similar lengths fill their
+/// batches; a few short articles among long ones (a server's batch of whatever requests came in)
+/// get batches of their own instead of padding.
+pub fn inference_batches(
+    units: &[Unit],
+    batch_windows: usize,
+    overhead_slots: usize,
+) -> Vec<Vec<Unit>> {
     let mut order = units.to_vec();
     order.sort_by_key(|u| u.max_len);
     let cap = batch_windows.max(1);
@@ -27,13 +26,13 @@ pub fn inference_batches(units: &[Unit], batch_windows: usize) -> Vec<Vec<Unit>>
         let len = order[i - 1].max_len;
         // The last unit alone always fits (a unit larger than a batch goes alone).
         let mut windows = order[i - 1].window_count();
-        let (mut least, mut start) = (best[i - 1] + BATCH_OVERHEAD_SLOTS + windows * len, i - 1);
+        let (mut least, mut start) = (best[i - 1] + overhead_slots + windows * len, i - 1);
         for j in (0..i - 1).rev() {
             windows += order[j].window_count();
             if windows > cap {
                 break;
             }
-            let cost = best[j] + BATCH_OVERHEAD_SLOTS + windows * len;
+            let cost = best[j] + overhead_slots + windows * len;
             // Ties go to the fuller batch.
             if cost <= least {
                 (least, start) = (cost, j);
@@ -135,6 +134,8 @@ mod tests {
             .all(|b| b.iter().map(Unit::window_count).sum::<usize>() <= 4));
     }
 
+    const OVERHEAD: usize = 64;
+
     /// Padded slots plus the fixed cost of each batch.
     fn cost(batches: &[Vec<Unit>]) -> usize {
         batches
@@ -142,7 +143,7 @@ mod tests {
             .map(|b| {
                 let windows: usize = b.iter().map(Unit::window_count).sum();
                 let len = b.iter().map(|u| u.max_len).max().unwrap_or(0);
-                BATCH_OVERHEAD_SLOTS + windows * len
+                OVERHEAD + windows * len
             })
             .sum()
     }
@@ -151,7 +152,7 @@ mod tests {
     fn inference_batches_are_sorted_by_length_and_within_the_cap() {
         let lens: Vec<Vec<usize>> = (0..30).map(|i| vec![10 + i % 5 * 20; 1 + i % 4]).collect();
         let units = units(&articles(&lens), 3);
-        let batches = inference_batches(&units, 3);
+        let batches = inference_batches(&units, 3, OVERHEAD);
         let flat: Vec<Unit> = batches.iter().flatten().copied().collect();
         assert_eq!(flat.len(), units.len());
         assert!(flat.windows(2).all(|p| p[0].max_len <= p[1].max_len));
@@ -163,7 +164,10 @@ mod tests {
     #[test]
     fn windows_of_one_length_fill_their_batches() {
         let units = units(&articles(&vec![vec![40]; 70]), 1);
-        let mut sizes: Vec<usize> = inference_batches(&units, 32).iter().map(Vec::len).collect();
+        let mut sizes: Vec<usize> = inference_batches(&units, 32, OVERHEAD)
+            .iter()
+            .map(Vec::len)
+            .collect();
         sizes.sort_unstable();
         assert_eq!(sizes, [6, 32, 32]);
     }
@@ -175,7 +179,10 @@ mod tests {
             .map(|i| vec![if i % 8 < 5 { 12 } else { 120 }])
             .collect();
         let split = units(&articles(&lens), 1);
-        let sizes: Vec<usize> = inference_batches(&split, 32).iter().map(Vec::len).collect();
+        let sizes: Vec<usize> = inference_batches(&split, 32, OVERHEAD)
+            .iter()
+            .map(Vec::len)
+            .collect();
         assert_eq!(sizes, [20, 12]);
         // Never worse than filling each batch in order, on mixed lengths of every kind.
         for seed in 0..20usize {
@@ -187,7 +194,7 @@ mod tests {
             sorted.sort_by_key(|u| u.max_len);
             let mut greedy = Vec::new();
             pack(&sorted, 8, &mut greedy);
-            assert!(cost(&inference_batches(&units, 8)) <= cost(&greedy));
+            assert!(cost(&inference_batches(&units, 8, OVERHEAD)) <= cost(&greedy));
         }
     }
 }
