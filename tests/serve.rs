@@ -392,8 +392,6 @@ fn records_match_tag_whether_batched_concurrent_or_sequential() {
         .collect();
     assert_eq!(listed.json()["records"], serde_json::Value::Array(expected));
 
-    let sequential: Vec<String> = articles.iter().map(|a| tag(&server, a).text()).collect();
-    assert_eq!(sequential, lines);
     let runs_before = server.metric("newstag_batch_articles_count");
     let addr = server.addr;
     let handles: Vec<_> = articles
@@ -408,6 +406,26 @@ fn records_match_tag_whether_batched_concurrent_or_sequential() {
         runs < n as f64,
         "{n} concurrent requests were batched into {runs} model runs"
     );
+    let sequential: Vec<String> = articles.iter().map(|a| tag(&server, a).text()).collect();
+    assert_eq!(sequential, lines);
+}
+
+#[test]
+fn a_lone_client_is_not_held_for_batch_mates() {
+    let server = Server::start(&["--max-wait-ms", "1000"]);
+    let (articles, lines) = articles_and_tag_lines(4);
+    // The first run has no history and waits its second for batch-mates; each later request
+    // comes alone, like the one before, and runs as soon as it is in.
+    assert_eq!(tag(&server, &articles[0]).text(), lines[0]);
+    for (a, line) in articles.iter().zip(&lines).skip(1) {
+        let started = Instant::now();
+        assert_eq!(tag(&server, a).text(), *line);
+        assert!(
+            started.elapsed() < Duration::from_millis(600),
+            "a lone request waited {:?}",
+            started.elapsed()
+        );
+    }
 }
 
 #[test]

@@ -27,7 +27,8 @@ pub struct ServeArgs {
     /// alone).
     #[arg(long, default_value_t = 4096, value_parser = super::at_least_one)]
     max_batch_tokens: usize,
-    /// A model run closes once its first request has waited this long (milliseconds).
+    /// A model run closes once its first request has waited this long (milliseconds), or sooner
+    /// once it has as many requests as the last run and none more are queued.
     #[arg(long, default_value_t = 5)]
     max_wait_ms: u64,
     /// Requests that may wait for the model; beyond them the answer is 503 with Retry-After.

@@ -2,10 +2,11 @@
 //!
 //! HTTP handlers push jobs (one request's articles) with [`Queue::try_push`], which never waits:
 //! a full queue is the caller's 503. One worker, on the compute pool's thread, takes jobs and
-//! gathers them into one model run until the batch holds `max_batch_tokens` sub-tokens or the
-//! first job has waited `max_wait`; it then drops the jobs whose callers have gone (client
+//! gathers them into one model run until the batch holds `max_batch_tokens` sub-tokens, the
+//! first job has waited `max_wait`, or the batch has as many jobs as the last one and no more are
+//! queued; it then drops the jobs whose callers have gone (client
 //! disconnected or timed out), runs one [`Predictor::predict_encoded`] over the rest (which sorts
-//! their windows by length into batches of `--batch-size` windows), and sends each caller its own
+//! their windows by length into batches of at most `--batch-size` windows), and sends each caller its own
 //! records in request order. An article's output does not depend on its batch-mates, so each
 //! record is the line `newstag tag` writes for the same article.
 
@@ -159,6 +160,11 @@ impl Jobs {
     pub fn run(self, predictor: &Predictor, limits: BatchLimits) {
         let mut held: Option<Ready> = None;
         let mut closed = false;
+        // Jobs in the last batch: once a batch has as many and nothing more is queued, it closes
+        // without waiting out `max_wait`. Under a steady load the callers the last batch answered
+        // are back by then, and waiting would only leave the model idle (a lone client's request
+        // runs at once; 64 clients' requests run as one batch as soon as all 64 are in).
+        let mut last_jobs = usize::MAX;
         loop {
             let first = match held.take() {
                 Some(r) => r,
@@ -175,7 +181,12 @@ impl Jobs {
             let mut tokens = first.tokens;
             let mut batch = vec![first];
             while tokens < limits.max_tokens && !closed {
-                match self.recv(Some(deadline)) {
+                let until = if batch.len() >= last_jobs {
+                    Instant::now()
+                } else {
+                    deadline
+                };
+                match self.recv(Some(until)) {
                     Ok(job) => {
                         let Some(r) = self.prepare(predictor, job) else {
                             continue;
@@ -193,6 +204,7 @@ impl Jobs {
                     }
                 }
             }
+            last_jobs = batch.len();
             self.run_batch(predictor, batch);
         }
     }
