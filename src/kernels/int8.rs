@@ -182,6 +182,7 @@ const LANES: usize = 16;
 
 /// The scale and zero point of a row: its range widened to hold 0, in 255 steps (NaNs are
 /// ignored; an infinity gives scale 1).
+#[inline(always)]
 fn row_range(row: &[f32]) -> (f32, i32) {
     let (mut lo, mut hi) = ([0f32; LANES], [0f32; LANES]);
     let mut chunks = row.chunks_exact(LANES);
@@ -205,15 +206,66 @@ fn row_range(row: &[f32]) -> (f32, i32) {
     }
 }
 
-/// Quantises one row into `out` (its bytes) and returns its scale and zero point.
+/// Quantises one row into `out` (its bytes) and returns its scale and zero point, with AVX-512
+/// where the CPU has it: the quantisation runs once per product over all of its input, and the
+/// compiler leaves the clamped conversion to bytes scalar (a NaN check and a saturating convert
+/// per value), a third as long as the VNNI product itself (`serve` at 64 clients: 18% of the
+/// samples against the kernel's 37%). Both versions do the same IEEE operations in the same order
+/// (a product, a sum, a clamp, a truncation), so they give the same bytes.
 fn quantise_row(row: &[f32], out: &mut [u8]) -> (f32, i32) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512f") {
+        // SAFETY: the CPU has AVX-512F.
+        return unsafe { quantise_row_avx512(row, out) };
+    }
+    quantise_row_portable(row, out)
+}
+
+/// A row's scale and zero point, and the two terms each value's byte is `(v * a + b)` of.
+#[inline(always)]
+fn row_terms(row: &[f32]) -> (f32, i32, f32, f32) {
     let (scale, zero) = row_range(row);
-    let inverse = 1.0 / scale;
-    // Rounds half up: `as` truncates, and the value is at least -0.5 once clamped.
-    let offset = zero as f32 + 0.5;
+    // Rounds half up: the conversion truncates, and the value is at least -0.5 once clamped.
+    (scale, zero, 1.0 / scale, zero as f32 + 0.5)
+}
+
+/// [`quantise_row`] in plain Rust.
+fn quantise_row_portable(row: &[f32], out: &mut [u8]) -> (f32, i32) {
+    let (scale, zero, inverse, offset) = row_terms(row);
+    quantise_values(row, out, inverse, offset);
+    (scale, zero)
+}
+
+#[inline(always)]
+fn quantise_values(row: &[f32], out: &mut [u8], inverse: f32, offset: f32) {
     for (o, &v) in out.iter_mut().zip(row) {
         *o = (v * inverse + offset).clamp(0.0, 255.0) as u8;
     }
+}
+
+/// [`quantise_row`] on 16 lanes: `max`/`min` against 0 and 255 give the clamp (a NaN becomes 0,
+/// as `as u8` makes it), `vcvttps2dq` the truncation.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn quantise_row_avx512(row: &[f32], out: &mut [u8]) -> (f32, i32) {
+    use std::arch::x86_64::*;
+    let (scale, zero, inverse, offset) = row_terms(row);
+    let n = row.len().min(out.len());
+    let (a, b) = (_mm512_set1_ps(inverse), _mm512_set1_ps(offset));
+    let (lo, hi) = (_mm512_setzero_ps(), _mm512_set1_ps(255.0));
+    let full = n / 16 * 16;
+    for i in (0..full).step_by(16) {
+        // SAFETY: `i + 16 <= n`, within both slices.
+        unsafe {
+            let v = _mm512_loadu_ps(row.as_ptr().add(i));
+            let x = _mm512_add_ps(_mm512_mul_ps(v, a), b);
+            // `max(x, 0)` answers 0 for a NaN `x` (its second operand).
+            let c = _mm512_min_ps(_mm512_max_ps(x, lo), hi);
+            let bytes = _mm512_cvtepi32_epi8(_mm512_cvttps_epi32(c));
+            _mm_storeu_si128(out.as_mut_ptr().add(i).cast(), bytes);
+        }
+    }
+    quantise_values(&row[full..n], &mut out[full..n], inverse, offset);
     (scale, zero)
 }
 
@@ -507,6 +559,29 @@ mod tests {
         // NaNs do not widen the range; an infinity leaves no finite scale, hence scale 1.
         assert_eq!(row_range(&[f32::NAN, 1.0, -0.5]), (1.5 / 255.0, 85));
         assert_eq!(row_range(&[f32::INFINITY, 1.0]), (1.0, 0));
+    }
+
+    #[test]
+    fn the_fast_quantiser_gives_the_portable_bytes() {
+        // Rows of awkward lengths with ties, extremes, zeros and a NaN, through the dispatch
+        // (AVX-512 where this CPU has it) and the portable code.
+        for len in [1, 7, 16, 33, 384, 1537] {
+            let row: Vec<f32> = (0..len)
+                .map(|i| match i % 11 {
+                    0 => 0.0,
+                    1 => f32::NAN,
+                    2 => 1e30,
+                    3 => -3.5,
+                    _ => ((i * 7919) % 1000) as f32 / 37.0 - 13.5,
+                })
+                .collect();
+            let (mut fast, mut portable) = (vec![0u8; len], vec![0u8; len]);
+            assert_eq!(
+                quantise_row(&row, &mut fast),
+                quantise_row_portable(&row, &mut portable)
+            );
+            assert_eq!(fast, portable, "length {len}");
+        }
     }
 
     #[test]
