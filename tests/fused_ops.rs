@@ -3,7 +3,7 @@
 
 use candle_core::{Device, Tensor, Var, D};
 use newstag::kernels as ops;
-use newstag::kernels::self_attention;
+use newstag::kernels::{self_attention, Simd};
 use newstag::model::bert::{Bert, Dropout, Mode};
 use newstag::model::config::BertConfig;
 use newstag::model::params::ParamStore;
@@ -522,4 +522,43 @@ fn softmax_rows_sum_to_one() {
     let x = random(&mut rng, &[4, 33], -30.0, 30.0);
     let sums = values(&ops::softmax_last_dim(&x).unwrap().sum(D::Minus1).unwrap());
     assert!(sums.iter().all(|s| (s - 1.0).abs() < 1e-6), "{sums:?}");
+}
+
+#[test]
+fn the_avx512_loops_give_the_portable_bits() {
+    // Through the dispatch (Simd::best: AVX-512 where this CPU has it) and the portable build:
+    // the same IEEE operations in the same order, hence the same bits.
+    assert!(Simd::best().runs_here());
+    assert!(Simd::Portable.runs_here());
+    #[cfg(target_arch = "x86_64")]
+    assert_eq!(
+        Simd::best() == Simd::Avx512,
+        std::arch::is_x86_feature_detected!("avx512f")
+    );
+    let mut rng = StdRng::seed_from_u64(23);
+    let best = Simd::best();
+    for dims in [&[7, 384][..], &[3, 5, 33], &[2, 1537]] {
+        let x = random(&mut rng, dims, -6.0, 6.0);
+        let d = *dims.last().unwrap();
+        let (w, b) = (
+            random(&mut rng, &[d], 0.5, 1.5),
+            random(&mut rng, &[d], -1.0, 1.0),
+        );
+        let norm = |simd| values(&ops::layer_norm_on(&x, &w, &b, 1e-12, simd).unwrap());
+        assert_eq!(norm(best), norm(Simd::Portable), "layer norm {dims:?}");
+        let gelu = |simd| values(&ops::bias_gelu_on(&x, &b, simd).unwrap());
+        assert_eq!(gelu(best), gelu(Simd::Portable), "bias gelu {dims:?}");
+    }
+    let (heads, size, len) = (4, 16, 37);
+    let lengths = [37, 9, 1, 20];
+    let qkv = random(
+        &mut rng,
+        &[lengths.len() * len, 3 * heads * size],
+        -2.0,
+        2.0,
+    );
+    let bias = random(&mut rng, &[3 * heads * size], -1.0, 1.0);
+    let attend =
+        |simd| values(&ops::self_attention_on(&qkv, &bias, &lengths, heads, simd).unwrap());
+    assert_eq!(attend(best), attend(Simd::Portable), "self-attention");
 }

@@ -2,18 +2,23 @@
 //! gradient summed in the same pass (candle: an addition, the GELU, and their backward ops).
 
 use super::host::{
-    check_bias, check_shapes, map_rows, rows_and_column_sums, rows_from, rows_of, runs_fused,
-    split_bias_grads, Host, HostKernel, Input,
+    check_bias, check_shapes, map_rows_on, rows_and_column_sums, rows_from, rows_of, runs_fused,
+    split_bias_grads, Host, HostKernel, Input, Rows, Simd,
 };
 use super::math::{exp_f32, gelu, normal_cdf, INV_SQRT_2PI};
 use candle_core::{Result, Shape, Tensor};
 
 /// `gelu_erf(h + bias)` over the last dimension, differentiable in `h` and `bias`.
 pub fn bias_gelu(h: &Tensor, bias: &Tensor) -> Result<Tensor> {
+    bias_gelu_on(h, bias, Simd::best())
+}
+
+/// [`bias_gelu`] with its forward loops on the given instructions (the same bits on every one).
+pub fn bias_gelu_on(h: &Tensor, bias: &Tensor, simd: Simd) -> Result<Tensor> {
     check_bias(h, bias)?;
     if runs_fused(h) && runs_fused(bias) {
         h.contiguous()?
-            .apply_op2(&bias.contiguous()?, Host(BiasGeluOp))
+            .apply_op2(&bias.contiguous()?, Host(BiasGeluOp(simd)))
     } else {
         bias_gelu_reference(h, bias)
     }
@@ -32,18 +37,26 @@ fn gelu_grad(x: f32) -> f32 {
     normal_cdf(x) + x * exp_f32(-0.5 * x * x) * INV_SQRT_2PI
 }
 
-struct BiasGeluOp;
+struct BiasGeluOp(Simd);
+
+/// `gelu(h + bias)`, row by row.
+struct GeluRows<'a>(&'a [f32]);
+
+impl Rows<1> for GeluRows<'_> {
+    #[inline(always)]
+    fn row(&self, _: usize, [h]: [&[f32]; 1], y: &mut [f32]) {
+        for ((y, &h), &b) in y.iter_mut().zip(h).zip(self.0) {
+            *y = gelu(h + b);
+        }
+    }
+}
 
 impl HostKernel<2> for BiasGeluOp {
     const NAME: &'static str = "newstag-bias-gelu";
 
     fn forward(&self, [h, bias]: [Input<'_>; 2]) -> Result<(Vec<f32>, Shape)> {
         let bias = bias.data;
-        let y = map_rows([h.data], bias.len(), |_, [h], y| {
-            for ((y, &h), &b) in y.iter_mut().zip(h).zip(bias) {
-                *y = gelu(h + b);
-            }
-        });
+        let y = map_rows_on(self.0, [h.data], bias.len(), &GeluRows(bias));
         Ok((y, h.shape()))
     }
 

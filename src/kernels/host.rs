@@ -212,6 +212,70 @@ pub(crate) fn check_bias(h: &Tensor, bias: &Tensor) -> Result<usize> {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Instruction sets.
+
+/// The instructions a kernel's own loops are compiled for. The crate is built for baseline
+/// x86-64, where LLVM vectorises those loops on SSE2's four lanes; [`Simd::run`] compiles a
+/// closure's body a second time for AVX-512's sixteen, chosen at run time. The loops' arithmetic
+/// is the same IEEE operations in the same order either way (the sums keep fixed lanes, Rust
+/// never contracts into FMA), so both give the same bits, which the tests check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Simd {
+    /// AVX-512F (Intel Skylake-SP and later servers, AMD Zen 4 and later).
+    Avx512,
+    /// The baseline build (every CPU).
+    Portable,
+}
+
+impl Simd {
+    /// The widest this CPU runs.
+    pub fn best() -> Self {
+        if Simd::Avx512.runs_here() {
+            Simd::Avx512
+        } else {
+            Simd::Portable
+        }
+    }
+
+    /// Whether this CPU runs it.
+    pub fn runs_here(self) -> bool {
+        match self {
+            #[cfg(target_arch = "x86_64")]
+            Simd::Avx512 => std::arch::is_x86_feature_detected!("avx512f"),
+            #[cfg(not(target_arch = "x86_64"))]
+            Simd::Avx512 => false,
+            Simd::Portable => true,
+        }
+    }
+
+    /// Runs `body`, compiled for these instructions (its `call` must be `#[inline(always)]`,
+    /// which a closure cannot be: a closure would stay a separate, baseline function). Falls
+    /// back to the portable code where the CPU lacks them.
+    #[inline(always)]
+    pub(crate) fn run<B: SimdBody>(self, body: B) -> B::Out {
+        #[cfg(target_arch = "x86_64")]
+        if self == Simd::Avx512 && self.runs_here() {
+            // SAFETY: the CPU has AVX-512F (checked just above).
+            return unsafe { run_avx512(body) };
+        }
+        body.call()
+    }
+}
+
+/// A piece of a kernel's work that [`Simd::run`] compiles once per instruction set.
+pub(crate) trait SimdBody {
+    type Out;
+    /// The work; implementations are `#[inline(always)]`, so it compiles into each caller.
+    fn call(self) -> Self::Out;
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn run_avx512<B: SimdBody>(body: B) -> B::Out {
+    body.call()
+}
+
+// ---------------------------------------------------------------------------------------------
 // Parallel loops.
 
 /// Runs `f(i)` for `i` in `0..n`, in parallel when `work` elements are touched in all (each `i`
@@ -351,6 +415,57 @@ pub(crate) fn map_rows<const N: usize>(
         }
     });
     y
+}
+
+/// A row function that [`map_rows_on`] compiles once per instruction set (a closure would stay
+/// baseline code; see [`Simd::run`]).
+pub(crate) trait Rows<const N: usize>: Sync {
+    /// Row `i` of the result from row `i` of each input. Implementations are
+    /// `#[inline(always)]`.
+    fn row(&self, i: usize, inputs: [&[f32]; N], out: &mut [f32]);
+}
+
+/// [`map_rows`] with the rows computed by `rows` on the instructions `simd`.
+pub(crate) fn map_rows_on<const N: usize, R: Rows<N>>(
+    simd: Simd,
+    inputs: [&[f32]; N],
+    d: usize,
+    rows: &R,
+) -> Vec<f32> {
+    let mut y = vec![0f32; inputs.first().map_or(0, |x| x.len())];
+    par_rows(&mut y, d, rows_per_chunk(d), |first, y| {
+        simd.run(RowChunk {
+            rows,
+            inputs,
+            d,
+            first,
+            y,
+        })
+    });
+    y
+}
+
+/// Rows `first..` of a [`map_rows_on`] result.
+struct RowChunk<'a, 'y, const N: usize, R> {
+    rows: &'a R,
+    inputs: [&'a [f32]; N],
+    d: usize,
+    first: usize,
+    y: &'y mut [f32],
+}
+
+impl<const N: usize, R: Rows<N>> SimdBody for RowChunk<'_, '_, N, R> {
+    type Out = ();
+
+    #[inline(always)]
+    fn call(self) {
+        let d = self.d;
+        for (r, y) in self.y.chunks_exact_mut(d).enumerate() {
+            let at = (self.first + r) * d;
+            self.rows
+                .row(self.first + r, self.inputs.map(|x| &x[at..at + d]), y);
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -2,19 +2,33 @@
 //! and bias gradients (candle's composition is eight ops forward and about twenty backward).
 
 use super::host::{
-    check_shapes, map_rows, rows_and_column_sums, rows_from, runs_fused, split_rows_and_sums, Host,
-    HostKernel, Input,
+    check_shapes, map_rows_on, rows_and_column_sums, rows_from, runs_fused, split_rows_and_sums,
+    Host, HostKernel, Input, Rows, Simd,
 };
 use super::math::{sum1, sum2, sum3};
 use candle_core::{bail, Result, Shape, Tensor, D};
 
 /// LayerNorm over the last dimension, differentiable in `x`, `weight` and `bias`.
 pub fn layer_norm(x: &Tensor, weight: &Tensor, bias: &Tensor, eps: f64) -> Result<Tensor> {
+    layer_norm_on(x, weight, bias, eps, Simd::best())
+}
+
+/// [`layer_norm`] with its forward loops on the given instructions (the same bits on every one).
+pub fn layer_norm_on(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: &Tensor,
+    eps: f64,
+    simd: Simd,
+) -> Result<Tensor> {
     if runs_fused(x) && runs_fused(weight) && runs_fused(bias) {
         x.contiguous()?.apply_op3(
             &weight.contiguous()?,
             &bias.contiguous()?,
-            Host(LayerNormOp { eps: eps as f32 }),
+            Host(LayerNormOp {
+                eps: eps as f32,
+                simd,
+            }),
         )
     } else {
         layer_norm_reference(x, weight, bias, eps)
@@ -46,6 +60,24 @@ fn row_stats(x: &[f32], eps: f32) -> (f32, f32) {
 
 struct LayerNormOp {
     eps: f32,
+    simd: Simd,
+}
+
+/// `(x - mean) / std * weight + bias`, row by row.
+struct NormRows<'a> {
+    weight: &'a [f32],
+    bias: &'a [f32],
+    eps: f32,
+}
+
+impl Rows<1> for NormRows<'_> {
+    #[inline(always)]
+    fn row(&self, _: usize, [x]: [&[f32]; 1], y: &mut [f32]) {
+        let (mean, rstd) = row_stats(x, self.eps);
+        for (((y, &x), &w), &b) in y.iter_mut().zip(x).zip(self.weight).zip(self.bias) {
+            *y = (x - mean) * rstd * w + b;
+        }
+    }
 }
 
 impl HostKernel<3> for LayerNormOp {
@@ -62,12 +94,12 @@ impl HostKernel<3> for LayerNormOp {
                 b.len()
             )
         }
-        let y = map_rows([x.data], d, |_, [x], y| {
-            let (mean, rstd) = row_stats(x, self.eps);
-            for (((y, &x), &w), &b) in y.iter_mut().zip(x).zip(w).zip(b) {
-                *y = (x - mean) * rstd * w + b;
-            }
-        });
+        let rows = NormRows {
+            weight: w,
+            bias: b,
+            eps: self.eps,
+        };
+        let y = map_rows_on(self.simd, [x.data], d, &rows);
         Ok((y, x.shape()))
     }
 

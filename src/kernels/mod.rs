@@ -35,14 +35,14 @@ mod softmax;
 
 pub use attention_probs::{attention_probs, attention_probs_reference};
 pub use bias_dropout_add::{bias_dropout_add, bias_dropout_add_reference};
-pub use bias_gelu::{bias_gelu, bias_gelu_reference};
+pub use bias_gelu::{bias_gelu, bias_gelu_on, bias_gelu_reference};
 pub use dropout::{device_mask, dropout, dropout_reference};
 pub use gelu::gelu_erf;
 pub use heads::{bias_split_heads, bias_split_heads_reference, merge_heads, merge_heads_reference};
-pub use host::runs_fused;
-pub use layer_norm::{layer_norm, layer_norm_reference};
+pub use host::{runs_fused, Simd};
+pub use layer_norm::{layer_norm, layer_norm_on, layer_norm_reference};
 pub use linear_rows::linear_rows;
 pub use masked_softmax::{masked_softmax, masked_softmax_reference};
 pub use math::{erf_f32, exp_f32};
-pub use self_attention::self_attention;
+pub use self_attention::{self_attention, self_attention_on};
 pub use softmax::{softmax_last_dim, softmax_reference};

@@ -8,7 +8,7 @@
 //! the values straight into the context rows, on one thread (the tasks are the parallelism). A
 //! window's result depends on its own tokens only, never on its batch-mates or its padding.
 
-use super::host::{par_for, DisjointOut, Host, HostKernel, Input};
+use super::host::{par_for, DisjointOut, Host, HostKernel, Input, Simd, SimdBody};
 use super::softmax::softmax_row_in_place;
 use candle_core::{bail, Result, Shape, Tensor};
 
@@ -22,11 +22,23 @@ pub fn self_attention(
     lengths: &[usize],
     heads: usize,
 ) -> Result<Tensor> {
+    self_attention_on(qkv, bias, lengths, heads, Simd::best())
+}
+
+/// [`self_attention`] with its loops on the given instructions (the same bits on every one).
+pub fn self_attention_on(
+    qkv: &Tensor,
+    bias: &Tensor,
+    lengths: &[usize],
+    heads: usize,
+    simd: Simd,
+) -> Result<Tensor> {
     qkv.contiguous()?.apply_op2_no_bwd(
         &bias.contiguous()?,
         &Host(SelfAttention {
             lengths: lengths.to_vec(),
             heads,
+            simd,
         }),
     )
 }
@@ -34,6 +46,109 @@ pub fn self_attention(
 struct SelfAttention {
     lengths: Vec<usize>,
     heads: usize,
+    simd: Simd,
+}
+
+/// One task's share: the shapes, the inputs and where its context block goes.
+struct Task<'a> {
+    qkv: &'a [f32],
+    bias: &'a [f32],
+    /// Padded tokens per window, hidden size, head size, `1 / sqrt(size)`.
+    len: usize,
+    hidden: usize,
+    size: usize,
+    scale: f32,
+}
+
+/// Attention of window `w`'s `n` tokens in head `head` of `task`, into `out`.
+struct Head<'a> {
+    task: &'a Task<'a>,
+    w: usize,
+    head: usize,
+    n: usize,
+    out: DisjointOut,
+}
+
+impl SimdBody for Head<'_> {
+    type Out = ();
+
+    #[inline(always)]
+    fn call(self) {
+        let Head {
+            task,
+            w,
+            head,
+            n,
+            out,
+        } = self;
+        let (len, hidden, size) = (task.len, task.hidden, task.size);
+        let width = 3 * hidden;
+        // This head's queries, keys and values with their bias, contiguous.
+        let mut qkv_head = vec![0f32; 3 * n * size];
+        for (t, chunk) in qkv_head.chunks_exact_mut(size).enumerate() {
+            let (part, token) = (t / n, t % n);
+            let col = part * hidden + head * size;
+            let src = &task.qkv[(w * len + token) * width + col..][..size];
+            for ((y, &x), &b) in chunk.iter_mut().zip(src).zip(&task.bias[col..][..size]) {
+                *y = x + b;
+            }
+        }
+        let (q, kv) = qkv_head.split_at(n * size);
+        let (k, v) = kv.split_at(n * size);
+        let mut probs = vec![0f32; n * n];
+        // SAFETY: every pointer and stride stays inside its buffer: `probs` is n x n, `q`,
+        // `k` and `v` are n x size, and this task's context block (rows `w * len ..
+        // w * len + n`, columns `head * size ..` of `hidden`) belongs to it alone.
+        unsafe {
+            // probs = scale * q k^T (k read transposed: row stride 1, column stride `size`).
+            gemm::gemm(
+                n,
+                n,
+                size,
+                probs.as_mut_ptr(),
+                1,
+                n as isize,
+                false,
+                q.as_ptr(),
+                1,
+                size as isize,
+                k.as_ptr(),
+                size as isize,
+                1,
+                0.0,
+                task.scale,
+                false,
+                false,
+                false,
+                gemm::Parallelism::None,
+            );
+            for row in probs.chunks_exact_mut(n) {
+                softmax_row_in_place(row);
+            }
+            let dst = out.at(w * len * hidden + head * size);
+            gemm::gemm(
+                n,
+                size,
+                n,
+                dst,
+                1,
+                hidden as isize,
+                false,
+                probs.as_ptr(),
+                1,
+                n as isize,
+                v.as_ptr(),
+                1,
+                size as isize,
+                0.0,
+                1.0,
+                false,
+                false,
+                false,
+                gemm::Parallelism::None,
+            );
+        }
+    }
 }
 
 impl HostKernel<2> for SelfAttention {
@@ -60,80 +175,28 @@ impl HostKernel<2> for SelfAttention {
             )
         }
         let (len, size) = (rows / windows, hidden / self.heads);
-        let scale = 1.0 / (size as f32).sqrt();
+        let task = Task {
+            qkv,
+            bias,
+            len,
+            hidden,
+            size,
+            scale: 1.0 / (size as f32).sqrt(),
+        };
         let mut context = vec![0f32; rows * hidden];
         let out = DisjointOut::new(&mut context);
         let work: usize = self.lengths.iter().map(|&n| n * n * size).sum();
-        par_for(windows * self.heads, work * self.heads, |task| {
-            let (w, head) = (task / self.heads, task % self.heads);
+        par_for(windows * self.heads, work * self.heads, |t| {
+            let (w, head) = (t / self.heads, t % self.heads);
             let n = self.lengths[w];
-            if n == 0 {
-                return;
-            }
-            // This head's queries, keys and values with their bias, contiguous.
-            let mut qkv_head = vec![0f32; 3 * n * size];
-            for (t, chunk) in qkv_head.chunks_exact_mut(size).enumerate() {
-                let (part, token) = (t / n, t % n);
-                let col = part * hidden + head * size;
-                let src = &qkv[(w * len + token) * width + col..][..size];
-                for ((y, &x), &b) in chunk.iter_mut().zip(src).zip(&bias[col..][..size]) {
-                    *y = x + b;
-                }
-            }
-            let (q, kv) = qkv_head.split_at(n * size);
-            let (k, v) = kv.split_at(n * size);
-            let mut probs = vec![0f32; n * n];
-            // SAFETY: every pointer and stride stays inside its buffer: `probs` is n x n, `q`,
-            // `k` and `v` are n x size, and this task's context block (rows `w * len ..
-            // w * len + n`, columns `head * size ..` of `hidden`) belongs to it alone.
-            unsafe {
-                // probs = scale * q k^T (k read transposed: row stride 1, column stride `size`).
-                gemm::gemm(
+            if n > 0 {
+                self.simd.run(Head {
+                    task: &task,
+                    w,
+                    head,
                     n,
-                    n,
-                    size,
-                    probs.as_mut_ptr(),
-                    1,
-                    n as isize,
-                    false,
-                    q.as_ptr(),
-                    1,
-                    size as isize,
-                    k.as_ptr(),
-                    size as isize,
-                    1,
-                    0.0,
-                    scale,
-                    false,
-                    false,
-                    false,
-                    gemm::Parallelism::None,
-                );
-                for row in probs.chunks_exact_mut(n) {
-                    softmax_row_in_place(row);
-                }
-                let dst = out.at(w * len * hidden + head * size);
-                gemm::gemm(
-                    n,
-                    size,
-                    n,
-                    dst,
-                    1,
-                    hidden as isize,
-                    false,
-                    probs.as_ptr(),
-                    1,
-                    n as isize,
-                    v.as_ptr(),
-                    1,
-                    size as isize,
-                    0.0,
-                    1.0,
-                    false,
-                    false,
-                    false,
-                    gemm::Parallelism::None,
-                );
+                    out,
+                });
             }
         });
         Ok((context, Shape::from((rows, hidden))))
