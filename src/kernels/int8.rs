@@ -325,8 +325,8 @@ impl HostKernel<1> for Int8Matmul {
         }
         let rows = x.data.len() / w.k;
         let a = quantise_rows(x.data, w.k);
-        let mut y = vec![0f32; rows * w.n];
-        let out = super::host::DisjointOut::new(&mut y);
+        let mut y = Vec::with_capacity(rows * w.n);
+        let out = super::host::DisjointOut::spare(&mut y);
         let (quads, n) = (w.quads(), w.n);
         par_blocks(rows.div_ceil(MR), n.div_ceil(NR), rows * n, |rb, j| {
             let block = Block {
@@ -354,6 +354,10 @@ impl HostKernel<1> for Int8Matmul {
                 _ => unsafe { portable_block(&block, y, n) },
             }
         });
+        // SAFETY: the blocks cover every row (row blocks of MR up to `rows`) and every column
+        // (panels of NR up to `n`), each once, and every kernel stores all `block.rows` x
+        // `block.cols` of its block: all `rows * n` elements are written.
+        unsafe { y.set_len(rows * n) };
         let mut out = dims.to_vec();
         *out.last_mut().expect("a last dimension") = w.n;
         Ok((y, Shape::from(out)))
@@ -448,22 +452,34 @@ mod vnni {
             }
         }
         let masks = masks(b.cols);
-        for (r, acc) in acc.iter().enumerate().take(b.rows) {
+        // SAFETY: the panel's scales and sums hold NR values.
+        let (sums, cols) = unsafe {
+            (
+                [0, 16].map(|h| _mm512_loadu_si512(b.col_sums.as_ptr().add(h).cast())),
+                [0, 16].map(|h| _mm512_loadu_ps(b.col_scales.as_ptr().add(h))),
+            )
+        };
+        let store = |r: usize, acc: [__m512i; 2]| {
             let zero = _mm512_set1_epi32(b.zero_points[r]);
             let row_scale = _mm512_set1_ps(b.scales[r]);
-            for (h, (&acc, &mask)) in acc.iter().zip(&masks).enumerate() {
-                // SAFETY: the panel's scales and sums hold NR values; the masked columns of row
-                // `r < rows` lie in the block (the caller's promise).
+            for h in 0..2 {
+                // SAFETY: the masked columns of row `r < rows` lie in the block (the caller's
+                // promise).
                 unsafe {
-                    let sums = _mm512_loadu_si512(b.col_sums.as_ptr().add(16 * h).cast());
-                    let exact = _mm512_sub_epi32(acc, _mm512_mullo_epi32(zero, sums));
-                    let cols = _mm512_loadu_ps(b.col_scales.as_ptr().add(16 * h));
+                    let exact = _mm512_sub_epi32(acc[h], _mm512_mullo_epi32(zero, sums[h]));
                     let v =
-                        _mm512_mul_ps(_mm512_cvtepi32_ps(exact), _mm512_mul_ps(row_scale, cols));
-                    _mm512_mask_storeu_ps(y.add(r * ldy + 16 * h), mask, v);
+                        _mm512_mul_ps(_mm512_cvtepi32_ps(exact), _mm512_mul_ps(row_scale, cols[h]));
+                    _mm512_mask_storeu_ps(y.add(r * ldy + 16 * h), masks[h], v);
                 }
             }
+        };
+        // Row by row with constant indices: the accumulators stay in registers (a loop over the
+        // first `b.rows` kept a copy in memory, zeroed by a call to memset on every block).
+        macro_rules! store_rows {
+            ($($r:literal)*) => { $( if $r < b.rows { store($r, acc[$r]); } )* };
         }
+        const _: () = assert!(MR == 12, "store_rows! lists the MR rows");
+        store_rows!(0 1 2 3 4 5 6 7 8 9 10 11);
     }
 
     /// The AVX-VNNI kernel: two rows at a time (16 vector registers), four 8-lane accumulators
