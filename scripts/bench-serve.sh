@@ -5,7 +5,8 @@
 #
 #   load     oha at 1, 8 and 64 concurrent clients: requests/s, tokens/s, p50/p99 latency,
 #            peak RSS of the server, answers that were 200
-#   batching serve's tokens/s at 64 clients against `newstag tag` on the same articles
+#   batching serve's tokens/s at 64 clients against `newstag tag` on the same articles, PAIRS
+#            times in turn (default 3; the median ratio is reported)
 #   soak     RSS sampled once a second over SOAK requests at 64 clients (memory flat?)
 # and writes the table into docs/benchmarks.md (between the bench-serve.sh markers).
 #
@@ -64,8 +65,11 @@ done
 load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 
 # newstag tag on the same articles: its summary line gives sub-tokens and tokens/s.
-"$bin" tag --model "$model" "$out/sentences.jsonl" --out "$out/tag.jsonl" 2> "$out/tag.log"
-tag_tps=$(sed -n 's/.* sub-tokens in .*s (\([0-9]*\) tokens\/s).*/\1/p' "$out/tag.log")
+run_tag() {  # LOG
+  "$bin" tag --model "$model" "$out/sentences.jsonl" --out "$out/tag.jsonl" 2> "$1"
+  sed -n 's/.* sub-tokens in .*s (\([0-9]*\) tokens\/s).*/\1/p' "$1"
+}
+tag_tps=$(run_tag "$out/tag.log")
 tag_tokens=$(sed -n 's/.* failed, \([0-9]*\) sub-tokens in .*/\1/p' "$out/tag.log")
 count=$(wc -l < "$out/sentences.jsonl")
 tokens_per_request=$(python3 -c "print($tag_tokens / $count)")
@@ -85,6 +89,14 @@ run_oha ns "$port" 8 200   # warm-up
 declare -A ns_rss py_rss
 for c in 1 8 64; do run_oha ns "$port" "$c" "$requests"; ns_rss[$c]=$(hwm $ns_pid); done
 curl -s "http://127.0.0.1:$port/metrics" > "$out/metrics-after-load.txt"
+# Batching: tag and serve at 64 clients, one after the other, PAIRS times (this machine's speed
+# drifts by a tenth or more over minutes; each pair shares its minute).
+pairs=()
+for i in $(seq "${PAIRS:-3}"); do
+  t=$(run_tag "$out/tag-pair$i.log")
+  run_oha "pair$i" "$port" 64 "$requests"
+  pairs+=("[$t, \"pair$i-c64.json\"]")
+done
 soak_json=null
 if [ "$soak" -gt 0 ]; then
   python3 scripts/bench_serve.py rss "$ns_pid" "$out/soak-rss.jsonl" 100000 &
@@ -115,6 +127,8 @@ kill -TERM "$py_pid"; wait "$py_pid" || true
 cat > "$out/meta.json" <<JSON
 {"model": "$model", "threads": $threads, "load_before": "$load_before",
  "tokens_per_request": $tokens_per_request, "tag_tokens_per_s": $tag_tps,
+ "precision": "$(sed -n 's/^precision \(.*\) (.*/\1/p' "$out/serve.log" | head -1)",
+ "pairs": [$(IFS=,; echo "${pairs[*]}")],
  "ns_rss_mib": {"1": ${ns_rss[1]}, "8": ${ns_rss[8]}, "64": ${ns_rss[64]}},
  "py_rss_mib": {"1": ${py_rss[1]}, "8": ${py_rss[8]}, "64": ${py_rss[64]}},
  "soak": $soak_json}

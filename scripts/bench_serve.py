@@ -154,12 +154,19 @@ def report(out, md):
         a, b = load(os.path.join(out, f"ns-c{c}.json")), load(os.path.join(out, f"py-c{c}.json"))
         if a and b:
             ratio.append(f"{c}: {a['summary']['requestsPerSec'] / b['summary']['requestsPerSec']:.1f}x")
-    ns64 = load(os.path.join(out, "ns-c64.json"))
-    tag_tps = meta.get("tag_tokens_per_s")
     serve_vs_tag = ""
-    if ns64 and tag_tps:
-        tps = ns64["summary"]["requestsPerSec"] * tpr
-        serve_vs_tag = f"{tps:,.0f} tokens/s at 64 clients = {tps / tag_tps:.2f} of `newstag tag`'s {tag_tps:,.0f} tokens/s on the same articles"
+    pairs = []
+    for tag_tps, name in meta.get("pairs", []):
+        res = load(os.path.join(out, name))
+        if res and tag_tps:
+            tps = res["summary"]["requestsPerSec"] * tpr
+            pairs.append((tps / tag_tps, tps, tag_tps))
+    if pairs:
+        ratio_mid = sorted(r for r, _, _ in pairs)[len(pairs) // 2]
+        each = "; ".join(f"{tps:,.0f} against {tag:,.0f} ({r:.2f})" for r, tps, tag in pairs)
+        serve_vs_tag = (
+            f"serve at 64 clients against `newstag tag` on the same articles, each pair run one after "
+            f"the other: median {ratio_mid:.2f} of tag's tokens/s (tokens/s serve against tag: {each})")
     soak = meta.get("soak")
     lines = [
         "<!-- bench-serve.sh: begin (generated; edit scripts/bench_serve.py instead) -->",
@@ -169,7 +176,8 @@ def report(out, md):
         f"Load average before the run: {meta.get('load_before', '?')}. "
         f"Requests: {reqs.get('source', '?')} ({reqs.get('count', '?')}), one article each, "
         f"{tpr:.1f} sub-tokens on average; load generator `oha` on the same machine (it takes CPU "
-        "from the server). newstag serve: `--max-batch-tokens 4096 --max-wait-ms 5`, defaults otherwise.",
+        "from the server). newstag serve: `--max-batch-tokens 4096 --max-wait-ms 5`, defaults otherwise; "
+        f"precision {meta.get('precision') or '?'} for serve and tag alike.",
         "",
         "| server | clients | requests/s | tokens/s | p50 ms | p99 ms | peak RSS MiB | 200 / sent |",
         "|---|---|---|---|---|---|---|---|",
