@@ -206,7 +206,9 @@ def report(out, doc):
         row("inference, batch 32, **newstag int8** (`--precision int8`) against the others as "
             "above", f"{ns['batch32_int8_tps']:,.0f}", *map(tps, b32),
             versus(ns["batch32_int8_tps"], *(f["tokens_per_s"] for f in b32))),
-        row("inference, batch 1, tokens/s", f"{ns['batch1_tps']:,.0f}", *map(tps, b1),
+        row("inference, batch 1, tokens/s (newstag: one window per forward pass, as many passes "
+            "side by side as there are cores; the others: one pass at a time on all threads)",
+            f"{ns['batch1_tps']:,.0f}", *map(tps, b1),
             versus(ns["batch1_tps"], *(f["tokens_per_s"] for f in b1))),
         row("inference, batch 1, **newstag int8**", f"{ns['batch1_int8_tps']:,.0f}", *map(tps, b1),
             versus(ns["batch1_int8_tps"], *(f["tokens_per_s"] for f in b1))),

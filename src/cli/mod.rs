@@ -66,7 +66,8 @@ impl ReadFormatArgs {
 /// Options shared by the verbs that run a trained model.
 #[derive(clap::Args, Debug)]
 struct InferenceArgs {
-    /// Windows per batch.
+    /// Most windows per batch (windows of similar lengths are batched together; a few short
+    /// ones among long ones get a smaller batch of their own rather than padding).
     #[arg(long, default_value_t = 32, value_parser = at_least_one)]
     batch_size: usize,
     /// cpu, cuda[:N] or metal.
