@@ -70,6 +70,7 @@ run_tag() {  # LOG
   sed -n 's/.* sub-tokens in .*s (\([0-9]*\) tokens\/s).*/\1/p' "$1"
 }
 tag_tps=$(run_tag "$out/tag.log")
+[ -n "$tag_tps" ] || { echo "error: tag failed (see $out/tag.log)" >&2; exit 1; }
 tag_tokens=$(sed -n 's/.* failed, \([0-9]*\) sub-tokens in .*/\1/p' "$out/tag.log")
 count=$(wc -l < "$out/sentences.jsonl")
 tokens_per_request=$(python3 -c "print($tag_tokens / $count)")
@@ -94,6 +95,7 @@ curl -s "http://127.0.0.1:$port/metrics" > "$out/metrics-after-load.txt"
 pairs=()
 for i in $(seq "${PAIRS:-3}"); do
   t=$(run_tag "$out/tag-pair$i.log")
+  [ -n "$t" ] || { echo "error: tag failed (see $out/tag-pair$i.log)" >&2; exit 1; }
   run_oha "pair$i" "$port" 64 "$requests"
   pairs+=("[$t, \"pair$i-c64.json\"]")
 done

@@ -162,6 +162,21 @@ mod tests {
     }
 
     #[test]
+    fn a_unit_larger_than_a_batch_goes_alone() {
+        // Units of up to 5 windows against batches of 3: the 5-window ones alone, the rest
+        // within the cap.
+        let lens: Vec<Vec<usize>> = (0..12).map(|i| vec![20 + i; 1 + i % 5]).collect();
+        let units = units(&articles(&lens), 5);
+        let batches = inference_batches(&units, 3, OVERHEAD);
+        assert_eq!(batches.iter().map(Vec::len).sum::<usize>(), units.len());
+        for b in &batches {
+            let windows: usize = b.iter().map(Unit::window_count).sum();
+            assert!(windows <= 3 || b.len() == 1, "{b:?}");
+        }
+        assert!(batches.iter().any(|b| b[0].window_count() == 5));
+    }
+
+    #[test]
     fn windows_of_one_length_fill_their_batches() {
         let units = units(&articles(&vec![vec![40]; 70]), 1);
         let mut sizes: Vec<usize> = inference_batches(&units, 32, OVERHEAD)

@@ -583,11 +583,16 @@ mod tests {
         // (AVX-512 where this CPU has it) and the portable code.
         for len in [1, 7, 16, 33, 384, 1537] {
             let row: Vec<f32> = (0..len)
-                .map(|i| match i % 11 {
+                .map(|i| match i % 13 {
                     0 => 0.0,
                     1 => f32::NAN,
-                    2 => 1e30,
+                    2 if len < 384 => 1e30,
                     3 => -3.5,
+                    4 => -0.0,
+                    5 if len == 33 => f32::INFINITY,
+                    6 if len == 7 => f32::NEG_INFINITY,
+                    // Values on a grid of halves.
+                    7 | 8 => (i % 5) as f32 * 0.5 - 1.0,
                     _ => ((i * 7919) % 1000) as f32 / 37.0 - 13.5,
                 })
                 .collect();

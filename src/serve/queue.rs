@@ -4,11 +4,11 @@
 //! a full queue is the caller's 503. One worker, on the compute pool's thread, takes jobs and
 //! gathers them into one model run until the batch holds `max_batch_tokens` sub-tokens, the
 //! first job has waited `max_wait`, or the batch has as many jobs as the last one and no more are
-//! queued; it then drops the jobs whose callers have gone (client
-//! disconnected or timed out), runs one [`Predictor::predict_encoded`] over the rest (which sorts
-//! their windows by length into batches of at most `--batch-size` windows), and sends each caller its own
-//! records in request order. An article's output does not depend on its batch-mates, so each
-//! record is the line `newstag tag` writes for the same article.
+//! queued. It then drops the jobs whose callers have gone (client disconnected or timed out),
+//! runs one [`Predictor::predict_encoded`] over the rest (which sorts their windows by length into
+//! batches of at most `--batch-size` windows), and sends each caller its own records in request
+//! order. An article's output does not depend on its batch-mates, so each record is the line
+//! `newstag tag` writes for the same article.
 
 use super::metrics::Metrics;
 use crate::data::input::InputItem;
@@ -163,19 +163,29 @@ impl Jobs {
         // Jobs in the last batch: once a batch has as many and nothing more is queued, it closes
         // without waiting out `max_wait`. Under a steady load the callers the last batch answered
         // are back by then, and waiting would only leave the model idle (a lone client's request
-        // runs at once; 64 clients' requests run as one batch as soon as all 64 are in).
+        // runs at once; 64 clients' requests run as one batch as soon as all 64 are in). After
+        // a quiet spell longer than `max_wait` the history no longer says anything: the first
+        // batch of what comes next waits again, so a burst is gathered.
         let mut last_jobs = usize::MAX;
         loop {
             let first = match held.take() {
                 Some(r) => r,
                 None if closed => break,
-                None => match self.recv(None) {
-                    Ok(job) => match self.prepare(predictor, job) {
-                        Some(r) => r,
-                        None => continue,
-                    },
-                    Err(_) => break,
-                },
+                None => {
+                    let idle = Instant::now();
+                    match self.recv(None) {
+                        Ok(job) => {
+                            if idle.elapsed() > limits.max_wait {
+                                last_jobs = usize::MAX;
+                            }
+                            match self.prepare(predictor, job) {
+                                Some(r) => r,
+                                None => continue,
+                            }
+                        }
+                        Err(_) => break,
+                    }
+                }
             };
             let deadline = first.enqueued + limits.max_wait;
             let mut tokens = first.tokens;
