@@ -410,19 +410,23 @@ pub(crate) fn rows_from<'a>(x: &'a [f32], first: usize, n: usize, like: &[f32]) 
 
 /// A fresh `[rows, d]` result whose row `i` is `row(i, [row i of each input], out)`, in parallel
 /// chunks of whole rows; every input has rows of `d`, the first sets the row count.
+/// The rows are baseline code (a closure); [`map_rows_on`] compiles them for wider SIMD too.
 pub(crate) fn map_rows<const N: usize>(
     inputs: [&[f32]; N],
     d: usize,
     row: impl Fn(usize, [&[f32]; N], &mut [f32]) + Sync,
 ) -> Vec<f32> {
-    let mut y = vec![0f32; inputs.first().map_or(0, |x| x.len())];
-    par_rows(&mut y, d, rows_per_chunk(d), |first, y| {
-        for (r, y) in y.chunks_exact_mut(d).enumerate() {
-            let at = (first + r) * d;
-            row(first + r, inputs.map(|x| &x[at..at + d]), y);
-        }
-    });
-    y
+    map_rows_on(Simd::Portable, inputs, d, &ClosureRows(row))
+}
+
+/// A closure as [`Rows`].
+struct ClosureRows<F>(F);
+
+impl<const N: usize, F: Fn(usize, [&[f32]; N], &mut [f32]) + Sync> Rows<N> for ClosureRows<F> {
+    #[inline(always)]
+    fn row(&self, i: usize, inputs: [&[f32]; N], out: &mut [f32]) {
+        (self.0)(i, inputs, out)
+    }
 }
 
 /// A row function that [`map_rows_on`] compiles once per instruction set (a closure would stay

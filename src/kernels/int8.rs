@@ -214,7 +214,7 @@ fn row_range(row: &[f32]) -> (f32, i32) {
 /// (a product, a sum, a clamp, a truncation), so they give the same bytes.
 fn quantise_row(row: &[f32], out: &mut [u8]) -> (f32, i32) {
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx512f") {
+    if super::host::Simd::Avx512.runs_here() {
         // SAFETY: the CPU has AVX-512F.
         return unsafe { quantise_row_avx512(row, out) };
     }
