@@ -78,7 +78,7 @@ fn main() -> anyhow::Result<()> {
     for step in 0..=steps {
         let t0 = Instant::now();
         let dropout = Dropout::new(&config, step as u64);
-        let mut mode = Mode::Train(if reference {
+        let mut mode = Mode::train(if reference {
             dropout.with_reference_kernels()
         } else {
             dropout
@@ -87,7 +87,7 @@ fn main() -> anyhow::Result<()> {
         let loss = (out.mul(&weights)?.sum_all()? / (batch * len) as f64)?;
         let loss_value = loss.to_scalar::<f32>()?;
         let t1 = Instant::now();
-        let mut grads = loss.backward()?;
+        let mut grads = mode.backward(&loss)?;
         let t2 = Instant::now();
         clip_grad_norm(&vars, &mut grads, 1.0)?;
         opt.step(&grads, 1e-4)?;

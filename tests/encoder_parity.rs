@@ -104,13 +104,13 @@ fn differentiable_training_path_matches_transformers_without_dropout() {
     let (mut config, _, _) = fixture();
     config.bert.hidden_dropout_prob = 0.0;
     config.bert.attention_probs_dropout_prob = 0.0;
-    let diff = max_abs_diff(&mut Mode::Train(Dropout::new(&config.bert, 1)), None);
+    let diff = max_abs_diff(&mut Mode::train(Dropout::new(&config.bert, 1)), None);
     assert!(diff < 1e-4, "max abs difference {diff}");
 }
 
 #[test]
 fn dropout_changes_training_outputs() {
     let (config, _, _) = fixture();
-    let diff = max_abs_diff(&mut Mode::Train(Dropout::new(&config.bert, 1)), None);
+    let diff = max_abs_diff(&mut Mode::train(Dropout::new(&config.bert, 1)), None);
     assert!(diff > 1e-2, "dropout had no effect ({diff})");
 }

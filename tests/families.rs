@@ -110,12 +110,12 @@ fn encoders_match_transformers_in_inference_and_training() {
         check("device path", &mut Mode::Infer, Some(PreparedPath::Device));
         check(
             "training (fused kernels)",
-            &mut Mode::Train(Dropout::new(&config, 1)),
+            &mut Mode::train(Dropout::new(&config, 1)),
             None,
         );
         check(
             "training (reference kernels)",
-            &mut Mode::Train(Dropout::new(&config, 1).with_reference_kernels()),
+            &mut Mode::train(Dropout::new(&config, 1).with_reference_kernels()),
             None,
         );
     }
@@ -483,11 +483,11 @@ fn deberta_v2s_other_options_match_transformers_too() {
         ("inference", Mode::Infer),
         (
             "training (fused kernels)",
-            Mode::Train(Dropout::new(&config, 1)),
+            Mode::train(Dropout::new(&config, 1)),
         ),
         (
             "training (reference kernels)",
-            Mode::Train(Dropout::new(&config, 1).with_reference_kernels()),
+            Mode::train(Dropout::new(&config, 1).with_reference_kernels()),
         ),
     ];
     for (what, mut mode) in modes {

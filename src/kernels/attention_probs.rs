@@ -8,7 +8,7 @@ use super::host::{
 };
 use super::masked_softmax::{fits, masked_softmax, masked_softmax_reference, MaskedScores};
 use super::math::sum2;
-use super::softmax::softmax_row_in_place;
+use super::softmax::{softmax_bwd, softmax_row_in_place};
 use candle_core::{Result, Shape, Tensor};
 
 /// `dropout(softmax(scores * scale + mask), p, seed)`: the attention probabilities of
@@ -81,6 +81,28 @@ impl HostKernel<2> for AttentionProbsOp {
         )?;
         Ok([Some(g), None])
     }
+}
+
+/// The gradient of [`attention_probs`]'s `scores` from its output `probs` and that output's
+/// gradient `grad`, for the same `mask`, `scale`, `p` and `seed` (contiguous `f32` CPU tensors,
+/// the mask `[batch, 1, 1, keys]`).
+pub(crate) fn attention_probs_backward(
+    scores: &Tensor,
+    mask: &Tensor,
+    scale: f64,
+    p: f32,
+    seed: u64,
+    probs: &Tensor,
+    grad: &Tensor,
+) -> Result<Tensor> {
+    if p <= 0.0 {
+        return softmax_bwd(probs, grad, scale as f32);
+    }
+    let op = AttentionProbsOp {
+        scale: scale as f32,
+        drop: DropoutOp::new(p, seed),
+    };
+    scores.apply_op3_no_bwd(mask, &grad.contiguous()?, &Host(AttentionProbsBwdOp(op)))
 }
 
 /// Backward of [`AttentionProbsOp`] from `(scores, mask, grad)`: recomputes each softmax row `y`,

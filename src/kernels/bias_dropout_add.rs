@@ -80,12 +80,34 @@ impl HostKernel<3> for BiasDropoutAddOp {
         _res: &Tensor,
         grad: &Tensor,
     ) -> Result<[Option<Tensor>; 3]> {
-        let n = bias.elem_count();
-        let grad = grad.contiguous()?;
-        let g = grad.apply_op1_no_bwd(&Host(DropoutBwdSumsOp { drop: self.0, n }))?;
-        let (gh, gb) = split_bias_grads(&g, h, bias)?;
-        Ok([Some(gh), Some(gb), Some(grad)])
+        let (gh, gb) = dropout_bias_backward(h, bias, self.0, grad)?;
+        Ok([Some(gh), Some(gb), Some(grad.clone())])
     }
+}
+
+/// The gradients of [`bias_dropout_add`]'s `(h, bias)` from its output's gradient `grad` (the
+/// residual's is `grad` itself), for the same `p` and `seed` (contiguous `f32` CPU tensors).
+pub(crate) fn bias_dropout_add_backward(
+    h: &Tensor,
+    bias: &Tensor,
+    p: f32,
+    seed: u64,
+    grad: &Tensor,
+) -> Result<(Tensor, Tensor)> {
+    dropout_bias_backward(h, bias, DropoutOp::new(p, seed), grad)
+}
+
+fn dropout_bias_backward(
+    h: &Tensor,
+    bias: &Tensor,
+    drop: DropoutOp,
+    grad: &Tensor,
+) -> Result<(Tensor, Tensor)> {
+    let n = bias.elem_count();
+    let g = grad
+        .contiguous()?
+        .apply_op1_no_bwd(&Host(DropoutBwdSumsOp { drop, n }))?;
+    split_bias_grads(&g, h, bias)
 }
 
 /// The gradient through a dropout mask, `[rows, n]`, followed by its column sums (a bias

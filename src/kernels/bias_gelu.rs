@@ -66,10 +66,20 @@ impl HostKernel<2> for BiasGeluOp {
         _res: &Tensor,
         grad: &Tensor,
     ) -> Result<[Option<Tensor>; 2]> {
-        let g = h.apply_op3_no_bwd(bias, &grad.contiguous()?, &Host(BiasGeluBwdOp))?;
-        let (gh, gb) = split_bias_grads(&g, h, bias)?;
+        let (gh, gb) = bias_gelu_backward(h, bias, grad)?;
         Ok([Some(gh), Some(gb)])
     }
+}
+
+/// The gradients of [`bias_gelu`]'s `(h, bias)` from its output's gradient `grad` (contiguous
+/// `f32` CPU tensors).
+pub(crate) fn bias_gelu_backward(
+    h: &Tensor,
+    bias: &Tensor,
+    grad: &Tensor,
+) -> Result<(Tensor, Tensor)> {
+    let g = h.apply_op3_no_bwd(bias, &grad.contiguous()?, &Host(BiasGeluBwdOp))?;
+    split_bias_grads(&g, h, bias)
 }
 
 /// Backward of [`BiasGeluOp`] from `(h, bias, grad)`: `[rows + 1, n]`, the gradient of `h` then

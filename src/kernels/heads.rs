@@ -21,6 +21,23 @@ struct Heads {
 }
 
 impl Heads {
+    /// The split of `h` `[batch * len, hidden]` into `batch` items of `heads` heads.
+    fn of_rows(h: &Tensor, batch: usize, heads: usize, transposed: bool) -> Result<Self> {
+        let (rows, hidden) = h.dims2()?;
+        if heads == 0 || hidden % heads != 0 || batch == 0 || rows % batch != 0 {
+            bail!(
+                "bias_split_heads: cannot split [{rows}, {hidden}] into {batch} items of {heads} heads"
+            )
+        }
+        Ok(Heads {
+            batch,
+            len: rows / batch,
+            heads,
+            size: hidden / heads,
+            transposed,
+        })
+    }
+
     fn hidden(&self) -> usize {
         self.heads * self.size
     }
@@ -111,20 +128,8 @@ pub fn bias_split_heads(
     heads: usize,
     transposed: bool,
 ) -> Result<Tensor> {
-    let (rows, hidden) = h.dims2()?;
     check_bias(h, bias)?;
-    if heads == 0 || hidden % heads != 0 || batch == 0 || rows % batch != 0 {
-        bail!(
-            "bias_split_heads: cannot split [{rows}, {hidden}] into {batch} items of {heads} heads"
-        )
-    }
-    let dims = Heads {
-        batch,
-        len: rows / batch,
-        heads,
-        size: hidden / heads,
-        transposed,
-    };
+    let dims = Heads::of_rows(h, batch, heads, transposed)?;
     if runs_fused(h) && runs_fused(bias) {
         h.contiguous()?
             .apply_op2(&bias.contiguous()?, Host(SplitHeadsOp(dims)))
@@ -194,13 +199,34 @@ impl HostKernel<2> for SplitHeadsOp {
         _res: &Tensor,
         grad: &Tensor,
     ) -> Result<[Option<Tensor>; 2]> {
-        let g = grad.contiguous()?.apply_op1_no_bwd(&Host(HeadsToRowsOp {
-            dims: self.0,
-            sums: true,
-        }))?;
-        let (gh, gb) = split_bias_grads(&g, h, bias)?;
+        let (gh, gb) = split_heads_backward(self.0, h, bias, grad)?;
         Ok([Some(gh), Some(gb)])
     }
+}
+
+/// The gradients of [`bias_split_heads`]'s `(h, bias)` from its output's gradient `grad`, for the
+/// same `batch`, `heads` and `transposed` (contiguous `f32` CPU tensors).
+pub(crate) fn bias_split_heads_backward(
+    h: &Tensor,
+    bias: &Tensor,
+    batch: usize,
+    heads: usize,
+    transposed: bool,
+    grad: &Tensor,
+) -> Result<(Tensor, Tensor)> {
+    split_heads_backward(Heads::of_rows(h, batch, heads, transposed)?, h, bias, grad)
+}
+
+fn split_heads_backward(
+    dims: Heads,
+    h: &Tensor,
+    bias: &Tensor,
+    grad: &Tensor,
+) -> Result<(Tensor, Tensor)> {
+    let g = grad
+        .contiguous()?
+        .apply_op1_no_bwd(&Host(HeadsToRowsOp { dims, sums: true }))?;
+    split_bias_grads(&g, h, bias)
 }
 
 struct MergeHeadsOp(Heads);
@@ -220,11 +246,19 @@ impl HostKernel<1> for MergeHeadsOp {
         _res: &Tensor,
         grad: &Tensor,
     ) -> Result<[Option<Tensor>; 1]> {
-        let g = grad
-            .contiguous()?
-            .apply_op1_no_bwd(&Host(RowsToHeadsOp(self.0)))?;
-        Ok([Some(g)])
+        Ok([Some(rows_to_heads(self.0, grad)?)])
     }
+}
+
+/// The gradient of [`merge_heads`]'s input `[batch, heads, len, size]` from its output's gradient
+/// `grad` `[batch * len, heads * size]` (a contiguous `f32` CPU tensor).
+pub(crate) fn merge_heads_backward(grad: &Tensor, batch: usize, heads: usize) -> Result<Tensor> {
+    rows_to_heads(Heads::of_rows(grad, batch, heads, false)?, grad)
+}
+
+fn rows_to_heads(dims: Heads, grad: &Tensor) -> Result<Tensor> {
+    grad.contiguous()?
+        .apply_op1_no_bwd(&Host(RowsToHeadsOp(dims)))
 }
 
 /// Per-head layout to rows, with their column sums when `sums` (a backward pass).

@@ -109,18 +109,30 @@ impl HostKernel<3> for LayerNormOp {
         _res: &Tensor,
         grad: &Tensor,
     ) -> Result<[Option<Tensor>; 3]> {
-        let d = weight.elem_count();
-        let rows = x.elem_count() / d;
-        let grads = x.apply_op3_no_bwd(
-            weight,
-            &grad.contiguous()?,
-            &Host(LayerNormBwdOp { eps: self.eps }),
-        )?;
-        let (gx, sums) = split_rows_and_sums(&grads, rows, 2, x.shape())?;
-        let gw = sums[0].reshape(weight.shape())?;
-        let gb = sums[1].reshape(weight.shape())?;
+        let [gx, gw, gb] = layer_norm_backward(x, weight, self.eps as f64, grad)?;
         Ok([Some(gx), Some(gw), Some(gb)])
     }
+}
+
+/// The gradients of [`layer_norm`]'s `(x, weight, bias)` from its output's gradient `grad`
+/// (contiguous `f32` CPU tensors).
+pub(crate) fn layer_norm_backward(
+    x: &Tensor,
+    weight: &Tensor,
+    eps: f64,
+    grad: &Tensor,
+) -> Result<[Tensor; 3]> {
+    let d = weight.elem_count();
+    let rows = x.elem_count() / d;
+    let grads = x.apply_op3_no_bwd(
+        weight,
+        &grad.contiguous()?,
+        &Host(LayerNormBwdOp { eps: eps as f32 }),
+    )?;
+    let (gx, sums) = split_rows_and_sums(&grads, rows, 2, x.shape())?;
+    let gw = sums[0].reshape(weight.shape())?;
+    let gb = sums[1].reshape(weight.shape())?;
+    Ok([gx, gw, gb])
 }
 
 /// LayerNorm backward: `(x, weight, grad_y)` to `[rows + 2, d]`: the rows of grad_x, then

@@ -46,3 +46,13 @@ pub use masked_softmax::{masked_softmax, masked_softmax_reference};
 pub use math::{erf_f32, exp_f32};
 pub use self_attention::{self_attention, self_attention_on};
 pub use softmax::{softmax_last_dim, softmax_reference};
+
+/// The backward passes of the fused training kernels, for a forward pass whose backward pass is
+/// written out rather than recorded (`crate::model::layers`' training path on CPU).
+pub(crate) mod backward {
+    pub(crate) use super::attention_probs::attention_probs_backward;
+    pub(crate) use super::bias_dropout_add::bias_dropout_add_backward;
+    pub(crate) use super::bias_gelu::bias_gelu_backward;
+    pub(crate) use super::heads::{bias_split_heads_backward, merge_heads_backward};
+    pub(crate) use super::layer_norm::layer_norm_backward;
+}

@@ -10,7 +10,7 @@ use super::Precision;
 use candle_core::{Module, Result, Tensor};
 use candle_nn::{Embedding, VarBuilder};
 
-pub use super::encoder::{Dropout, Mode};
+pub use super::encoder::{Dropout, Mode, ParamGrads};
 pub use super::layers::{Prepared, PreparedPath};
 
 /// The names of a BERT layer's tensors (`encoder.layer.N.…`), shared by ELECTRA and RoBERTa.

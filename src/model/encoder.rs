@@ -15,9 +15,11 @@ use super::config::BertConfig;
 use super::layers::{Layers, Prepared, PreparedPath};
 use super::Precision;
 use crate::kernels as ops;
+use candle_core::backprop::GradStore;
 use candle_core::{Result, Tensor};
 use candle_nn::{Embedding, Init, Linear, VarBuilder};
 use rand::{rngs::StdRng, Rng, SeedableRng};
+use std::sync::{Arc, Mutex};
 
 /// An encoder of any family: token ids in, one hidden state per token out, with optional prepared
 /// weights that speed up inference. Families built on BERT's layers get it from [`BertLayered`];
@@ -101,8 +103,41 @@ pub(crate) const WEIGHT_INIT: Init = Init::Randn {
 pub enum Mode {
     /// No dropout, fused kernels.
     Infer,
-    /// Differentiable kernels and dropout masks drawn from this source.
-    Train(Box<Dropout>),
+    /// Differentiable kernels and dropout masks drawn from this source ([`Mode::train`]). Take
+    /// the gradients with [`Mode::backward`]: on CPU the layers' parameters get theirs from
+    /// backward passes newstag writes out ([`ParamGrads`]), which `loss.backward()` alone misses.
+    Train(Box<Dropout>, ParamGrads),
+}
+
+/// Parameter gradients computed outside candle's backward pass, left here by the ops that
+/// compute them during it (shared, so an op can hold it), for [`Mode::backward`] to collect.
+#[derive(Clone, Default)]
+pub struct ParamGrads(Arc<Mutex<Vec<(Tensor, Tensor)>>>);
+
+impl ParamGrads {
+    /// Records `grad` as (a part of) the gradient of `param`.
+    pub(crate) fn add(&self, param: &Tensor, grad: Tensor) -> Result<()> {
+        self.lock()?.push((param.clone(), grad));
+        Ok(())
+    }
+
+    fn lock(&self) -> Result<std::sync::MutexGuard<'_, Vec<(Tensor, Tensor)>>> {
+        self.0
+            .lock()
+            .map_err(|_| candle_core::Error::Msg("a backward pass panicked".into()))
+    }
+
+    /// Moves the recorded gradients into `grads`, summed with any it has for the same tensors.
+    fn drain_into(&self, grads: &mut GradStore) -> Result<()> {
+        for (param, grad) in self.lock()?.drain(..) {
+            let sum = match grads.remove(&param) {
+                Some(g) => (g + grad)?,
+                None => grad,
+            };
+            grads.insert(&param, sum);
+        }
+        Ok(())
+    }
 }
 
 /// Dropout with masks from a seeded generator, so a run is reproducible and resumable.
@@ -154,16 +189,39 @@ impl Dropout {
 }
 
 impl Mode {
+    /// Training with dropout masks from `dropout`.
+    pub fn train(dropout: Box<Dropout>) -> Self {
+        Mode::Train(dropout, ParamGrads::default())
+    }
+
     pub fn is_train(&self) -> bool {
-        matches!(self, Mode::Train(_))
+        matches!(self, Mode::Train(..))
+    }
+
+    /// The gradients of `loss`, computed from a forward pass in this mode: candle's backward
+    /// pass, with the parameter gradients the layers computed themselves added in.
+    pub fn backward(&self, loss: &Tensor) -> Result<GradStore> {
+        let mut grads = loss.backward()?;
+        if let Mode::Train(_, param_grads) = self {
+            param_grads.drain_into(&mut grads)?;
+        }
+        Ok(grads)
+    }
+
+    /// Where layers that compute their parameters' gradients leave them (training only).
+    pub(crate) fn param_grads(&self) -> Option<&ParamGrads> {
+        match self {
+            Mode::Train(_, g) => Some(g),
+            Mode::Infer => None,
+        }
     }
 
     /// Which kernels a forward pass uses.
     pub(crate) fn kernels(&self) -> Kernels {
         match self {
             Mode::Infer => Kernels::Infer,
-            Mode::Train(d) if d.reference => Kernels::Reference,
-            Mode::Train(_) => Kernels::Fused,
+            Mode::Train(d, _) if d.reference => Kernels::Reference,
+            Mode::Train(..) => Kernels::Fused,
         }
     }
 
@@ -171,7 +229,7 @@ impl Mode {
     pub fn dropout(&mut self, x: &Tensor) -> Result<Tensor> {
         match self {
             Mode::Infer => Ok(x.clone()),
-            Mode::Train(d) => {
+            Mode::Train(d, _) => {
                 let p = d.hidden;
                 d.apply(x, p)
             }
@@ -181,7 +239,7 @@ impl Mode {
     pub(crate) fn attention_dropout(&mut self, x: &Tensor) -> Result<Tensor> {
         match self {
             Mode::Infer => Ok(x.clone()),
-            Mode::Train(d) => {
+            Mode::Train(d, _) => {
                 let p = d.attention;
                 d.apply(x, p)
             }
@@ -193,7 +251,7 @@ impl Mode {
     pub(crate) fn draw(&mut self, attention: bool) -> (f32, u64) {
         match self {
             Mode::Infer => (0.0, 0),
-            Mode::Train(d) => {
+            Mode::Train(d, _) => {
                 let p = if attention { d.attention } else { d.hidden };
                 (p, d.draw(p))
             }

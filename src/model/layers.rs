@@ -12,6 +12,8 @@ use candle_core::{DType, Device, Module, Result, Tensor, TensorId};
 use candle_nn::{Linear, VarBuilder};
 use std::sync::Arc;
 
+mod backward;
+
 /// Where one layer's tensors lie under its prefix, as the family's checkpoints name them.
 pub struct LayerNames {
     pub query: &'static str,
@@ -445,6 +447,9 @@ impl Layers {
             for (i, layer) in self.layers.iter().enumerate() {
                 x = match &prepared {
                     Some((p, lengths)) => layer.forward_prepared(&x, lengths, &p.layers[i])?,
+                    None if layer.trains_by_hand(&x, mode) => {
+                        layer.forward_train(&x, b, &mask_bias, mode)?
+                    }
                     None => layer.forward_fused(&x, b, &mask_bias, mode)?,
                 };
             }

@@ -184,7 +184,7 @@ pub fn train(
                 // (ops::device_mask): seeded per step, a resumed run draws the same masks.
                 model.device().set_seed(step_seed)?;
             }
-            let mut mode = Mode::Train(Dropout::new(&model.config.bert, step_seed));
+            let mut mode = Mode::train(Dropout::new(&model.config.bert, step_seed));
             let (loss, tokens) = batch_loss(model, &set, batch_units, opts, &mut mode)?;
             let loss_value = loss.to_scalar::<f32>()? as f64;
             if !loss_value.is_finite() {
@@ -195,7 +195,7 @@ pub fn train(
                     Checkpoint::last_good(out)
                 );
             }
-            let mut grads = loss.backward()?;
+            let mut grads = mode.backward(&loss)?;
             let grad_norm = clip_grad_norm(&vars, &mut grads, opts.max_grad_norm)?;
             if !grad_norm.is_finite() {
                 anyhow::bail!(

@@ -1,0 +1,330 @@
+//! A layer's training step on CPU with its backward pass written out rather than recorded by
+//! candle's autograd.
+//!
+//! Why: candle's backward pass starts each gradient as a tensor of zeros and adds every
+//! contribution into a fresh copy, so each of a layer's twenty-odd activation gradients costs a
+//! zero fill and two more passes over memory; that, with its own thread pool waking for each add,
+//! was a sixth of a MiniLM training step on two cores. Here the forward pass runs the same fused
+//! kernels, in the same order and with the same dropout masks as [`Layer::forward_fused`], off
+//! candle's graph, keeping what the backward pass needs; one node ([`LayerStep`]) joins the
+//! layer's output to its input, and its backward pass makes each gradient once, with the kernels'
+//! own backward passes and matrix products. The parameters' gradients go to the step's
+//! [`ParamGrads`] ([`Mode::backward`] collects them).
+
+use super::{Layer, Linear};
+use crate::kernels::backward as bwd;
+use crate::kernels::host::{Host, HostKernel, Input};
+use crate::kernels::{self as ops};
+use crate::model::config::Activation;
+use crate::model::encoder::{bias, Mode, ParamGrads};
+use candle_core::{Result, Shape, Tensor};
+use std::sync::Mutex;
+
+impl Layer {
+    /// Whether [`Layer::forward_train`] can run `x` in `mode`: training with the fused kernels,
+    /// on CPU in f32, with the activation that has a fused kernel.
+    pub(super) fn trains_by_hand(&self, x: &Tensor, mode: &Mode) -> bool {
+        mode.param_grads().is_some()
+            && x.track_op()
+            && ops::runs_fused(x)
+            && self.activation == Activation::Gelu
+            && self.parameters().iter().all(|p| ops::runs_fused(p))
+    }
+
+    /// [`Layer::forward_fused`] in training, with the backward pass of this file. `x`:
+    /// `[batch * len, hidden]`; `mask_bias`: `[batch, 1, 1, len]`.
+    pub(super) fn forward_train(
+        &self,
+        x: &Tensor,
+        batch: usize,
+        mask_bias: &Tensor,
+        mode: &mut Mode,
+    ) -> Result<Tensor> {
+        let Some(grads) = mode.param_grads().cloned() else {
+            candle_core::bail!("a layer's training pass outside training")
+        };
+        let weight = |l: &Linear| l.weight().detach();
+        let x_in = x.detach();
+        let (heads, scale) = (self.heads, 1.0 / (self.head_size as f64).sqrt());
+        let project = |l: &Linear, x: &Tensor| x.matmul(&weight(l).t()?);
+        let split = |l: &Linear, transposed: bool| {
+            ops::bias_split_heads(
+                &project(l, &x_in)?,
+                &bias(l, false)?,
+                batch,
+                heads,
+                transposed,
+            )
+        };
+        let q = split(&self.query, false)?;
+        let kt = split(&self.key, true)?;
+        let v = split(&self.value, false)?;
+        let scores = q.matmul(&kt)?;
+        let attention_dropout = mode.draw(true);
+        let (p, seed) = attention_dropout;
+        let probs = ops::attention_probs(&scores, mask_bias, scale, p, seed)?;
+        let context = ops::merge_heads(&probs.matmul(&v)?)?;
+        let attention_out_dropout = if self.attention_output_dropout {
+            mode.draw(false)
+        } else {
+            (0.0, 0)
+        };
+        let (p, seed) = attention_out_dropout;
+        let norm = |n: &super::LayerNorm, x: &Tensor| {
+            ops::layer_norm(x, &n.weight.detach(), &n.bias.detach(), n.eps)
+        };
+        let attended = ops::bias_dropout_add(
+            &project(&self.attention_out, &context)?,
+            &bias(&self.attention_out, false)?,
+            &x_in,
+            p,
+            seed,
+        )?;
+        let x1 = norm(&self.attention_norm, &attended)?;
+        let inner_in = project(&self.intermediate, &x1)?;
+        let inner = ops::bias_gelu(&inner_in, &bias(&self.intermediate, false)?)?;
+        let output_dropout = mode.draw(false);
+        let (p, seed) = output_dropout;
+        let out = ops::bias_dropout_add(
+            &project(&self.output, &inner)?,
+            &bias(&self.output, false)?,
+            &x1,
+            p,
+            seed,
+        )?;
+        let y = norm(&self.output_norm, &out)?;
+        let saved = Saved {
+            x: x_in,
+            batch,
+            mask_bias: mask_bias.clone(),
+            scale,
+            q,
+            kt,
+            v,
+            scores,
+            probs,
+            context,
+            attended,
+            x1,
+            inner_in,
+            inner,
+            out,
+            attention_dropout,
+            attention_out_dropout,
+            output_dropout,
+        };
+        let step = LayerStep {
+            layer: self.parameters_by_role(),
+            heads,
+            saved: Mutex::new(Some(saved)),
+            grads,
+        };
+        x.apply_op2(&y, Host(step))
+    }
+
+    fn parameters(&self) -> Vec<&Tensor> {
+        let mut p = Vec::new();
+        for l in self.linears() {
+            p.push(l.weight());
+            p.extend(l.bias());
+        }
+        for n in [&self.attention_norm, &self.output_norm] {
+            p.extend([&n.weight, &n.bias]);
+        }
+        p
+    }
+
+    fn linears(&self) -> [&Linear; 6] {
+        [
+            &self.query,
+            &self.key,
+            &self.value,
+            &self.attention_out,
+            &self.intermediate,
+            &self.output,
+        ]
+    }
+
+    fn parameters_by_role(&self) -> LayerParams {
+        let linear = |l: &Linear| LinearParams {
+            weight: l.weight().clone(),
+            bias: l.bias().cloned(),
+        };
+        let norm = |n: &super::LayerNorm| NormParams {
+            weight: n.weight.clone(),
+            bias: n.bias.clone(),
+            eps: n.eps,
+        };
+        LayerParams {
+            query: linear(&self.query),
+            key: linear(&self.key),
+            value: linear(&self.value),
+            attention_out: linear(&self.attention_out),
+            attention_norm: norm(&self.attention_norm),
+            intermediate: linear(&self.intermediate),
+            output: linear(&self.output),
+            output_norm: norm(&self.output_norm),
+        }
+    }
+}
+
+/// A linear layer's parameters (the variables themselves, whose gradients are recorded).
+struct LinearParams {
+    weight: Tensor,
+    bias: Option<Tensor>,
+}
+
+struct NormParams {
+    weight: Tensor,
+    bias: Tensor,
+    eps: f64,
+}
+
+struct LayerParams {
+    query: LinearParams,
+    key: LinearParams,
+    value: LinearParams,
+    attention_out: LinearParams,
+    attention_norm: NormParams,
+    intermediate: LinearParams,
+    output: LinearParams,
+    output_norm: NormParams,
+}
+
+/// What the forward pass keeps for the backward pass (all off candle's graph).
+struct Saved {
+    /// The layer's input `[batch * len, hidden]` (also the shape of every projection to hidden).
+    x: Tensor,
+    batch: usize,
+    mask_bias: Tensor,
+    scale: f64,
+    q: Tensor,
+    /// Keys transposed, `[batch, heads, head_size, len]`.
+    kt: Tensor,
+    v: Tensor,
+    scores: Tensor,
+    probs: Tensor,
+    context: Tensor,
+    /// Before the attention LayerNorm.
+    attended: Tensor,
+    /// After it.
+    x1: Tensor,
+    /// The intermediate projection before its bias and GELU, and after.
+    inner_in: Tensor,
+    inner: Tensor,
+    /// Before the output LayerNorm.
+    out: Tensor,
+    /// Drop probability and mask seed of each dropout.
+    attention_dropout: (f32, u64),
+    attention_out_dropout: (f32, u64),
+    output_dropout: (f32, u64),
+}
+
+/// The node joining a layer's output to its input: forward, a copy of the output computed off the
+/// graph (input 1); backward, the layer's backward pass from [`Saved`], which it drops once done.
+struct LayerStep {
+    layer: LayerParams,
+    heads: usize,
+    saved: Mutex<Option<Saved>>,
+    grads: ParamGrads,
+}
+
+impl HostKernel<2> for LayerStep {
+    const NAME: &'static str = "newstag-layer";
+
+    fn forward(&self, [_, y]: [Input<'_>; 2]) -> Result<(Vec<f32>, Shape)> {
+        Ok((y.data.to_vec(), y.shape()))
+    }
+
+    fn backward(
+        &self,
+        _inputs: [&Tensor; 2],
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<[Option<Tensor>; 2]> {
+        let saved = self
+            .saved
+            .lock()
+            .ok()
+            .and_then(|mut s| s.take())
+            .ok_or_else(|| candle_core::Error::Msg("a layer's backward pass ran twice".into()))?;
+        Ok([Some(self.backward_from(saved, grad)?), None])
+    }
+}
+
+impl LayerStep {
+    /// The gradient of the layer's input from its output's `grad`, recording the parameters'.
+    fn backward_from(&self, s: Saved, grad: &Tensor) -> Result<Tensor> {
+        let l = &self.layer;
+        let record = |p: &Tensor, g: Tensor| self.grads.add(p, g);
+        // `x w^T + b` for `x` → `out`: records w's and b's gradients, returns x's.
+        let linear = |p: &LinearParams, x: &Tensor, g_out: &Tensor, g_bias: Tensor| {
+            record(&p.weight, g_out.t()?.matmul(x)?)?;
+            if let Some(b) = &p.bias {
+                record(b, g_bias)?;
+            }
+            g_out.matmul(&p.weight.detach())
+        };
+        let bias_of = |p: &LinearParams| -> Result<Tensor> {
+            p.bias
+                .as_ref()
+                .map(Tensor::detach)
+                .ok_or_else(|| candle_core::Error::Msg("a linear layer without bias".into()))
+        };
+        let norm = |n: &NormParams, x: &Tensor, g: &Tensor| {
+            let [gx, gw, gb] = bwd::layer_norm_backward(x, &n.weight.detach(), n.eps, g)?;
+            record(&n.weight, gw)?;
+            record(&n.bias, gb)?;
+            Ok::<_, candle_core::Error>(gx)
+        };
+
+        // Feed-forward block: out = dropout(inner w_o^T + b_o) + x1, inner = gelu(x1 w_i^T + b_i).
+        let g_out = norm(&l.output_norm, &s.out, grad)?;
+        let (p, seed) = s.output_dropout;
+        let (g_o, g_bo) =
+            bwd::bias_dropout_add_backward(&s.x, &bias_of(&l.output)?, p, seed, &g_out)?;
+        let g_inner = linear(&l.output, &s.inner, &g_o, g_bo)?;
+        let (g_i, g_bi) =
+            bwd::bias_gelu_backward(&s.inner_in, &bias_of(&l.intermediate)?, &g_inner)?;
+        let g_x1 = (linear(&l.intermediate, &s.x1, &g_i, g_bi)? + g_out)?;
+
+        // Attention block: attended = dropout(context w_a^T + b_a) + x.
+        let g_attended = norm(&l.attention_norm, &s.attended, &g_x1)?;
+        let (p, seed) = s.attention_out_dropout;
+        let ao_bias = bias_of(&l.attention_out)?;
+        let (g_a, g_ba) = bwd::bias_dropout_add_backward(&s.x, &ao_bias, p, seed, &g_attended)?;
+        let g_context = linear(&l.attention_out, &s.context, &g_a, g_ba)?;
+        let g_heads = bwd::merge_heads_backward(&g_context, s.batch, self.heads)?;
+        let g_probs = g_heads.matmul(&s.v.t()?)?;
+        let g_v = s.probs.t()?.matmul(&g_heads)?;
+        let (p, seed) = s.attention_dropout;
+        let g_scores = bwd::attention_probs_backward(
+            &s.scores,
+            &s.mask_bias,
+            s.scale,
+            p,
+            seed,
+            &s.probs,
+            &g_probs,
+        )?;
+        let g_q = g_scores.matmul(&s.kt.t()?)?;
+        let g_kt = s.q.t()?.matmul(&g_scores)?;
+        let mut g_x = g_attended;
+        for (p, g, transposed) in [
+            (&l.query, g_q, false),
+            (&l.key, g_kt, true),
+            (&l.value, g_v, false),
+        ] {
+            let (g_h, g_b) = bwd::bias_split_heads_backward(
+                &s.x,
+                &bias_of(p)?,
+                s.batch,
+                self.heads,
+                transposed,
+                &g,
+            )?;
+            g_x = (g_x + linear(p, &s.x, &g_h, g_b)?)?;
+        }
+        Ok(g_x)
+    }
+}
