@@ -14,7 +14,7 @@ use candle_core::{Device, Tensor};
 use newstag::model::bert::{Bert, Dropout, Mode};
 use newstag::model::config::{Activation, BertConfig};
 use newstag::model::params::ParamStore;
-use newstag::train::optim::{clip_grad_norm, AdamW, AdamWConfig};
+use newstag::train::optim::{AdamW, AdamWConfig};
 use rand::{rngs::StdRng, Rng, SeedableRng};
 use std::time::Instant;
 
@@ -87,10 +87,9 @@ fn main() -> anyhow::Result<()> {
         let loss = (out.mul(&weights)?.sum_all()? / (batch * len) as f64)?;
         let loss_value = loss.to_scalar::<f32>()?;
         let t1 = Instant::now();
-        let mut grads = mode.backward(&loss)?;
+        let grads = mode.backward(&loss)?;
         let t2 = Instant::now();
-        clip_grad_norm(&vars, &mut grads, 1.0)?;
-        opt.step(&grads, 1e-4)?;
+        opt.step_clipped(&grads, 1e-4, 1.0)?;
         let t3 = Instant::now();
         let ms = |a: Instant, b: Instant| (b - a).as_secs_f64() * 1e3;
         println!(

@@ -20,7 +20,7 @@ use crate::model::bert::{Dropout, Mode};
 use crate::model::NewsTagger;
 use checkpoint::Checkpoint;
 use loss::{batch_loss, ensure_usable, TrainingSet};
-use optim::{clip_grad_norm, learning_rate, AdamW, AdamWConfig};
+use optim::{learning_rate, AdamW, AdamWConfig};
 use progress::Progress;
 use select::{calibrate_kept, evaluate_and_keep, record_line, refit_topic_head};
 use serde::{Deserialize, Serialize};
@@ -139,13 +139,12 @@ pub fn train(
     }
     let warmup = ((total_steps as f64) * opts.warmup).round() as usize;
 
-    let vars = model.vars();
     let adam = AdamWConfig {
         lr: opts.lr,
         weight_decay: opts.weight_decay,
         ..Default::default()
     };
-    let mut optimizer = AdamW::new(vars.clone(), adam)?;
+    let mut optimizer = AdamW::new(model.vars(), adam)?;
     let mut state = resume.unwrap_or_default();
     if state.step > 0 {
         let moments = Checkpoint::load_optimizer(out, &state)?;
@@ -195,8 +194,8 @@ pub fn train(
                     Checkpoint::last_good(out)
                 );
             }
-            let mut grads = mode.backward(&loss)?;
-            let grad_norm = clip_grad_norm(&vars, &mut grads, opts.max_grad_norm)?;
+            let grads = mode.backward(&loss)?;
+            let grad_norm = optimizer.step_clipped(&grads, state.lr, opts.max_grad_norm)?;
             if !grad_norm.is_finite() {
                 anyhow::bail!(
                     "the gradient norm became {grad_norm} at step {} (epoch {}): stopping; {}. Try a lower --lr.",
@@ -205,7 +204,6 @@ pub fn train(
                     Checkpoint::last_good(out)
                 );
             }
-            optimizer.step(&grads, state.lr)?;
             let seconds = t0.elapsed().as_secs_f64();
             state.count_step(epoch, bi + 1, loss_value, tokens, seconds);
             progress.step(loss_value, state.lr, state.tokens_per_s());

@@ -107,6 +107,8 @@ struct Coefficients {
 /// The fused update of one variable, in place: moments, then the decayed parameter.
 struct FusedUpdate<'a> {
     grad: &'a [f32],
+    /// Multiplies each gradient element as it is read (gradient clipping).
+    grad_scale: f32,
     m: RefCell<&'a mut [f32]>,
     v: RefCell<&'a mut [f32]>,
     k: Coefficients,
@@ -127,12 +129,14 @@ impl InplaceOp1 for FusedUpdate<'_> {
         if theta.len() != self.grad.len() || m.len() != theta.len() || v.len() != theta.len() {
             candle_core::bail!("adamw: gradient or moments do not match the variable")
         }
-        let (g, k) = (self.grad, self.k);
+        let (g, k, scale) = (self.grad, self.k, self.grad_scale);
         par_chunks_mut(
             [(theta, CHUNK), (m, CHUNK), (v, CHUNK)],
             |c, [theta, m, v]| {
                 let g = &g[c * CHUNK..][..theta.len()];
                 for (((theta, m), v), &g) in theta.iter_mut().zip(m).zip(v).zip(g) {
+                    // `scale` 1 leaves `g` exact: the unclipped update is unchanged.
+                    let g = g * scale;
                     *m = *m * k.beta1 + g * k.one_minus_beta1;
                     *v = *v * k.beta2 + g * g * k.one_minus_beta2;
                     let update = (*m * k.inv_bc1) / ((*v * k.inv_bc2).sqrt() + k.eps);
@@ -208,6 +212,39 @@ impl AdamW {
 
     /// Applies one update with learning rate `lr` (gradients already clipped).
     pub fn step(&mut self, grads: &GradStore, lr: f64) -> candle_core::Result<()> {
+        self.step_scaled(grads, lr, 1.0)
+    }
+
+    /// [`clip_grad_norm`] then [`AdamW::step`], with the clipping factor applied inside the
+    /// update instead of to copies of the gradients first (the same result: one pass over them
+    /// and their memory fewer). Returns the norm before clipping; when it is not finite nothing
+    /// is updated.
+    pub fn step_clipped(
+        &mut self,
+        grads: &GradStore,
+        lr: f64,
+        max_norm: f64,
+    ) -> candle_core::Result<f64> {
+        let present: Vec<&Tensor> = self
+            .slots
+            .values()
+            .filter_map(|s| grads.get(s.var.as_tensor()))
+            .collect();
+        let on_host = present.iter().all(|g| host_f32(g));
+        let norm = global_norm(&present, !on_host)?;
+        if norm.is_finite() {
+            self.step_scaled(grads, lr, clip_scale(norm, max_norm).unwrap_or(1.0))?;
+        }
+        Ok(norm)
+    }
+
+    /// One update from the gradients multiplied by `grad_scale`.
+    fn step_scaled(
+        &mut self,
+        grads: &GradStore,
+        lr: f64,
+        grad_scale: f64,
+    ) -> candle_core::Result<()> {
         self.step += 1;
         let c = self.config;
         let t = self.step as i32;
@@ -236,6 +273,7 @@ impl AdamW {
                     with_host_f32(g, |grad| {
                         slot.var.as_tensor().inplace_op1(&FusedUpdate {
                             grad,
+                            grad_scale: grad_scale as f32,
                             m: RefCell::new(m),
                             v: RefCell::new(v),
                             k,
@@ -246,6 +284,13 @@ impl AdamW {
                     candle_core::bail!("a gradient on another device than its CPU variable")
                 }
                 Moments::Tensors { m, v } => {
+                    let scaled;
+                    let g = if grad_scale == 1.0 {
+                        g
+                    } else {
+                        scaled = (g * grad_scale)?;
+                        &scaled
+                    };
                     *m = ((&*m * c.beta1)? + (g * (1.0 - c.beta1))?)?;
                     *v = ((&*v * c.beta2)? + (g.sqr()? * (1.0 - c.beta2))?)?;
                     let update = ((&*m / bc1)? / ((&*v / bc2)?.sqrt()? + c.eps)?)?;
@@ -392,18 +437,8 @@ fn clip_grad_norm_by(
         .values()
         .filter_map(|var| grads.get(var.as_tensor()))
         .collect();
-    let total = if !fused {
-        let mut total = 0f64;
-        for g in present {
-            total += with_host_f32(g, sum_squares)?;
-        }
-        total
-    } else {
-        fused_sum_squares(&present)?
-    };
-    let norm = total.sqrt();
-    if norm.is_finite() && norm > max_norm {
-        let scale = max_norm / (norm + 1e-6);
+    let norm = global_norm(&present, fused)?;
+    if let Some(scale) = clip_scale(norm, max_norm) {
         for var in vars.values() {
             if let Some(g) = grads.get(var.as_tensor()) {
                 let scaled = if host_f32(g) {
@@ -416,6 +451,25 @@ fn clip_grad_norm_by(
         }
     }
     Ok(norm)
+}
+
+/// The L2 norm of all of `grads` together: per tensor on the host, or with [`fused_sum_squares`].
+fn global_norm(grads: &[&Tensor], fused: bool) -> candle_core::Result<f64> {
+    let total = if !fused {
+        let mut total = 0f64;
+        for g in grads {
+            total += with_host_f32(g, sum_squares)?;
+        }
+        total
+    } else {
+        fused_sum_squares(grads)?
+    };
+    Ok(total.sqrt())
+}
+
+/// The factor that brings gradients of global norm `norm` down to `max_norm`, if they are above.
+fn clip_scale(norm: f64, max_norm: f64) -> Option<f64> {
+    (norm.is_finite() && norm > max_norm).then(|| max_norm / (norm + 1e-6))
 }
 
 /// Linear warm-up over `warmup` steps to `peak`, then linear decay to zero at `total`.
@@ -519,6 +573,49 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn clipping_inside_the_update_gives_the_bits_of_clipping_first() {
+        for max_norm in [1.0, 1e6] {
+            let config = AdamWConfig {
+                lr: 1e-2,
+                ..Default::default()
+            };
+            let (vars_a, loss_a) = two_gradients(4);
+            let (vars_b, loss_b) = two_gradients(4);
+            let mut first = AdamW::new(vars_a.clone(), config).unwrap();
+            let mut inside = AdamW::new(vars_b.clone(), config).unwrap();
+            for _ in 0..3 {
+                let mut grads = loss_a.backward().unwrap();
+                let n_first = clip_grad_norm(&vars_a, &mut grads, max_norm).unwrap();
+                first.step(&grads, 1e-2).unwrap();
+                let grads = loss_b.backward().unwrap();
+                let n_inside = inside.step_clipped(&grads, 1e-2, max_norm).unwrap();
+                assert_eq!(n_first, n_inside);
+            }
+            for (a, b) in vars_a.values().zip(vars_b.values()) {
+                let a = a.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+                let b = b.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+                assert_eq!(a, b, "max norm {max_norm}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_gradient_norm_that_is_not_finite_updates_nothing() {
+        let (vars, loss) = two_gradients(5);
+        let mut opt = AdamW::new(vars.clone(), AdamWConfig::default()).unwrap();
+        let loss = (loss * f64::NAN).unwrap();
+        let norm = opt
+            .step_clipped(&loss.backward().unwrap(), 1e-2, 1.0)
+            .unwrap();
+        assert!(norm.is_nan());
+        for var in vars.values() {
+            let v = var.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            assert!(v.iter().all(|&x| x == 0.0));
+        }
+        assert_eq!(opt.steps(), 0);
     }
 
     #[test]
