@@ -402,6 +402,32 @@ fn encoder_gradients_match_the_reference_kernels() {
     }
 }
 
+/// With the exact GELU on CPU the layers' parameter gradients come from their written-out backward
+/// pass, which candle's `backward` alone does not collect: the path the test above checks runs.
+#[test]
+fn the_layers_parameter_gradients_come_from_mode_backward() {
+    let config = BertConfig::tiny(50);
+    let store = ParamStore::fresh(11);
+    let bert = Bert::new(&config, store.var_builder(&Device::Cpu).pp("bert")).unwrap();
+    let vars = store.vars();
+    let query = vars["bert.encoder.layer.0.attention.self.query.weight"].as_tensor();
+    let embeddings = vars["bert.embeddings.word_embeddings.weight"].as_tensor();
+    let ids = Tensor::new(&[[1u32, 5, 7, 2]], &Device::Cpu).unwrap();
+    let (types, mask) = (ids.zeros_like().unwrap(), ids.ones_like().unwrap());
+    let loss = |mode: &mut Mode| {
+        let out = bert.forward(&ids, &types, &mask, None, mode).unwrap();
+        out.sqr().unwrap().sum_all().unwrap()
+    };
+    let mut mode = Mode::train(Dropout::new(&config, 1));
+    let plain = loss(&mut mode).backward().unwrap();
+    assert!(plain.get(embeddings).is_some());
+    assert!(plain.get(query).is_none());
+    let mut mode = Mode::train(Dropout::new(&config, 1));
+    let total = loss(&mut mode);
+    let all = mode.backward(&total).unwrap();
+    assert!(all.get(embeddings).is_some() && all.get(query).is_some());
+}
+
 fn encoder_gradients_match(config: &BertConfig) {
     let store = ParamStore::fresh(11);
     let bert = Bert::new(config, store.var_builder(&Device::Cpu).pp("bert")).unwrap();

@@ -6,10 +6,12 @@
 //! kernels have none (huggingface/candle#3011, #3569): training through them would leave the encoder
 //! frozen. So [`Mode::Train`] uses newstag's own fused kernels with backward passes
 //! ([`crate::kernels`]: LayerNorm, masked softmax, GELU, dropout; on CPU, falling back to
-//! compositions of differentiable candle ops elsewhere), with real dropout. [`Mode::Infer`] has no
-//! dropout: on CPU it runs the same fused kernels, and with prepared weights
-//! ([`Encoder::prepare`]) the per-window attention of [`crate::kernels::self_attention`] and
-//! optionally bf16 products ([`crate::kernels::bf16`]); elsewhere candle's forward-only kernels.
+//! compositions of differentiable candle ops elsewhere), with real dropout. With the exact GELU on
+//! CPU in f32 the BERT-shaped layers also write their backward pass out (`layers/backward.rs`):
+//! always take gradients with [`Mode::backward`]. [`Mode::Infer`] has no dropout: on CPU it runs the same fused kernels, and
+//! with prepared weights ([`Encoder::prepare`]) the per-window attention of
+//! [`crate::kernels::self_attention`] and optionally bf16 products ([`crate::kernels::bf16`]);
+//! elsewhere candle's forward-only kernels.
 
 use super::config::BertConfig;
 use super::layers::{Layers, Prepared, PreparedPath};
@@ -104,7 +106,7 @@ pub enum Mode {
     /// No dropout, fused kernels.
     Infer,
     /// Differentiable kernels and dropout masks drawn from this source ([`Mode::train`]). Take
-    /// the gradients with [`Mode::backward`]: on CPU the layers' parameters get theirs from
+    /// the gradients with [`Mode::backward`], once: on CPU the layers' parameters get theirs from
     /// backward passes newstag writes out ([`ParamGrads`]), which `loss.backward()` alone misses.
     Train(Box<Dropout>, ParamGrads),
 }

@@ -16,19 +16,24 @@ use crate::kernels::backward as bwd;
 use crate::kernels::host::{Host, HostKernel, Input};
 use crate::kernels::{self as ops};
 use crate::model::config::Activation;
-use crate::model::encoder::{bias, Mode, ParamGrads};
+use crate::model::encoder::{bias, Kernels, Mode, ParamGrads};
 use candle_core::{Result, Shape, Tensor};
 use std::sync::Mutex;
 
 impl Layer {
     /// Whether [`Layer::forward_train`] can run `x` in `mode`: training with the fused kernels,
-    /// on CPU in f32, with the activation that has a fused kernel.
+    /// on CPU in f32, with the activation that has a fused kernel, an input that takes a gradient
+    /// and parameters that are variables (their gradients are recorded under them).
     pub(super) fn trains_by_hand(&self, x: &Tensor, mode: &Mode) -> bool {
         mode.param_grads().is_some()
+            && mode.kernels() == Kernels::Fused
             && x.track_op()
             && ops::runs_fused(x)
             && self.activation == Activation::Gelu
-            && self.parameters().iter().all(|p| ops::runs_fused(p))
+            && self
+                .parameters()
+                .iter()
+                .all(|p| ops::runs_fused(p) && p.is_variable())
     }
 
     /// [`Layer::forward_fused`] in training, with the backward pass of this file. `x`:
@@ -116,10 +121,11 @@ impl Layer {
         let step = LayerStep {
             layer: self.parameters_by_role(),
             heads,
+            output: Mutex::new(Some(y)),
             saved: Mutex::new(Some(saved)),
             grads,
         };
-        x.apply_op2(&y, Host(step))
+        x.apply_op1(Host(step))
     }
 
     fn parameters(&self) -> Vec<&Tensor> {
@@ -220,35 +226,51 @@ struct Saved {
     output_dropout: (f32, u64),
 }
 
-/// The node joining a layer's output to its input: forward, a copy of the output computed off the
-/// graph (input 1); backward, the layer's backward pass from [`Saved`], which it drops once done.
+/// The node joining a layer's output to its input: forward, the output computed off the graph
+/// (moved out of `output`); backward, the layer's backward pass from [`Saved`], which it drops
+/// once done.
 struct LayerStep {
     layer: LayerParams,
     heads: usize,
+    output: Mutex<Option<Tensor>>,
     saved: Mutex<Option<Saved>>,
     grads: ParamGrads,
 }
 
-impl HostKernel<2> for LayerStep {
+/// The value `slot` holds, taken out of it (each is used once).
+fn take<T>(slot: &Mutex<Option<T>>, what: &str) -> Result<T> {
+    match slot.lock() {
+        Ok(mut s) => s
+            .take()
+            .ok_or_else(|| candle_core::Error::Msg(format!("a layer's {what} was used twice"))),
+        Err(_) => candle_core::bail!("a layer's {what}: another thread panicked holding it"),
+    }
+}
+
+impl HostKernel<1> for LayerStep {
     const NAME: &'static str = "newstag-layer";
 
-    fn forward(&self, [_, y]: [Input<'_>; 2]) -> Result<(Vec<f32>, Shape)> {
-        Ok((y.data.to_vec(), y.shape()))
+    fn forward(&self, [x]: [Input<'_>; 1]) -> Result<(Vec<f32>, Shape)> {
+        let y = take(&self.output, "output")?;
+        if y.shape() != &x.shape() {
+            candle_core::bail!(
+                "{}: output {:?} for input {:?}",
+                Self::NAME,
+                y.dims(),
+                x.dims()
+            )
+        }
+        Ok((y.flatten_all()?.to_vec1::<f32>()?, y.shape().clone()))
     }
 
     fn backward(
         &self,
-        _inputs: [&Tensor; 2],
+        _x: [&Tensor; 1],
         _res: &Tensor,
         grad: &Tensor,
-    ) -> Result<[Option<Tensor>; 2]> {
-        let saved = self
-            .saved
-            .lock()
-            .ok()
-            .and_then(|mut s| s.take())
-            .ok_or_else(|| candle_core::Error::Msg("a layer's backward pass ran twice".into()))?;
-        Ok([Some(self.backward_from(saved, grad)?), None])
+    ) -> Result<[Option<Tensor>; 1]> {
+        let saved = take(&self.saved, "saved activations")?;
+        Ok([Some(self.backward_from(saved, grad)?)])
     }
 }
 
@@ -256,7 +278,12 @@ impl LayerStep {
     /// The gradient of the layer's input from its output's `grad`, recording the parameters'.
     fn backward_from(&self, s: Saved, grad: &Tensor) -> Result<Tensor> {
         let l = &self.layer;
-        let record = |p: &Tensor, g: Tensor| self.grads.add(p, g);
+        // Bias and LayerNorm gradients are views into their kernel's whole output: copied, so
+        // that buffer is not held until the optimiser step.
+        let record = |p: &Tensor, g: Tensor| {
+            let g = if p.rank() == 1 { g.copy()? } else { g };
+            self.grads.add(p, g)
+        };
         // `x w^T + b` for `x` → `out`: records w's and b's gradients, returns x's.
         let linear = |p: &LinearParams, x: &Tensor, g_out: &Tensor, g_bias: Tensor| {
             record(&p.weight, g_out.t()?.matmul(x)?)?;
