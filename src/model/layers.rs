@@ -44,6 +44,38 @@ struct Layer {
     attention_output_dropout: bool,
 }
 
+/// The activations of a layer's self-attention ([`Layer::attention_fused`]).
+struct Attention {
+    q: Tensor,
+    /// Keys transposed, `[batch, heads, head_size, len]`.
+    kt: Tensor,
+    v: Tensor,
+    scale: f64,
+    scores: Tensor,
+    /// After dropout.
+    probs: Tensor,
+    /// Drop probability and mask seed of the attention dropout.
+    dropout: (f32, u64),
+    /// Merged back into rows, `[batch * len, hidden]`.
+    context: Tensor,
+}
+
+/// The activations of the rest of a layer ([`Layer::after_attention`]).
+struct AfterAttention {
+    /// Before the attention LayerNorm, and after it.
+    attended: Tensor,
+    x1: Tensor,
+    /// The intermediate projection before its bias and activation, and after.
+    inner_in: Tensor,
+    inner: Tensor,
+    /// Before the output LayerNorm, and the layer's output.
+    out: Tensor,
+    y: Tensor,
+    /// Drop probabilities and mask seeds of the two dropouts.
+    attention_out_dropout: (f32, u64),
+    output_dropout: (f32, u64),
+}
+
 impl Layer {
     fn new(c: &BertConfig, n: &LayerNames, vb: VarBuilder) -> Result<Self> {
         let h = c.hidden_size;
@@ -75,11 +107,27 @@ impl Layer {
         mask_bias: &Tensor,
         mode: &mut Mode,
     ) -> Result<Tensor> {
-        let train = mode.is_train();
+        let track = mode.is_train();
+        let attention = self.attention_fused(x, batch, mask_bias, mode, track)?;
+        Ok(self
+            .after_attention(x, &attention.context, None, mode, track)?
+            .y)
+    }
+
+    /// Self-attention of [`Layer::forward_fused`], with the activations it makes. `track`: the
+    /// parameters take gradients through candle's graph (otherwise they are read detached).
+    fn attention_fused(
+        &self,
+        x: &Tensor,
+        batch: usize,
+        mask_bias: &Tensor,
+        mode: &mut Mode,
+        track: bool,
+    ) -> Result<Attention> {
         let heads = |l: &Linear, transposed: bool| {
             ops::bias_split_heads(
-                &x.matmul(&param(l.weight(), train).t()?)?,
-                &bias(l, train)?,
+                &x.matmul(&param(l.weight(), track).t()?)?,
+                &bias(l, track)?,
                 batch,
                 self.heads,
                 transposed,
@@ -90,10 +138,20 @@ impl Layer {
         let kt = heads(&self.key, true)?;
         let v = heads(&self.value, false)?;
         let scale = 1.0 / (self.head_size as f64).sqrt();
-        let (p, seed) = mode.draw(true);
-        let probs = ops::attention_probs(&q.matmul(&kt)?, mask_bias, scale, p, seed)?;
+        let dropout = mode.draw(true);
+        let scores = q.matmul(&kt)?;
+        let probs = ops::attention_probs(&scores, mask_bias, scale, dropout.0, dropout.1)?;
         let context = ops::merge_heads(&probs.matmul(&v)?)?;
-        self.forward_after_attention(x, &context, None, mode)
+        Ok(Attention {
+            q,
+            kt,
+            v,
+            scale,
+            scores,
+            probs,
+            dropout,
+            context,
+        })
     }
 
     /// Inference on CPU with prepared weights: queries, keys and values from one product, then
@@ -106,55 +164,70 @@ impl Layer {
     ) -> Result<Tensor> {
         let qkv = prepared.qkv.multiply(x)?;
         let context = ops::self_attention(&qkv, &prepared.qkv_bias, lengths, self.heads)?;
-        self.forward_after_attention(x, &context, Some(prepared), &mut Mode::Infer)
+        Ok(self
+            .after_attention(x, &context, Some(prepared), &mut Mode::Infer, false)?
+            .y)
     }
 
     /// The rest of [`Layer::forward_fused`] from the attention context `[batch * len, hidden]`:
-    /// output projection, residual, LayerNorm, feed-forward, residual, LayerNorm.
-    fn forward_after_attention(
+    /// output projection, residual, LayerNorm, feed-forward, residual, LayerNorm; with the
+    /// activations it makes (`track` as for [`Layer::attention_fused`]).
+    fn after_attention(
         &self,
         x: &Tensor,
         context: &Tensor,
         prepared: Option<&PreparedLayer>,
         mode: &mut Mode,
-    ) -> Result<Tensor> {
-        let train = mode.is_train();
+        track: bool,
+    ) -> Result<AfterAttention> {
         let project = |l: &Linear, x: &Tensor| match prepared.and_then(|p| p.get(l)) {
             Some(w) => w.multiply(x),
-            None => x.matmul(&param(l.weight(), train).t()?),
+            None => x.matmul(&param(l.weight(), track).t()?),
         };
         let norm = |n: &LayerNorm, x: &Tensor| {
-            ops::layer_norm(x, &param(&n.weight, train), &param(&n.bias, train), n.eps)
+            ops::layer_norm(x, &param(&n.weight, track), &param(&n.bias, track), n.eps)
         };
-        let (p, seed) = if self.attention_output_dropout {
+        let attention_out_dropout = if self.attention_output_dropout {
             mode.draw(false)
         } else {
             (0.0, 0)
         };
+        let (p, seed) = attention_out_dropout;
         let attended = ops::bias_dropout_add(
             &project(&self.attention_out, context)?,
-            &bias(&self.attention_out, train)?,
+            &bias(&self.attention_out, track)?,
             x,
             p,
             seed,
         )?;
-        let x = norm(&self.attention_norm, &attended)?;
-        let inner = project(&self.intermediate, &x)?;
-        let inner_bias = bias(&self.intermediate, train)?;
+        let x1 = norm(&self.attention_norm, &attended)?;
+        let inner_in = project(&self.intermediate, &x1)?;
+        let inner_bias = bias(&self.intermediate, track)?;
         let inner = match self.activation {
-            Activation::Gelu => ops::bias_gelu(&inner, &inner_bias)?,
-            Activation::GeluNew => inner.broadcast_add(&inner_bias)?.gelu()?,
-            Activation::Relu => inner.broadcast_add(&inner_bias)?.relu()?,
+            Activation::Gelu => ops::bias_gelu(&inner_in, &inner_bias)?,
+            Activation::GeluNew => inner_in.broadcast_add(&inner_bias)?.gelu()?,
+            Activation::Relu => inner_in.broadcast_add(&inner_bias)?.relu()?,
         };
-        let (p, seed) = mode.draw(false);
+        let output_dropout = mode.draw(false);
+        let (p, seed) = output_dropout;
         let out = ops::bias_dropout_add(
             &project(&self.output, &inner)?,
-            &bias(&self.output, train)?,
-            &x,
+            &bias(&self.output, track)?,
+            &x1,
             p,
             seed,
         )?;
-        norm(&self.output_norm, &out)
+        let y = norm(&self.output_norm, &out)?;
+        Ok(AfterAttention {
+            attended,
+            x1,
+            inner_in,
+            inner,
+            out,
+            y,
+            attention_out_dropout,
+            output_dropout,
+        })
     }
 
     /// Inference with [`PreparedPath::Device`] weights (a GPU's bf16 path): queries, keys and

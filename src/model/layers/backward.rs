@@ -4,19 +4,19 @@
 //! Why: candle's backward pass starts each gradient as a tensor of zeros and adds every
 //! contribution into a fresh copy, so each of a layer's twenty-odd activation gradients costs a
 //! zero fill and two more passes over memory; that, with its own thread pool waking for each add,
-//! was a sixth of a MiniLM training step on two cores. Here the forward pass runs the same fused
-//! kernels, in the same order and with the same dropout masks as [`Layer::forward_fused`], off
-//! candle's graph, keeping what the backward pass needs; one node ([`LayerStep`]) joins the
-//! layer's output to its input, and its backward pass makes each gradient once, with the kernels'
-//! own backward passes and matrix products. The parameters' gradients go to the step's
-//! [`ParamGrads`] ([`Mode::backward`] collects them).
+//! was a sixth of a MiniLM training step on two cores. Here the forward pass is
+//! [`Layer::forward_fused`]'s own two halves, run on the detached input with detached parameters
+//! (the same kernels, order and dropout masks), and what they make is kept. One node
+//! ([`LayerStep`]) joins the layer's output to its input; its backward pass makes each gradient
+//! once, with the kernels' own backward passes and matrix products. The parameters' gradients go
+//! to the step's [`ParamGrads`] ([`Mode::backward`] collects them).
 
-use super::{Layer, Linear};
+use super::{AfterAttention, Attention, Layer, LayerNorm, Linear};
 use crate::kernels::backward as bwd;
 use crate::kernels::host::{Host, HostKernel, Input};
 use crate::kernels::{self as ops};
 use crate::model::config::Activation;
-use crate::model::encoder::{bias, Kernels, Mode, ParamGrads};
+use crate::model::encoder::{Kernels, Mode, ParamGrads};
 use candle_core::{Result, Shape, Tensor};
 use std::sync::Mutex;
 
@@ -48,79 +48,34 @@ impl Layer {
         let Some(grads) = mode.param_grads().cloned() else {
             candle_core::bail!("a layer's training pass outside training")
         };
-        let weight = |l: &Linear| l.weight().detach();
-        let x_in = x.detach();
-        let (heads, scale) = (self.heads, 1.0 / (self.head_size as f64).sqrt());
-        let project = |l: &Linear, x: &Tensor| x.matmul(&weight(l).t()?);
-        let split = |l: &Linear, transposed: bool| {
-            ops::bias_split_heads(
-                &project(l, &x_in)?,
-                &bias(l, false)?,
-                batch,
-                heads,
-                transposed,
-            )
-        };
-        let q = split(&self.query, false)?;
-        let kt = split(&self.key, true)?;
-        let v = split(&self.value, false)?;
-        let scores = q.matmul(&kt)?;
-        let attention_dropout = mode.draw(true);
-        let (p, seed) = attention_dropout;
-        let probs = ops::attention_probs(&scores, mask_bias, scale, p, seed)?;
-        let context = ops::merge_heads(&probs.matmul(&v)?)?;
-        let attention_out_dropout = if self.attention_output_dropout {
-            mode.draw(false)
-        } else {
-            (0.0, 0)
-        };
-        let (p, seed) = attention_out_dropout;
-        let norm = |n: &super::LayerNorm, x: &Tensor| {
-            ops::layer_norm(x, &n.weight.detach(), &n.bias.detach(), n.eps)
-        };
-        let attended = ops::bias_dropout_add(
-            &project(&self.attention_out, &context)?,
-            &bias(&self.attention_out, false)?,
-            &x_in,
-            p,
-            seed,
-        )?;
-        let x1 = norm(&self.attention_norm, &attended)?;
-        let inner_in = project(&self.intermediate, &x1)?;
-        let inner = ops::bias_gelu(&inner_in, &bias(&self.intermediate, false)?)?;
-        let output_dropout = mode.draw(false);
-        let (p, seed) = output_dropout;
-        let out = ops::bias_dropout_add(
-            &project(&self.output, &inner)?,
-            &bias(&self.output, false)?,
-            &x1,
-            p,
-            seed,
-        )?;
-        let y = norm(&self.output_norm, &out)?;
-        let saved = Saved {
-            x: x_in,
-            batch,
-            mask_bias: mask_bias.clone(),
-            scale,
-            q,
-            kt,
-            v,
-            scores,
-            probs,
-            context,
+        let input = x.detach();
+        let attention = self.attention_fused(&input, batch, mask_bias, mode, false)?;
+        let AfterAttention {
             attended,
             x1,
             inner_in,
             inner,
             out,
-            attention_dropout,
+            y,
+            attention_out_dropout,
+            output_dropout,
+        } = self.after_attention(&input, &attention.context, None, mode, false)?;
+        let saved = Saved {
+            x: input,
+            batch,
+            mask_bias: mask_bias.clone(),
+            attention,
+            attended,
+            x1,
+            inner_in,
+            inner,
+            out,
             attention_out_dropout,
             output_dropout,
         };
         let step = LayerStep {
             layer: self.parameters_by_role(),
-            heads,
+            heads: self.heads,
             output: Mutex::new(Some(y)),
             saved: Mutex::new(Some(saved)),
             grads,
@@ -156,7 +111,7 @@ impl Layer {
             weight: l.weight().clone(),
             bias: l.bias().cloned(),
         };
-        let norm = |n: &super::LayerNorm| NormParams {
+        let norm = |n: &LayerNorm| NormParams {
             weight: n.weight.clone(),
             bias: n.bias.clone(),
             eps: n.eps,
@@ -203,25 +158,12 @@ struct Saved {
     x: Tensor,
     batch: usize,
     mask_bias: Tensor,
-    scale: f64,
-    q: Tensor,
-    /// Keys transposed, `[batch, heads, head_size, len]`.
-    kt: Tensor,
-    v: Tensor,
-    scores: Tensor,
-    probs: Tensor,
-    context: Tensor,
-    /// Before the attention LayerNorm.
+    attention: Attention,
     attended: Tensor,
-    /// After it.
     x1: Tensor,
-    /// The intermediate projection before its bias and GELU, and after.
     inner_in: Tensor,
     inner: Tensor,
-    /// Before the output LayerNorm.
     out: Tensor,
-    /// Drop probability and mask seed of each dropout.
-    attention_dropout: (f32, u64),
     attention_out_dropout: (f32, u64),
     output_dropout: (f32, u64),
 }
@@ -320,22 +262,22 @@ impl LayerStep {
         let (p, seed) = s.attention_out_dropout;
         let ao_bias = bias_of(&l.attention_out)?;
         let (g_a, g_ba) = bwd::bias_dropout_add_backward(&s.x, &ao_bias, p, seed, &g_attended)?;
-        let g_context = linear(&l.attention_out, &s.context, &g_a, g_ba)?;
+        let g_context = linear(&l.attention_out, &s.attention.context, &g_a, g_ba)?;
         let g_heads = bwd::merge_heads_backward(&g_context, s.batch, self.heads)?;
-        let g_probs = g_heads.matmul(&s.v.t()?)?;
-        let g_v = s.probs.t()?.matmul(&g_heads)?;
-        let (p, seed) = s.attention_dropout;
+        let g_probs = g_heads.matmul(&s.attention.v.t()?)?;
+        let g_v = s.attention.probs.t()?.matmul(&g_heads)?;
+        let (p, seed) = s.attention.dropout;
         let g_scores = bwd::attention_probs_backward(
-            &s.scores,
+            &s.attention.scores,
             &s.mask_bias,
-            s.scale,
+            s.attention.scale,
             p,
             seed,
-            &s.probs,
+            &s.attention.probs,
             &g_probs,
         )?;
-        let g_q = g_scores.matmul(&s.kt.t()?)?;
-        let g_kt = s.q.t()?.matmul(&g_scores)?;
+        let g_q = g_scores.matmul(&s.attention.kt.t()?)?;
+        let g_kt = s.attention.q.t()?.matmul(&g_scores)?;
         let mut g_x = g_attended;
         for (p, g, transposed) in [
             (&l.query, g_q, false),
