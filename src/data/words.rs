@@ -40,13 +40,14 @@ fn classify(cluster: &str) -> Cluster {
     }
 }
 
-/// Byte ranges of the words of `text`, in order. Every word is a run of whole grapheme clusters.
+/// Byte ranges of the words of `text`, in order. Every word is a run of whole grapheme clusters
+/// (cut before any white space inside one, see [`clusters`]).
 pub fn split_words(text: &str) -> Vec<Range<usize>> {
     let mut words = Vec::new();
     // The word being read. It grows on word clusters only, so invisible characters join it when
     // a word cluster follows them, and are left out when anything else does.
     let mut open: Option<Range<usize>> = None;
-    for (i, g) in text.grapheme_indices(true) {
+    for (i, g) in clusters(text) {
         let end = i + g.len();
         match classify(g) {
             Cluster::Word => match &mut open {
@@ -64,6 +65,24 @@ pub fn split_words(text: &str) -> Vec<Range<usize>> {
     }
     words.extend(open);
     words
+}
+
+/// The grapheme clusters of `text` with their byte offsets, except that a cluster holding white
+/// space after its first character is cut before it: a prepended character (Arabic number signs,
+/// Kawi repha) clusters with whatever follows it, a space included, and a word must not hold one.
+fn clusters(text: &str) -> impl Iterator<Item = (usize, &str)> {
+    text.grapheme_indices(true).flat_map(|(i, g)| {
+        let cut = g
+            .char_indices()
+            .skip(1)
+            .find(|(_, c)| c.is_whitespace())
+            .map(|(j, _)| j);
+        let (head, tail) = match cut {
+            Some(j) => (&g[..j], Some((i + j, &g[j..]))),
+            None => (g, None),
+        };
+        std::iter::once((i, head)).chain(tail)
+    })
 }
 
 /// Unicode marks (Mn, Mc, Me): a word may begin with one where it has no base (text start).
@@ -85,6 +104,15 @@ mod tests {
 
     fn words(text: &str) -> Vec<&str> {
         split_words(text).into_iter().map(|r| &text[r]).collect()
+    }
+
+    #[test]
+    fn a_prepended_character_does_not_carry_the_space_after_it_into_a_word() {
+        // U+0600 (Arabic number sign, a format character) and U+11F02 (Kawi repha, a letter)
+        // cluster with what follows them.
+        assert_eq!(words("\u{600} 5"), ["5"]);
+        assert_eq!(words("\u{11F02}\u{a0}"), ["\u{11F02}"]);
+        assert_eq!(words("\u{600}5 km"), ["\u{600}5", "km"]);
     }
 
     #[test]
