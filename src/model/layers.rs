@@ -60,7 +60,7 @@ struct Attention {
     context: Tensor,
 }
 
-/// The activations of the rest of a layer ([`Layer::after_attention`]).
+/// The activations of the rest of a layer before its output ([`Layer::after_attention`]).
 struct AfterAttention {
     /// Before the attention LayerNorm, and after it.
     attended: Tensor,
@@ -68,9 +68,8 @@ struct AfterAttention {
     /// The intermediate projection before its bias and activation, and after.
     inner_in: Tensor,
     inner: Tensor,
-    /// Before the output LayerNorm, and the layer's output.
+    /// Before the output LayerNorm.
     out: Tensor,
-    y: Tensor,
     /// Drop probabilities and mask seeds of the two dropouts.
     attention_out_dropout: (f32, u64),
     output_dropout: (f32, u64),
@@ -111,7 +110,7 @@ impl Layer {
         let attention = self.attention_fused(x, batch, mask_bias, mode, track)?;
         Ok(self
             .after_attention(x, &attention.context, None, mode, track)?
-            .y)
+            .0)
     }
 
     /// Self-attention of [`Layer::forward_fused`], with the activations it makes. `track`: the
@@ -166,12 +165,12 @@ impl Layer {
         let context = ops::self_attention(&qkv, &prepared.qkv_bias, lengths, self.heads)?;
         Ok(self
             .after_attention(x, &context, Some(prepared), &mut Mode::Infer, false)?
-            .y)
+            .0)
     }
 
     /// The rest of [`Layer::forward_fused`] from the attention context `[batch * len, hidden]`:
-    /// output projection, residual, LayerNorm, feed-forward, residual, LayerNorm; with the
-    /// activations it makes (`track` as for [`Layer::attention_fused`]).
+    /// output projection, residual, LayerNorm, feed-forward, residual, LayerNorm. The layer's
+    /// output, with the activations before it (`track` as for [`Layer::attention_fused`]).
     fn after_attention(
         &self,
         x: &Tensor,
@@ -179,7 +178,7 @@ impl Layer {
         prepared: Option<&PreparedLayer>,
         mode: &mut Mode,
         track: bool,
-    ) -> Result<AfterAttention> {
+    ) -> Result<(Tensor, AfterAttention)> {
         let project = |l: &Linear, x: &Tensor| match prepared.and_then(|p| p.get(l)) {
             Some(w) => w.multiply(x),
             None => x.matmul(&param(l.weight(), track).t()?),
@@ -218,16 +217,16 @@ impl Layer {
             seed,
         )?;
         let y = norm(&self.output_norm, &out)?;
-        Ok(AfterAttention {
+        let made = AfterAttention {
             attended,
             x1,
             inner_in,
             inner,
             out,
-            y,
             attention_out_dropout,
             output_dropout,
-        })
+        };
+        Ok((y, made))
     }
 
     /// Inference with [`PreparedPath::Device`] weights (a GPU's bf16 path): queries, keys and

@@ -50,28 +50,13 @@ impl Layer {
         };
         let input = x.detach();
         let attention = self.attention_fused(&input, batch, mask_bias, mode, false)?;
-        let AfterAttention {
-            attended,
-            x1,
-            inner_in,
-            inner,
-            out,
-            y,
-            attention_out_dropout,
-            output_dropout,
-        } = self.after_attention(&input, &attention.context, None, mode, false)?;
+        let (y, after) = self.after_attention(&input, &attention.context, None, mode, false)?;
         let saved = Saved {
             x: input,
             batch,
             mask_bias: mask_bias.clone(),
             attention,
-            attended,
-            x1,
-            inner_in,
-            inner,
-            out,
-            attention_out_dropout,
-            output_dropout,
+            after,
         };
         let step = LayerStep {
             layer: self.parameters_by_role(),
@@ -159,13 +144,7 @@ struct Saved {
     batch: usize,
     mask_bias: Tensor,
     attention: Attention,
-    attended: Tensor,
-    x1: Tensor,
-    inner_in: Tensor,
-    inner: Tensor,
-    out: Tensor,
-    attention_out_dropout: (f32, u64),
-    output_dropout: (f32, u64),
+    after: AfterAttention,
 }
 
 /// The node joining a layer's output to its input: forward, the output computed off the graph
@@ -248,18 +227,18 @@ impl LayerStep {
         };
 
         // Feed-forward block: out = dropout(inner w_o^T + b_o) + x1, inner = gelu(x1 w_i^T + b_i).
-        let g_out = norm(&l.output_norm, &s.out, grad)?;
-        let (p, seed) = s.output_dropout;
+        let g_out = norm(&l.output_norm, &s.after.out, grad)?;
+        let (p, seed) = s.after.output_dropout;
         let (g_o, g_bo) =
             bwd::bias_dropout_add_backward(&s.x, &bias_of(&l.output)?, p, seed, &g_out)?;
-        let g_inner = linear(&l.output, &s.inner, &g_o, g_bo)?;
+        let g_inner = linear(&l.output, &s.after.inner, &g_o, g_bo)?;
         let (g_i, g_bi) =
-            bwd::bias_gelu_backward(&s.inner_in, &bias_of(&l.intermediate)?, &g_inner)?;
-        let g_x1 = (linear(&l.intermediate, &s.x1, &g_i, g_bi)? + g_out)?;
+            bwd::bias_gelu_backward(&s.after.inner_in, &bias_of(&l.intermediate)?, &g_inner)?;
+        let g_x1 = (linear(&l.intermediate, &s.after.x1, &g_i, g_bi)? + g_out)?;
 
         // Attention block: attended = dropout(context w_a^T + b_a) + x.
-        let g_attended = norm(&l.attention_norm, &s.attended, &g_x1)?;
-        let (p, seed) = s.attention_out_dropout;
+        let g_attended = norm(&l.attention_norm, &s.after.attended, &g_x1)?;
+        let (p, seed) = s.after.attention_out_dropout;
         let ao_bias = bias_of(&l.attention_out)?;
         let (g_a, g_ba) = bwd::bias_dropout_add_backward(&s.x, &ao_bias, p, seed, &g_attended)?;
         let g_context = linear(&l.attention_out, &s.attention.context, &g_a, g_ba)?;
