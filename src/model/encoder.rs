@@ -8,10 +8,10 @@
 //! ([`crate::kernels`]: LayerNorm, masked softmax, GELU, dropout; on CPU, falling back to
 //! compositions of differentiable candle ops elsewhere), with real dropout. With the exact GELU on
 //! CPU in f32 the BERT-shaped layers also write their backward pass out (`layers/backward.rs`):
-//! always take gradients with [`Mode::backward`]. [`Mode::Infer`] has no dropout: on CPU it runs the same fused kernels, and
-//! with prepared weights ([`Encoder::prepare`]) the per-window attention of
-//! [`crate::kernels::self_attention`] and optionally bf16 products ([`crate::kernels::bf16`]);
-//! elsewhere candle's forward-only kernels.
+//! always take gradients with [`Mode::backward`]. [`Mode::Infer`] has no dropout: on CPU it runs
+//! the same fused kernels, and with prepared weights ([`Encoder::prepare`]) the per-window
+//! attention of [`crate::kernels::self_attention`] and optionally bf16 products
+//! ([`crate::kernels::bf16`]); elsewhere candle's forward-only kernels.
 
 use super::config::BertConfig;
 use super::layers::{Layers, Prepared, PreparedPath};
@@ -272,6 +272,7 @@ pub(crate) enum Kernels {
 }
 
 /// LayerNorm over the last dimension.
+#[derive(Clone)]
 pub struct LayerNorm {
     pub(crate) weight: Tensor,
     pub(crate) bias: Tensor,

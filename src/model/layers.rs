@@ -29,6 +29,7 @@ pub struct LayerNames {
     pub attention_output_dropout: bool,
 }
 
+#[derive(Clone)]
 struct Layer {
     query: Linear,
     key: Linear,

@@ -16,7 +16,7 @@ use crate::kernels::backward as bwd;
 use crate::kernels::host::{Host, HostKernel, Input};
 use crate::kernels::{self as ops};
 use crate::model::config::Activation;
-use crate::model::encoder::{Kernels, Mode, ParamGrads};
+use crate::model::encoder::{bias, Kernels, Mode, ParamGrads};
 use candle_core::{Result, Shape, Tensor};
 use std::sync::Mutex;
 
@@ -59,8 +59,7 @@ impl Layer {
             after,
         };
         let step = LayerStep {
-            layer: self.parameters_by_role(),
-            heads: self.heads,
+            layer: self.clone(),
             output: Mutex::new(Some(y)),
             saved: Mutex::new(Some(saved)),
             grads,
@@ -69,8 +68,16 @@ impl Layer {
     }
 
     fn parameters(&self) -> Vec<&Tensor> {
-        let mut p = Vec::new();
-        for l in self.linears() {
+        let linears = [
+            &self.query,
+            &self.key,
+            &self.value,
+            &self.attention_out,
+            &self.intermediate,
+            &self.output,
+        ];
+        let mut p: Vec<&Tensor> = Vec::new();
+        for l in linears {
             p.push(l.weight());
             p.extend(l.bias());
         }
@@ -79,62 +86,6 @@ impl Layer {
         }
         p
     }
-
-    fn linears(&self) -> [&Linear; 6] {
-        [
-            &self.query,
-            &self.key,
-            &self.value,
-            &self.attention_out,
-            &self.intermediate,
-            &self.output,
-        ]
-    }
-
-    fn parameters_by_role(&self) -> LayerParams {
-        let linear = |l: &Linear| LinearParams {
-            weight: l.weight().clone(),
-            bias: l.bias().cloned(),
-        };
-        let norm = |n: &LayerNorm| NormParams {
-            weight: n.weight.clone(),
-            bias: n.bias.clone(),
-            eps: n.eps,
-        };
-        LayerParams {
-            query: linear(&self.query),
-            key: linear(&self.key),
-            value: linear(&self.value),
-            attention_out: linear(&self.attention_out),
-            attention_norm: norm(&self.attention_norm),
-            intermediate: linear(&self.intermediate),
-            output: linear(&self.output),
-            output_norm: norm(&self.output_norm),
-        }
-    }
-}
-
-/// A linear layer's parameters (the variables themselves, whose gradients are recorded).
-struct LinearParams {
-    weight: Tensor,
-    bias: Option<Tensor>,
-}
-
-struct NormParams {
-    weight: Tensor,
-    bias: Tensor,
-    eps: f64,
-}
-
-struct LayerParams {
-    query: LinearParams,
-    key: LinearParams,
-    value: LinearParams,
-    attention_out: LinearParams,
-    attention_norm: NormParams,
-    intermediate: LinearParams,
-    output: LinearParams,
-    output_norm: NormParams,
 }
 
 /// What the forward pass keeps for the backward pass (all off candle's graph).
@@ -151,8 +102,8 @@ struct Saved {
 /// (moved out of `output`); backward, the layer's backward pass from [`Saved`], which it drops
 /// once done.
 struct LayerStep {
-    layer: LayerParams,
-    heads: usize,
+    /// The layer's parameters are the variables themselves: gradients are recorded under them.
+    layer: Layer,
     output: Mutex<Option<Tensor>>,
     saved: Mutex<Option<Saved>>,
     grads: ParamGrads,
@@ -206,20 +157,15 @@ impl LayerStep {
             self.grads.add(p, g)
         };
         // `x w^T + b` for `x` → `out`: records w's and b's gradients, returns x's.
-        let linear = |p: &LinearParams, x: &Tensor, g_out: &Tensor, g_bias: Tensor| {
-            record(&p.weight, g_out.t()?.matmul(x)?)?;
-            if let Some(b) = &p.bias {
+        let linear = |p: &Linear, x: &Tensor, g_out: &Tensor, g_bias: Tensor| {
+            record(p.weight(), g_out.t()?.matmul(x)?)?;
+            if let Some(b) = p.bias() {
                 record(b, g_bias)?;
             }
-            g_out.matmul(&p.weight.detach())
+            g_out.matmul(&p.weight().detach())
         };
-        let bias_of = |p: &LinearParams| -> Result<Tensor> {
-            p.bias
-                .as_ref()
-                .map(Tensor::detach)
-                .ok_or_else(|| candle_core::Error::Msg("a linear layer without bias".into()))
-        };
-        let norm = |n: &NormParams, x: &Tensor, g: &Tensor| {
+        let bias_of = |p: &Linear| bias(p, false);
+        let norm = |n: &LayerNorm, x: &Tensor, g: &Tensor| {
             let [gx, gw, gb] = bwd::layer_norm_backward(x, &n.weight.detach(), n.eps, g)?;
             record(&n.weight, gw)?;
             record(&n.bias, gb)?;
@@ -242,7 +188,7 @@ impl LayerStep {
         let ao_bias = bias_of(&l.attention_out)?;
         let (g_a, g_ba) = bwd::bias_dropout_add_backward(&s.x, &ao_bias, p, seed, &g_attended)?;
         let g_context = linear(&l.attention_out, &s.attention.context, &g_a, g_ba)?;
-        let g_heads = bwd::merge_heads_backward(&g_context, s.batch, self.heads)?;
+        let g_heads = bwd::merge_heads_backward(&g_context, s.batch, l.heads)?;
         let g_probs = g_heads.matmul(&s.attention.v.t()?)?;
         let g_v = s.attention.probs.t()?.matmul(&g_heads)?;
         let (p, seed) = s.attention.dropout;
@@ -267,7 +213,7 @@ impl LayerStep {
                 &s.x,
                 &bias_of(p)?,
                 s.batch,
-                self.heads,
+                l.heads,
                 transposed,
                 &g,
             )?;
