@@ -1,12 +1,13 @@
 //! What the matrix multiply reaches on this machine at the shape of the encoder's feed-forward
-//! layer (4096 x 384 @ 384 x 1536): candle's in fp32, and newstag's bf16 kernel where the CPU has
+//! layer (4096 x 384 @ 384 x 1536): the fp32 product inference uses (newstag's packed kernel on
+//! CPUs with AVX-512, candle's elsewhere), and newstag's bf16 kernel where the CPU has
 //! AVX512-BF16 (`null` elsewhere). The ceiling `scripts/bench.sh` divides tokens/s by. Prints one
 //! JSON line.
 //!
 //! `cargo run --release --example matmul`
 
 use candle_core::{Device, Tensor};
-use newstag::kernels::bf16;
+use newstag::kernels::{bf16, fp32};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -34,7 +35,13 @@ fn main() -> candle_core::Result<()> {
     newstag::runtime::on_compute_threads(|| {
         let a = Tensor::randn(0f32, 1.0, (M, K), &Device::Cpu)?;
         let b = Tensor::randn(0f32, 1.0, (K, N), &Device::Cpu)?;
-        let fp32 = gflops(|| a.matmul(&b))?;
+        let fp32 = match fp32::Fp32Kernel::for_inference() {
+            Some(kernel) => {
+                let packed = Arc::new(fp32::PackedWeight::from_tensor(&b)?);
+                gflops(|| fp32::matmul(&a, &packed, kernel))?
+            }
+            None => gflops(|| a.matmul(&b))?,
+        };
         let bf16 = if bf16::supported() {
             let packed = Arc::new(bf16::PackedWeight::from_tensor(&b)?);
             format!("{:.1}", gflops(|| bf16::matmul(&a, &packed))?)

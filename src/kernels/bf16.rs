@@ -141,9 +141,8 @@ mod kernel {
             // SAFETY: the caller's promise about the CPU.
             unsafe { round_row(row, &mut xb[r * pairs..][..pairs]) };
         }
-        let panels = n.div_ceil(NR);
         let out = DisjointOut::new(y);
-        par_blocks(row_blocks, panels, rows * n, |rb, j| {
+        par_blocks((rows, k, n), (MR, NR), 1, |rb, j, _| {
             let panel = &w.data[j * pairs * NR..][..pairs * NR];
             let cols = NR.min(n - j * NR);
             let a = &xb[rb * MR * pairs..][..MR * pairs];

@@ -299,29 +299,55 @@ pub(crate) const AWKWARD_SHAPES: [(usize, usize, usize); 5] = [
     (40, 33, 70),
 ];
 
-/// Runs `block(row_block, panel)` once for every block of rows and panel of columns of a
-/// blocked matrix product (`work` elements touched in all), in parallel: tasks of several row
-/// blocks and panels each, enough for every thread, each task reusing its weight panels over its
-/// row blocks.
+/// Runs `block(row_block, panel, slice)` once for every block of `block_rows` rows, panel of
+/// `panel_cols` columns and slice of the inner dimension (`slices` of them, in order for each
+/// block) of a `[rows, inner] x [inner, cols]` matrix product, in parallel unless it is tiny: tasks of several row blocks and panels
+/// each, enough for every thread, each task reusing a slice of its weight panels over its row
+/// blocks while it is in cache.
+///
+/// Each thread reads the activation rows and the weight panels of its tasks, so the larger of the
+/// two is what the threads split: rows when there are at least as many rows as columns, else
+/// panels (a batch of one window at 40 rows x 384 columns and `k` 1,536 ran at 130 GFLOP/s with
+/// every thread reading every panel, and at 230 with half each).
 pub(crate) fn par_blocks(
-    row_blocks: usize,
-    panels: usize,
-    work: usize,
-    block: impl Fn(usize, usize) + Sync,
+    (rows, inner, cols): (usize, usize, usize),
+    (block_rows, panel_cols): (usize, usize),
+    slices: usize,
+    block: impl Fn(usize, usize, usize) + Sync,
 ) {
+    let (row_blocks, panels) = (rows.div_ceil(block_rows), cols.div_ceil(panel_cols));
     let threads = rayon::current_num_threads().max(1);
-    let rows_per_task = row_blocks.div_ceil(threads).clamp(1, 8);
+    let split_rows = rows >= cols;
+    let rows_per_task = if split_rows {
+        row_blocks.div_ceil(threads)
+    } else {
+        row_blocks
+    }
+    .clamp(1, 8);
     let row_tasks = row_blocks.div_ceil(rows_per_task);
     let panel_tasks = (2 * threads)
         .div_ceil(row_tasks.max(1))
         .clamp(1, panels.max(1));
     let panels_per_task = panels.div_ceil(panel_tasks);
     let panel_tasks = panels.div_ceil(panels_per_task.max(1));
+    // Consecutive tasks, which rayon tends to give one thread, share what is not split.
+    let task = |t: usize| {
+        if split_rows {
+            (t / panel_tasks, t % panel_tasks)
+        } else {
+            (t % row_tasks, t / row_tasks)
+        }
+    };
+    // What the product touches: both operands and the result (counting the result alone, a
+    // 40 x 1,536 x 384 product ran on one thread).
+    let work = rows * inner + inner * cols + rows * cols;
     par_for(row_tasks * panel_tasks, work, |t| {
-        let (rt, pt) = (t / panel_tasks, t % panel_tasks);
-        for j in pt * panels_per_task..((pt + 1) * panels_per_task).min(panels) {
-            for rb in rt * rows_per_task..((rt + 1) * rows_per_task).min(row_blocks) {
-                block(rb, j);
+        let (rt, pt) = task(t);
+        for s in 0..slices {
+            for j in pt * panels_per_task..((pt + 1) * panels_per_task).min(panels) {
+                for rb in rt * rows_per_task..((rt + 1) * rows_per_task).min(row_blocks) {
+                    block(rb, j, s);
+                }
             }
         }
     });

@@ -328,7 +328,7 @@ impl HostKernel<1> for Int8Matmul {
         let mut y = Vec::with_capacity(rows * w.n);
         let out = super::host::DisjointOut::spare(&mut y);
         let (quads, n) = (w.quads(), w.n);
-        par_blocks(rows.div_ceil(MR), n.div_ceil(NR), rows * n, |rb, j| {
+        par_blocks((rows, w.k, n), (MR, NR), 1, |rb, j, _| {
             let block = Block {
                 a: &a.data[rb * MR * 4 * quads..][..MR * 4 * quads],
                 scales: &a.scales[rb * MR..],

@@ -22,6 +22,7 @@ pub mod bf16;
 mod bias_dropout_add;
 mod bias_gelu;
 mod dropout;
+pub mod fp32;
 mod gelu;
 mod heads;
 pub(crate) mod host;

@@ -1,0 +1,338 @@
+//! f32 matrix products for inference on CPUs with AVX-512: weights packed once at load into
+//! panels of 32 columns, activations read in place, a 12 x 32 register-blocked FMA kernel.
+//!
+//! Why a kernel of our own when candle's product (the `gemm` crate) is fast: at inference the
+//! weights never change, yet `gemm` packs both operands on every call and candle zero-fills each
+//! output before `gemm` overwrites it. On the encoder's shapes those passes took a tenth of `tag`'s
+//! time in f32 (perf on an Intel Xeon: packing 8%, zeroing 4%). Here the weights are packed once
+//! ([`PackedWeight`]), the activations are broadcast straight from their rows, and the output is
+//! written once. The layout and loop are [`super::int8`]'s with FMA in place of `vpdpbusd`.
+//!
+//! Every output is one chain of fused multiply-adds over the inner dimension in order, starting
+//! from zero, whatever the number of rows: a row's result does not depend on its batch. The
+//! portable kernel computes the same chain with `f32::mul_add`, so the two give the same bits,
+//! which the tests check; CPUs without AVX-512 keep candle's product instead (`gemm`'s AVX2 and
+//! NEON kernels), since the portable kernel is far slower there.
+
+use super::host::{par_blocks, DisjointOut, Host, HostKernel, Input};
+use candle_core::{bail, Result, Shape, Tensor};
+use std::sync::Arc;
+
+/// Columns per packed panel (two 16-lane registers).
+const NR: usize = 32;
+/// Rows per kernel call (24 accumulators, two weight registers and a broadcast: 27 of 32).
+const MR: usize = 12;
+/// The most rows of a weight panel a kernel call reads (32 KiB, so that the slice stays in a
+/// 48 KiB L1 cache while the rows of activations pass through it).
+const KC: usize = 256;
+
+/// One of the f32 kernels (both give the same bits; see the module documentation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fp32Kernel {
+    /// AVX-512F FMA on 512-bit registers (Intel Skylake-SP and later servers, AMD Zen 4 and later).
+    Avx512,
+    /// Plain Rust with `f32::mul_add` (every CPU; the tests' reference).
+    Portable,
+}
+
+impl Fp32Kernel {
+    /// Whether this CPU runs the kernel.
+    pub fn runs_here(self) -> bool {
+        match self {
+            #[cfg(target_arch = "x86_64")]
+            Fp32Kernel::Avx512 => std::arch::is_x86_feature_detected!("avx512f"),
+            #[cfg(not(target_arch = "x86_64"))]
+            Fp32Kernel::Avx512 => false,
+            Fp32Kernel::Portable => true,
+        }
+    }
+
+    /// The kernel inference uses on this CPU: `None` where it lacks AVX-512, which keeps
+    /// candle's product.
+    pub fn for_inference() -> Option<Self> {
+        Fp32Kernel::Avx512.runs_here().then_some(Fp32Kernel::Avx512)
+    }
+}
+
+/// A weight `[k, n]` (rows: inputs, columns: outputs) packed for the kernel.
+#[derive(Debug)]
+pub struct PackedWeight {
+    k: usize,
+    n: usize,
+    /// Panel `j`, row `p`, column `c` at `(j * k + p) * NR + c`: `w[p, j * NR + c]`; zero beyond
+    /// `n`.
+    data: Vec<f32>,
+}
+
+impl PackedWeight {
+    /// Packs `w`, `[k, n]` row-major.
+    pub fn new(w: &[f32], k: usize, n: usize) -> Self {
+        assert_eq!(
+            w.len(),
+            k * n,
+            "fp32 PackedWeight::new: a [{k}, {n}] weight"
+        );
+        let panels = n.div_ceil(NR);
+        let mut data = vec![0f32; panels * k * NR];
+        for j in 0..panels {
+            let cols = NR.min(n - j * NR);
+            for p in 0..k {
+                data[(j * k + p) * NR..][..cols].copy_from_slice(&w[p * n + j * NR..][..cols]);
+            }
+        }
+        PackedWeight { k, n, data }
+    }
+
+    /// Packs a `[k, n]` tensor.
+    pub fn from_tensor(w: &Tensor) -> Result<Self> {
+        let (k, n) = w.dims2()?;
+        let v = w.flatten_all()?.to_vec1::<f32>()?;
+        Ok(Self::new(&v, k, n))
+    }
+}
+
+/// `x w` for `x` `[.., k]` with the packed weight `w`: `[.., n]`, on `kernel` (an error where
+/// this CPU lacks it).
+pub fn matmul(x: &Tensor, w: &Arc<PackedWeight>, kernel: Fp32Kernel) -> Result<Tensor> {
+    x.contiguous()?
+        .apply_op1_no_bwd(&Host(Fp32Matmul(Arc::clone(w), kernel)))
+}
+
+struct Fp32Matmul(Arc<PackedWeight>, Fp32Kernel);
+
+impl HostKernel<1> for Fp32Matmul {
+    const NAME: &'static str = "newstag-fp32-matmul";
+
+    fn forward(&self, [x]: [Input<'_>; 1]) -> Result<(Vec<f32>, Shape)> {
+        let (w, kernel) = (&self.0, self.1);
+        let dims = x.dims();
+        if dims.last() != Some(&w.k) || w.k == 0 {
+            bail!(
+                "fp32 matmul: input {dims:?} for a [{}, {}] weight",
+                w.k,
+                w.n
+            )
+        }
+        if !kernel.runs_here() {
+            bail!("fp32 matmul: this CPU lacks AVX-512")
+        }
+        let (k, n) = (w.k, w.n);
+        let rows = x.data.len() / k;
+        // The last, partial block of rows, padded with zeros so that every block reads MR rows.
+        let full = rows / MR;
+        let mut tail = vec![0f32; if rows % MR == 0 { 0 } else { MR * k }];
+        tail[..(rows - full * MR) * k].copy_from_slice(&x.data[full * MR * k..]);
+        let mut y = Vec::with_capacity(rows * n);
+        let out = DisjointOut::spare(&mut y);
+        let slices = k.div_ceil(KC);
+        let depth = k.div_ceil(slices);
+        par_blocks((rows, k, n), (MR, NR), slices, |rb, j, slice| {
+            let (from, to) = (slice * depth, ((slice + 1) * depth).min(k));
+            let a = if rb < full {
+                &x.data[rb * MR * k..][..MR * k]
+            } else {
+                &tail
+            };
+            let block = Block {
+                a: &a[from..],
+                lda: k,
+                rows: MR.min(rows - rb * MR),
+                panel: &w.data[(j * k + from) * NR..][..(to - from) * NR],
+                cols: NR.min(n - j * NR),
+                depth: to - from,
+                accumulate: slice > 0,
+            };
+            // SAFETY: this call alone writes rows `rb * MR..` (`block.rows` of them) and columns
+            // `j * NR..` (`block.cols`) of `y`, which has rows of `n`, and the slices of a block
+            // come in order on one thread, so `accumulate` reads what the slice before stored.
+            let y = unsafe { out.at(rb * MR * n + j * NR) };
+            match kernel {
+                #[cfg(target_arch = "x86_64")]
+                // SAFETY: the CPU has AVX-512F (`runs_here`, checked above).
+                Fp32Kernel::Avx512 => unsafe { avx512::block(&block, y, n) },
+                // SAFETY: `y` as above.
+                _ => unsafe { portable_block(&block, y, n) },
+            }
+        });
+        // SAFETY: the blocks cover every row and column once, and every kernel stores all
+        // `block.rows` x `block.cols` of its block.
+        unsafe { y.set_len(rows * n) };
+        let mut out = dims.to_vec();
+        *out.last_mut().expect("a last dimension") = n;
+        Ok((y, Shape::from(out)))
+    }
+}
+
+/// One block of the product: [`MR`] rows of activations times a slice of a weight panel.
+struct Block<'a> {
+    /// [`MR`] rows of `depth` at a stride of `lda` (beyond `rows`, padding).
+    a: &'a [f32],
+    lda: usize,
+    /// The rows to store.
+    rows: usize,
+    /// `depth * NR` packed weights.
+    panel: &'a [f32],
+    /// The columns to store.
+    cols: usize,
+    depth: usize,
+    /// Whether the sums go on from what the block holds (the slices before this one) rather
+    /// than from zero.
+    accumulate: bool,
+}
+
+/// The portable kernel.
+///
+/// # Safety
+/// `y` points at row 0, column 0 of the block in a matrix with rows of `ldy`, and the block's
+/// `rows x cols` elements are this call's alone to write.
+unsafe fn portable_block(b: &Block<'_>, y: *mut f32, ldy: usize) {
+    for r in 0..b.rows {
+        let a = &b.a[r * b.lda..][..b.depth];
+        let mut acc = [0f32; NR];
+        if b.accumulate {
+            // SAFETY: as below; the slice before stored these.
+            unsafe { std::ptr::copy_nonoverlapping(y.add(r * ldy), acc.as_mut_ptr(), b.cols) };
+        }
+        for (&a, w) in a.iter().zip(b.panel.chunks_exact(NR)) {
+            for (acc, &w) in acc.iter_mut().zip(w) {
+                *acc = a.mul_add(w, *acc);
+            }
+        }
+        // SAFETY: row `r < rows`, columns `..cols` (the caller's promise).
+        unsafe { std::ptr::copy_nonoverlapping(acc.as_ptr(), y.add(r * ldy), b.cols) };
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use super::{Block, MR, NR};
+    use std::arch::x86_64::*;
+
+    /// All [`MR`] rows at once, two 16-lane accumulators each.
+    ///
+    /// # Safety
+    /// The CPU must have AVX-512F; `y` as for [`super::portable_block`].
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn block(b: &Block<'_>, y: *mut f32, ldy: usize) {
+        let half = |c: usize| if c >= 16 { 0xffff } else { (1u16 << c) - 1 };
+        let masks = [half(b.cols), half(b.cols.saturating_sub(16))];
+        let mut acc = [[_mm512_setzero_ps(); 2]; MR];
+        if b.accumulate {
+            for (r, acc) in acc.iter_mut().enumerate().take(b.rows) {
+                for (h, acc) in acc.iter_mut().enumerate() {
+                    // SAFETY: as for the stores below; the slice before stored these.
+                    *acc = unsafe { _mm512_maskz_loadu_ps(masks[h], y.add(r * ldy + 16 * h)) };
+                }
+            }
+        }
+        let (a, panel, lda) = (b.a.as_ptr(), b.panel.as_ptr(), b.lda);
+        for p in 0..b.depth {
+            // SAFETY: `panel` holds `depth * NR` weights and `a` `MR` rows of `depth` at `lda`.
+            unsafe {
+                let w0 = _mm512_loadu_ps(panel.add(p * NR));
+                let w1 = _mm512_loadu_ps(panel.add(p * NR + 16));
+                for (r, acc) in acc.iter_mut().enumerate() {
+                    let x = _mm512_set1_ps(*a.add(r * lda + p));
+                    acc[0] = _mm512_fmadd_ps(x, w0, acc[0]);
+                    acc[1] = _mm512_fmadd_ps(x, w1, acc[1]);
+                }
+            }
+        }
+        let store = |r: usize, acc: [__m512; 2]| {
+            for (h, acc) in acc.into_iter().enumerate() {
+                // SAFETY: the masked columns of row `r < rows` lie in the block (the caller's
+                // promise).
+                unsafe { _mm512_mask_storeu_ps(y.add(r * ldy + 16 * h), masks[h], acc) };
+            }
+        };
+        // Row by row with constant indices, so the accumulators stay in registers (as int8's).
+        macro_rules! store_rows {
+            ($($r:literal)*) => { $( if $r < b.rows { store($r, acc[$r]); } )* };
+        }
+        const _: () = assert!(MR == 12, "store_rows! lists the MR rows");
+        store_rows!(0 1 2 3 4 5 6 7 8 9 10 11);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernels::host::AWKWARD_SHAPES;
+    use candle_core::Device;
+
+    fn product(x: &[f32], rows: usize, w: &Arc<PackedWeight>, kernel: Fp32Kernel) -> Vec<f32> {
+        let xt = Tensor::from_vec(x.to_vec(), (rows, w.k), &Device::Cpu).unwrap();
+        let y = matmul(&xt, w, kernel).unwrap();
+        assert_eq!(y.dims(), [rows, w.n]);
+        y.flatten_all().unwrap().to_vec1().unwrap()
+    }
+
+    fn inputs(rows: usize, k: usize, n: usize) -> (Vec<f32>, Vec<f32>) {
+        let x = (0..rows * k)
+            .map(|i| (i as f32 * 0.11).cos() + 0.3)
+            .collect();
+        let w = (0..k * n).map(|i| (i as f32 * 0.07).sin() * 0.2).collect();
+        (x, w)
+    }
+
+    #[test]
+    fn the_portable_kernel_is_one_fused_chain_per_output() {
+        let (rows, k, n) = (13, 9, 35);
+        let (x, w) = inputs(rows, k, n);
+        let packed = Arc::new(PackedWeight::new(&w, k, n));
+        let got = product(&x, rows, &packed, Fp32Kernel::Portable);
+        for r in 0..rows {
+            for c in 0..n {
+                let want = (0..k).fold(0f32, |acc, i| x[r * k + i].mul_add(w[i * n + c], acc));
+                assert_eq!(got[r * n + c], want, "row {r}, column {c}");
+            }
+        }
+    }
+
+    #[test]
+    fn the_avx512_kernel_gives_the_portable_bits_at_awkward_shapes() {
+        if !Fp32Kernel::Avx512.runs_here() {
+            eprintln!("skipped: this CPU lacks AVX-512");
+            return;
+        }
+        for (rows, k, n) in AWKWARD_SHAPES {
+            let (x, w) = inputs(rows, k, n);
+            let packed = Arc::new(PackedWeight::new(&w, k, n));
+            assert_eq!(
+                product(&x, rows, &packed, Fp32Kernel::Avx512),
+                product(&x, rows, &packed, Fp32Kernel::Portable),
+                "{rows}x{k}x{n}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_row_gives_the_same_bits_alone_as_in_any_batch() {
+        let (rows, k, n) = (30, 48, 40);
+        let (x, w) = inputs(rows, k, n);
+        let packed = Arc::new(PackedWeight::new(&w, k, n));
+        let kernel = Fp32Kernel::for_inference().unwrap_or(Fp32Kernel::Portable);
+        let all = product(&x, rows, &packed, kernel);
+        for r in [0, 11, 12, 29] {
+            let alone = product(&x[r * k..][..k], 1, &packed, kernel);
+            assert_eq!(alone, all[r * n..][..n], "row {r}");
+        }
+    }
+
+    #[test]
+    fn dispatch_follows_the_cpu_and_a_mismatch_is_an_error() {
+        #[cfg(target_arch = "x86_64")]
+        assert_eq!(
+            Fp32Kernel::for_inference().is_some(),
+            std::arch::is_x86_feature_detected!("avx512f")
+        );
+        assert!(Fp32Kernel::Portable.runs_here());
+        let packed = Arc::new(PackedWeight::new(&[0.5; 6], 2, 3));
+        let x = Tensor::zeros((4, 5), candle_core::DType::F32, &Device::Cpu).unwrap();
+        assert!(matmul(&x, &packed, Fp32Kernel::Portable).is_err());
+        let x = Tensor::zeros((4, 2), candle_core::DType::F32, &Device::Cpu).unwrap();
+        for kernel in [Fp32Kernel::Avx512, Fp32Kernel::Portable] {
+            assert_eq!(matmul(&x, &packed, kernel).is_ok(), kernel.runs_here());
+        }
+    }
+}
