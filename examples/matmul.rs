@@ -1,13 +1,13 @@
 //! What the matrix multiply reaches on this machine at the shape of the encoder's feed-forward
 //! layer (4096 x 384 @ 384 x 1536): the fp32 product inference uses (newstag's packed kernel on
-//! CPUs with AVX-512, candle's elsewhere), and newstag's bf16 kernel where the CPU has
-//! AVX512-BF16 (`null` elsewhere). The ceiling `scripts/bench.sh` divides tokens/s by. Prints one
-//! JSON line.
+//! CPUs with AVX-512, candle's elsewhere), newstag's bf16 kernel where the CPU has
+//! AVX512-BF16 (`null` elsewhere), and each int8 kernel this CPU runs (as GOP/s, by instruction
+//! set). The ceiling `scripts/bench.sh` divides tokens/s by. Prints one JSON line.
 //!
 //! `cargo run --release --example matmul`
 
 use candle_core::{Device, Tensor};
-use newstag::kernels::{bf16, fp32};
+use newstag::kernels::{bf16, fp32, int8};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -48,8 +48,15 @@ fn main() -> candle_core::Result<()> {
         } else {
             "null".into()
         };
+        let packed = Arc::new(int8::PackedWeight::from_tensor(&b)?);
+        let mut int8 = Vec::new();
+        for kernel in int8::Int8Kernel::ALL.into_iter().filter(|k| k.runs_here()) {
+            let ops = gflops(|| int8::matmul_with(&a, &packed, kernel))?;
+            int8.push(format!("\"{}\": {ops:.1}", kernel.name()));
+        }
         println!(
-            "{{\"fp32\": {fp32:.1}, \"bf16\": {bf16}, \"threads\": {}}}",
+            "{{\"fp32\": {fp32:.1}, \"bf16\": {bf16}, \"int8\": {{{}}}, \"threads\": {}}}",
+            int8.join(", "),
             candle_core::utils::get_num_threads()
         );
         Ok(())

@@ -11,9 +11,10 @@
 //! columns with groups of four consecutive rows interleaved (the layout `vpdpbusd` reads), a
 //! 12 x 32 register-blocked kernel with the dequantisation in its epilogue, as [`super::bf16`].
 //!
-//! Three kernels compute the same integers: AVX512-VNNI (`vpdpbusd` on 512 bits), AVX-VNNI
-//! (the 256-bit VEX form on CPUs without AVX-512 such as Alder Lake) and a portable one in plain
-//! Rust that every machine runs and the tests compare the others with, bit for bit. The
+//! Four kernels compute the same integers: AMX-INT8 (`tdpbusd` on tile registers, Sapphire
+//! Rapids and later), AVX512-VNNI (`vpdpbusd` on 512 bits), AVX-VNNI (the 256-bit VEX form on
+//! CPUs without AVX-512 such as Alder Lake) and a portable one in plain Rust that every machine
+//! runs and the tests compare the others with, bit for bit. The
 //! dequantisation is the same sequence of `f32` operations in all three (an exact `i32`
 //! correction for the zero point, one conversion, one product with the row's and column's scales
 //! multiplied first), and a row's quantisation depends on that row alone, so a row's result does
@@ -26,7 +27,7 @@ use std::sync::Arc;
 
 /// Columns per packed panel (two 16-lane registers).
 const NR: usize = 32;
-/// Rows per kernel call.
+/// Rows per block of the VNNI and portable kernels.
 const MR: usize = 12;
 /// Activation elements below which a product quantises its rows on the calling thread.
 const PAR_QUANTISE_MIN: usize = 1 << 16;
@@ -34,6 +35,8 @@ const PAR_QUANTISE_MIN: usize = 1 << 16;
 /// One of the int8 kernels (all give the same bits; see the module documentation).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Int8Kernel {
+    /// `tdpbusd` on tile registers (Intel Sapphire Rapids and later).
+    Amx,
     /// `vpdpbusd` on 512-bit registers (Intel Ice Lake, Sapphire Rapids and later; AMD Zen 4).
     Avx512Vnni,
     /// `vpdpbusd` on 256-bit registers, VEX encoded (Intel Alder Lake and later without AVX-512).
@@ -44,7 +47,8 @@ pub enum Int8Kernel {
 
 impl Int8Kernel {
     /// Every kernel, fastest first.
-    pub const ALL: [Int8Kernel; 3] = [
+    pub const ALL: [Int8Kernel; 4] = [
+        Int8Kernel::Amx,
         Int8Kernel::Avx512Vnni,
         Int8Kernel::AvxVnni,
         Int8Kernel::Portable,
@@ -56,6 +60,7 @@ impl Int8Kernel {
         {
             use std::arch::is_x86_feature_detected as has;
             match self {
+                Int8Kernel::Amx => amx::usable(),
                 Int8Kernel::Avx512Vnni => has!("avx512f") && has!("avx512vnni"),
                 Int8Kernel::AvxVnni => has!("avx2") && has!("avxvnni"),
                 Int8Kernel::Portable => true,
@@ -78,15 +83,26 @@ impl Int8Kernel {
     /// The instruction set, as CPU documentation names it.
     pub fn name(self) -> &'static str {
         match self {
+            Int8Kernel::Amx => "AMX-INT8",
             Int8Kernel::Avx512Vnni => "AVX512-VNNI",
             Int8Kernel::AvxVnni => "AVX-VNNI",
             Int8Kernel::Portable => "no VNNI",
         }
     }
 
-    /// Whether the kernel uses VNNI instructions (the portable one is much slower than f32).
+    /// Whether the kernel uses VNNI or AMX instructions (the portable one is much slower than
+    /// f32).
     pub fn is_fast(self) -> bool {
         self != Int8Kernel::Portable
+    }
+
+    /// Rows of activations per block.
+    fn block_rows(self) -> usize {
+        match self {
+            #[cfg(target_arch = "x86_64")]
+            Int8Kernel::Amx => amx::MR,
+            _ => MR,
+        }
     }
 }
 
@@ -171,7 +187,7 @@ impl PackedWeight {
 /// `x ≈ scale * (u - zero_point)`.
 struct QuantisedRows {
     /// Row `r` at `r * 4 * quads`, its bytes in order (read in quads as [`PackedWeight::data`]);
-    /// rows padded with zeros to `4 * quads` bytes and to a multiple of [`MR`] rows.
+    /// rows padded with zeros to `4 * quads` bytes and to whole blocks of the kernel's rows.
     data: Vec<u8>,
     scales: Vec<f32>,
     zero_points: Vec<i32>,
@@ -269,10 +285,10 @@ unsafe fn quantise_row_avx512(row: &[f32], out: &mut [u8]) -> (f32, i32) {
     (scale, zero)
 }
 
-fn quantise_rows(x: &[f32], k: usize) -> QuantisedRows {
+fn quantise_rows(x: &[f32], k: usize, block_rows: usize) -> QuantisedRows {
     let rows = x.len() / k.max(1);
     let stride = 4 * k.div_ceil(4);
-    let mut data = vec![0u8; rows.div_ceil(MR) * MR * stride];
+    let mut data = vec![0u8; rows.div_ceil(block_rows) * block_rows * stride];
     let mut ranges = vec![(0f32, 0i32); rows];
     if x.len() >= PAR_QUANTISE_MIN {
         x.par_chunks_exact(k)
@@ -324,26 +340,30 @@ impl HostKernel<1> for Int8Matmul {
             bail!("int8 matmul: this CPU lacks {}", kernel.name())
         }
         let rows = x.data.len() / w.k;
-        let a = quantise_rows(x.data, w.k);
+        let mr = kernel.block_rows();
+        let a = quantise_rows(x.data, w.k, mr);
         let mut y = Vec::with_capacity(rows * w.n);
         let out = super::host::DisjointOut::spare(&mut y);
         let (quads, n) = (w.quads(), w.n);
-        par_blocks((rows, w.k, n), (MR, NR), 1, |rb, j, _| {
+        par_blocks((rows, w.k, n), (mr, NR), 1, |rb, j, _| {
             let block = Block {
-                a: &a.data[rb * MR * 4 * quads..][..MR * 4 * quads],
-                scales: &a.scales[rb * MR..],
-                zero_points: &a.zero_points[rb * MR..],
-                rows: MR.min(rows - rb * MR),
+                a: &a.data[rb * mr * 4 * quads..][..mr * 4 * quads],
+                scales: &a.scales[rb * mr..],
+                zero_points: &a.zero_points[rb * mr..],
+                rows: mr.min(rows - rb * mr),
                 panel: &w.data[j * quads * NR..][..quads * NR],
                 col_scales: &w.scales[j * NR..][..NR],
                 col_sums: &w.sums[j * NR..][..NR],
                 cols: NR.min(n - j * NR),
                 quads,
             };
-            // SAFETY: this call alone writes rows `rb * MR..` (`block.rows` of them) and columns
+            // SAFETY: this call alone writes rows `rb * mr..` (`block.rows` of them) and columns
             // `j * NR..` (`block.cols`) of `y`, which has rows of `n`.
-            let y = unsafe { out.at(rb * MR * n + j * NR) };
+            let y = unsafe { out.at(rb * mr * n + j * NR) };
             match kernel {
+                #[cfg(target_arch = "x86_64")]
+                // SAFETY: AMX-INT8 is usable (checked above); `block.a` holds `amx::MR` rows.
+                Int8Kernel::Amx => unsafe { amx::block(&block, y, n) },
                 #[cfg(target_arch = "x86_64")]
                 // SAFETY: the CPU has AVX-512F and AVX512-VNNI (`runs_here`, checked above).
                 Int8Kernel::Avx512Vnni => unsafe { vnni::block_512(&block, y, n) },
@@ -354,7 +374,7 @@ impl HostKernel<1> for Int8Matmul {
                 _ => unsafe { portable_block(&block, y, n) },
             }
         });
-        // SAFETY: the blocks cover every row (row blocks of MR up to `rows`) and every column
+        // SAFETY: the blocks cover every row (row blocks of `mr` up to `rows`) and every column
         // (panels of NR up to `n`), each once, and every kernel stores all `block.rows` x
         // `block.cols` of its block: all `rows * n` elements are written.
         unsafe { y.set_len(rows * n) };
@@ -364,9 +384,9 @@ impl HostKernel<1> for Int8Matmul {
     }
 }
 
-/// One block of the product: up to [`MR`] rows of quantised activations times a weight panel.
+/// One block of the product: a block of rows of quantised activations times a weight panel.
 struct Block<'a> {
-    /// [`MR`] rows of `quads` quads of bytes.
+    /// The kernel's block of rows, of `quads` quads of bytes each.
     a: &'a [u8],
     scales: &'a [f32],
     zero_points: &'a [i32],
@@ -430,6 +450,59 @@ mod vnni {
         [half(cols), half(cols.saturating_sub(16))]
     }
 
+    /// The dequantisation of a panel's rows on 512-bit registers: the columns' sums and scales
+    /// loaded once, a row's two accumulators stored as [`Block::dequantise`] computes them.
+    pub(super) struct Epilogue {
+        masks: [u16; 2],
+        sums: [__m512i; 2],
+        cols: [__m512; 2],
+    }
+
+    impl Epilogue {
+        /// # Safety
+        /// The CPU must have AVX-512F.
+        #[target_feature(enable = "avx512f")]
+        pub(super) unsafe fn new(b: &Block<'_>) -> Self {
+            // SAFETY: the panel's scales and sums hold NR values.
+            unsafe {
+                Epilogue {
+                    masks: masks(b.cols),
+                    sums: [0, 16].map(|h| _mm512_loadu_si512(b.col_sums.as_ptr().add(h).cast())),
+                    cols: [0, 16].map(|h| _mm512_loadu_ps(b.col_scales.as_ptr().add(h))),
+                }
+            }
+        }
+
+        /// Stores row `r` of the block from its exact sums `acc` (columns 0-15 and 16-31).
+        ///
+        /// # Safety
+        /// The CPU must have AVX-512F, `r < b.rows`, and `y` is as for
+        /// [`super::portable_block`].
+        #[inline]
+        #[target_feature(enable = "avx512f")]
+        pub(super) unsafe fn store(
+            &self,
+            b: &Block<'_>,
+            r: usize,
+            acc: [__m512i; 2],
+            y: *mut f32,
+            ldy: usize,
+        ) {
+            let zero = _mm512_set1_epi32(b.zero_points[r]);
+            let row_scale = _mm512_set1_ps(b.scales[r]);
+            for (h, acc) in acc.into_iter().enumerate() {
+                let exact = _mm512_sub_epi32(acc, _mm512_mullo_epi32(zero, self.sums[h]));
+                let v = _mm512_mul_ps(
+                    _mm512_cvtepi32_ps(exact),
+                    _mm512_mul_ps(row_scale, self.cols[h]),
+                );
+                // SAFETY: the masked columns of row `r < rows` lie in the block (the caller's
+                // promise).
+                unsafe { _mm512_mask_storeu_ps(y.add(r * ldy + 16 * h), self.masks[h], v) };
+            }
+        }
+    }
+
     /// The AVX512-VNNI kernel: all [`MR`] rows at once, two 16-lane accumulators each.
     ///
     /// # Safety
@@ -451,28 +524,10 @@ mod vnni {
                 }
             }
         }
-        let masks = masks(b.cols);
-        // SAFETY: the panel's scales and sums hold NR values.
-        let (sums, cols) = unsafe {
-            (
-                [0, 16].map(|h| _mm512_loadu_si512(b.col_sums.as_ptr().add(h).cast())),
-                [0, 16].map(|h| _mm512_loadu_ps(b.col_scales.as_ptr().add(h))),
-            )
-        };
-        let store = |r: usize, acc: [__m512i; 2]| {
-            let zero = _mm512_set1_epi32(b.zero_points[r]);
-            let row_scale = _mm512_set1_ps(b.scales[r]);
-            for h in 0..2 {
-                // SAFETY: the masked columns of row `r < rows` lie in the block (the caller's
-                // promise).
-                unsafe {
-                    let exact = _mm512_sub_epi32(acc[h], _mm512_mullo_epi32(zero, sums[h]));
-                    let v =
-                        _mm512_mul_ps(_mm512_cvtepi32_ps(exact), _mm512_mul_ps(row_scale, cols[h]));
-                    _mm512_mask_storeu_ps(y.add(r * ldy + 16 * h), masks[h], v);
-                }
-            }
-        };
+        // SAFETY: the CPU has AVX-512F (the caller's promise).
+        let epilogue = unsafe { Epilogue::new(b) };
+        // SAFETY: `y` as the caller promises.
+        let store = |r: usize, acc: [__m512i; 2]| unsafe { epilogue.store(b, r, acc, y, ldy) };
         // Row by row with constant indices: the accumulators stay in registers (a loop over the
         // first `b.rows` kept a copy in memory, zeroed by a call to memset on every block).
         macro_rules! store_rows {
@@ -530,6 +585,196 @@ mod vnni {
                         );
                     }
                 }
+            }
+        }
+    }
+}
+
+/// The AMX-INT8 kernel: `tdpbusd` multiplies a tile of 16 rows x 64 activation bytes by one of
+/// 16 quads x 16 weight columns into 16 x 16 `i32`s, 1,024 multiply-adds per instruction against
+/// `vpdpbusd`'s 64. Rust has no stable AMX intrinsics, so the tile instructions are inline
+/// assembly; the weight panels need no other layout (a tile row is 16 consecutive columns of one
+/// quad, a panel row is 32), and the activations are read in place.
+#[cfg(target_arch = "x86_64")]
+mod amx {
+    use super::vnni::Epilogue;
+    use super::{Block, NR};
+    use std::arch::asm;
+    use std::arch::x86_64::*;
+    use std::sync::OnceLock;
+
+    /// Rows per block: two tiles of 16.
+    pub(super) const MR: usize = 32;
+    /// Quads per tile row (64 bytes).
+    const QUADS: usize = 16;
+
+    /// The `ldtilecfg` operand: palette 1, tiles 0-7 all 16 rows of 64 bytes (0-3 accumulate,
+    /// 4-5 hold activations, 6-7 weights).
+    #[repr(C, align(64))]
+    #[derive(PartialEq, Eq)]
+    struct TileConfig {
+        palette: u8,
+        start_row: u8,
+        reserved: [u8; 14],
+        bytes_per_row: [u16; 16],
+        rows: [u8; 16],
+    }
+
+    static CONFIG: TileConfig = TileConfig {
+        palette: 1,
+        start_row: 0,
+        reserved: [0; 14],
+        bytes_per_row: [64, 64, 64, 64, 64, 64, 64, 64, 0, 0, 0, 0, 0, 0, 0, 0],
+        rows: [16, 16, 16, 16, 16, 16, 16, 16, 0, 0, 0, 0, 0, 0, 0, 0],
+    };
+
+    /// Whether this CPU has AMX-INT8 (and the AVX512-VNNI the epilogue and the last quads use)
+    /// and the operating system lets this process use tile registers (asked once).
+    pub(super) fn usable() -> bool {
+        static USABLE: OnceLock<bool> = OnceLock::new();
+        *USABLE.get_or_init(|| {
+            std::arch::is_x86_feature_detected!("avx512f")
+                && std::arch::is_x86_feature_detected!("avx512vnni")
+                && cpu_has_amx_int8()
+                && system_grants_tiles()
+        })
+    }
+
+    /// CPUID leaf 7: AMX-TILE (EDX bit 24) and AMX-INT8 (bit 25).
+    fn cpu_has_amx_int8() -> bool {
+        if __cpuid(0).eax < 7 {
+            return false;
+        }
+        let edx = __cpuid_count(7, 0).edx;
+        edx & (1 << 24) != 0 && edx & (1 << 25) != 0
+    }
+
+    /// Linux hands out the 8 KiB of tile state only to processes that ask for it.
+    #[cfg(target_os = "linux")]
+    fn system_grants_tiles() -> bool {
+        const ARCH_REQ_XCOMP_PERM: libc::c_long = 0x1023;
+        const XFEATURE_XTILEDATA: libc::c_long = 18;
+        // SAFETY: the request passes no memory; it only asks for permission to use tile state.
+        unsafe {
+            libc::syscall(
+                libc::SYS_arch_prctl,
+                ARCH_REQ_XCOMP_PERM,
+                XFEATURE_XTILEDATA,
+            ) == 0
+        }
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    fn system_grants_tiles() -> bool {
+        false
+    }
+
+    /// Loads [`CONFIG`] unless it is this thread's configuration already: reading it back
+    /// (`sttilecfg`) costs a tenth of loading it, which costs about as much as a tenth of a
+    /// block's products.
+    ///
+    /// # Safety
+    /// [`usable`] must have returned true.
+    unsafe fn configure_tiles() {
+        let mut current = TileConfig {
+            palette: 0,
+            start_row: 0,
+            reserved: [0; 14],
+            bytes_per_row: [0; 16],
+            rows: [0; 16],
+        };
+        // SAFETY: AMX-TILE is there and usable; both operands are 64 aligned bytes.
+        unsafe {
+            asm!("sttilecfg [{}]", in(reg) &mut current, options(nostack));
+            if current != CONFIG {
+                asm!("ldtilecfg [{}]", in(reg) &CONFIG, options(nostack, readonly));
+            }
+        }
+    }
+
+    /// Exact sums of a block, row by row, 64-byte aligned for the tile stores.
+    #[repr(C, align(64))]
+    struct Sums([[i32; NR]; MR]);
+
+    /// The block's products: whole tile steps of 16 quads on AMX, the last quads (fewer than
+    /// 16) and the dequantisation on AVX-512.
+    ///
+    /// # Safety
+    /// [`usable`] must have returned true, `b.a` must hold [`MR`] rows, and `y` is as for
+    /// [`super::portable_block`].
+    #[target_feature(enable = "avx512f,avx512vnni")]
+    pub(super) unsafe fn block(b: &Block<'_>, y: *mut f32, ldy: usize) {
+        debug_assert!(b.a.len() >= MR * 4 * b.quads && b.panel.len() >= b.quads * NR);
+        let mut sums = Sums([[0; NR]; MR]);
+        let (a, w) = (b.a.as_ptr(), b.panel.as_ptr().cast::<u8>());
+        let (a_stride, w_stride) = (4 * b.quads, 4 * NR);
+        let steps = b.quads / QUADS;
+        // SAFETY: the tiles are usable and configured; every tile load reads 16 rows of 64 bytes
+        // within `b.a` (rows `0..32` of `a_stride` bytes, bytes `64 s..64 s + 64` with
+        // `64 s + 64 <= a_stride`) and `b.panel` (quads `16 s..16 s + 16` of `quads`), and the
+        // stores write the 32 x 32 `i32`s of `sums`.
+        unsafe {
+            configure_tiles();
+            asm!(
+                "tilezero tmm0",
+                "tilezero tmm1",
+                "tilezero tmm2",
+                "tilezero tmm3",
+                options(nostack, nomem)
+            );
+            for s in 0..steps {
+                let a0 = a.add(64 * s);
+                let w0 = w.add(s * QUADS * w_stride);
+                asm!(
+                    "tileloadd tmm4, [{a0} + {sa}]",
+                    "tileloadd tmm5, [{a1} + {sa}]",
+                    "tileloadd tmm6, [{w0} + {sw}]",
+                    "tileloadd tmm7, [{w1} + {sw}]",
+                    "tdpbusd tmm0, tmm4, tmm6",
+                    "tdpbusd tmm1, tmm4, tmm7",
+                    "tdpbusd tmm2, tmm5, tmm6",
+                    "tdpbusd tmm3, tmm5, tmm7",
+                    a0 = in(reg) a0,
+                    a1 = in(reg) a0.add(16 * a_stride),
+                    w0 = in(reg) w0,
+                    w1 = in(reg) w0.add(64),
+                    sa = in(reg) a_stride,
+                    sw = in(reg) w_stride,
+                    options(nostack, readonly),
+                );
+            }
+            let c = sums.0.as_mut_ptr().cast::<u8>();
+            let c_stride = 4 * NR;
+            asm!(
+                "tilestored [{c0} + {s}], tmm0",
+                "tilestored [{c1} + {s}], tmm1",
+                "tilestored [{c2} + {s}], tmm2",
+                "tilestored [{c3} + {s}], tmm3",
+                c0 = in(reg) c,
+                c1 = in(reg) c.add(64),
+                c2 = in(reg) c.add(16 * c_stride),
+                c3 = in(reg) c.add(16 * c_stride + 64),
+                s = in(reg) c_stride,
+                options(nostack),
+            );
+        }
+        // SAFETY: the CPU has AVX-512F (the caller's promise).
+        let epilogue = unsafe { Epilogue::new(b) };
+        for (r, row) in sums.0.iter_mut().enumerate().take(b.rows) {
+            // SAFETY: `row` holds NR sums; the tail's quads lie in `b.a` and `b.panel` as above;
+            // `r < b.rows` and `y` as the caller promises.
+            unsafe {
+                let mut acc = [0, 16].map(|h| _mm512_loadu_si512(row.as_ptr().add(h).cast()));
+                for p in steps * QUADS..b.quads {
+                    let x = _mm512_set1_epi32(
+                        a.add(r * a_stride + 4 * p).cast::<i32>().read_unaligned(),
+                    );
+                    for (h, acc) in acc.iter_mut().enumerate() {
+                        let w = _mm512_loadu_si512(b.panel.as_ptr().add(p * NR + 16 * h).cast());
+                        *acc = _mm512_dpbusd_epi32(*acc, x, w);
+                    }
+                }
+                epilogue.store(b, r, acc, y, ldy);
             }
         }
     }
@@ -610,7 +855,7 @@ mod tests {
         let (rows, k, n) = (5, 9, 35);
         let (x, w) = inputs(rows, k, n);
         let packed = Arc::new(PackedWeight::new(&w, k, n));
-        let a = quantise_rows(&x, k);
+        let a = quantise_rows(&x, k, MR);
         let got = product(&x, rows, &packed, Int8Kernel::Portable);
         let quads = k.div_ceil(4);
         for r in 0..rows {
@@ -642,7 +887,10 @@ mod tests {
         if fast.is_empty() {
             eprintln!("skipped: this CPU has neither AVX512-VNNI nor AVX-VNNI");
         }
-        for (rows, k, n) in AWKWARD_SHAPES {
+        // And AMX's: two row tiles and a ragged third block, whole tile steps of 64 bytes with
+        // and without a remainder.
+        let tiles = [(70, 64, 40), (33, 100, 64), (64, 448, 33)];
+        for (rows, k, n) in AWKWARD_SHAPES.into_iter().chain(tiles) {
             let (x, w) = inputs(rows, k, n);
             let packed = Arc::new(PackedWeight::new(&w, k, n));
             let want = product(&x, rows, &packed, Int8Kernel::Portable);
@@ -658,12 +906,12 @@ mod tests {
 
     #[test]
     fn a_row_gives_the_same_bits_alone_as_in_any_batch() {
-        let (rows, k, n) = (30, 48, 40);
+        let (rows, k, n) = (40, 80, 40);
         let (x, w) = inputs(rows, k, n);
         let packed = Arc::new(PackedWeight::new(&w, k, n));
         let kernel = Int8Kernel::best();
         let all = product(&x, rows, &packed, kernel);
-        for r in [0, 11, 12, 29] {
+        for r in [0, 11, 12, 31, 32, 39] {
             let alone = product(&x[r * k..][..k], 1, &packed, kernel);
             assert_eq!(alone, all[r * n..][..n], "row {r}");
         }
@@ -677,11 +925,19 @@ mod tests {
         let first = Int8Kernel::ALL.into_iter().position(|k| k == best).unwrap();
         assert!(Int8Kernel::ALL[..first].iter().all(|k| !k.runs_here()));
         #[cfg(target_arch = "x86_64")]
-        assert_eq!(
-            best == Int8Kernel::Avx512Vnni,
-            std::arch::is_x86_feature_detected!("avx512vnni")
-                && std::arch::is_x86_feature_detected!("avx512f")
-        );
+        {
+            use std::arch::is_x86_feature_detected as has;
+            let vnni = has!("avx512vnni") && has!("avx512f");
+            // AMX as /proc/cpuinfo reports it (the CPU's flags and the kernel's support).
+            let amx = std::fs::read_to_string("/proc/cpuinfo")
+                .map(|info| info.split_whitespace().any(|flag| flag == "amx_int8"))
+                .unwrap_or(false);
+            assert_eq!(
+                best == Int8Kernel::Amx,
+                amx && vnni && cfg!(target_os = "linux")
+            );
+            assert_eq!(best == Int8Kernel::Avx512Vnni, vnni && !amx);
+        }
     }
 
     #[test]

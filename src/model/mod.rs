@@ -96,11 +96,12 @@ impl Precision {
 /// accuracy ([`PrecisionChoice::resolve`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum PrecisionChoice {
-    /// int8 on a CPU with VNNI (CoNLL-2003 test F1 0.8673, f32 0.8665, README recipe), else bf16
-    /// on a CPU with AVX512-BF16 (F1 0.8667), else f32; f32 off the CPU and for the families without reduced
-    /// precision (DeBERTa-v2, ModernBERT). int8 comes first because it was the
-    /// fastest where both run: on an Intel Xeon with AVX512-VNNI and AVX512-BF16, tagging the
-    /// CoNLL-2003 test sentences ran at about 1.5x f32 in int8 and 0.6x f32 in bf16.
+    /// int8 on a CPU with AMX-INT8 or VNNI (CoNLL-2003 test F1 0.8673, f32 0.8665, README
+    /// recipe), else bf16 on a CPU with AVX512-BF16 (F1 0.8667), else f32; f32 off the CPU and
+    /// for the families without reduced precision (DeBERTa-v2, ModernBERT). int8 comes first
+    /// because it was the fastest where both run: on an Intel Xeon with AVX512-VNNI and
+    /// AVX512-BF16, tagging the CoNLL-2003 test sentences ran at about 1.5x f32 in int8 and 0.6x
+    /// f32 in bf16.
     #[default]
     Auto,
     Exactly(Precision),
