@@ -31,7 +31,7 @@ fn gflops(product: impl Fn() -> candle_core::Result<Tensor>) -> candle_core::Res
 
 fn main() -> candle_core::Result<()> {
     // SAFETY: no other thread has been started yet.
-    unsafe { newstag::runtime::set_up() };
+    unsafe { newstag::runtime::set_up(newstag::runtime::Workload::Inference) };
     newstag::runtime::on_compute_threads(|| {
         let a = Tensor::randn(0f32, 1.0, (M, K), &Device::Cpu)?;
         let b = Tensor::randn(0f32, 1.0, (K, N), &Device::Cpu)?;

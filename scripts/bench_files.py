@@ -240,6 +240,9 @@ def report(out, doc):
         row("matmul 4096x384 @ 384x1536, fp32 / bf16 GFLOP/s (newstag: the fp32 product inference "
             "uses, its own bf16 kernel)", f"{mm_ns['fp32']:.0f} / {mm_ns['bf16'] or 0:.0f}",
             f"{mm_pt['fp32']:.0f} / {mm_pt['bf16']:.0f}", "", "", ""),
+        row("matmul 4096x384 @ 384x1536, int8 GOP/s of each newstag kernel this CPU runs "
+            "(activations quantised per row inside; the first is the one int8 uses)",
+            ", ".join(f"{k} {v:,.0f}" for k, v in mm_ns.get("int8", {}).items()), "", "", "", ""),
         "",
         ort_setup(of, opc, cmp_opc, of_f1),
         "",

@@ -466,8 +466,9 @@ fn candle_error_display() {
         return; // only as a child of the test below
     };
     if mode == "set-up" {
+        let cli = <newstag::cli::Cli as clap::Parser>::parse_from(["newstag", "validate", "x"]);
         // SAFETY: the only test running in this process (--exact), before any error is made.
-        unsafe { newstag::cli::set_up_process() };
+        unsafe { newstag::cli::set_up_process(&cli) };
     }
     let shown = candle_core::Error::Msg("bad input".into()).bt().to_string();
     println!("LINES={}", shown.lines().count());

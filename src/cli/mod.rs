@@ -8,6 +8,7 @@ mod train;
 mod validate;
 
 use crate::model::{Precision, PrecisionChoice};
+use crate::runtime::Workload;
 use clap::{parser::ValueSource, ArgMatches, CommandFactory, FromArgMatches, Parser, Subcommand};
 use std::process::ExitCode;
 
@@ -156,12 +157,12 @@ fn non_negative(s: &str) -> Result<f64, String> {
 /// - A user error prints its message, not a backtrace: with `RUST_BACKTRACE=1` in the
 ///   environment, candle attaches a backtrace to every error it makes and prints it with the
 ///   message. `RUST_LIB_BACKTRACE=0` stops that and keeps backtraces for panics.
-/// - The compute threads are counted once and the allocator set to reuse large buffers
-///   ([`crate::runtime::set_up`]).
+/// - The compute threads are counted once and the allocator set to reuse large buffers as the
+///   command's work needs ([`crate::runtime::set_up`]).
 ///
 /// # Safety
 /// Sets environment variables and a signal disposition: call it before any other thread starts.
-pub unsafe fn set_up_process() {
+pub unsafe fn set_up_process(cli: &Cli) {
     // SAFETY: the caller guarantees that no other thread runs yet.
     unsafe {
         #[cfg(unix)]
@@ -169,17 +170,25 @@ pub unsafe fn set_up_process() {
         if std::env::var_os("RUST_LIB_BACKTRACE").is_none() {
             std::env::set_var("RUST_LIB_BACKTRACE", "0");
         }
-        crate::runtime::set_up();
+        crate::runtime::set_up(match cli.command {
+            Command::Train(_) => Workload::Training,
+            _ => Workload::Inference,
+        });
     }
 }
 
-/// Runs the command line; errors are printed with their causes.
-pub fn main() -> ExitCode {
+/// The parsed command line with clap's matches (which options were given, for `train`'s
+/// resumption check). Exits with clap's message on a usage error.
+pub fn parse() -> (Cli, ArgMatches) {
     let matches = Cli::command().get_matches();
-    let cli = match Cli::from_arg_matches(&matches) {
-        Ok(cli) => cli,
+    match Cli::from_arg_matches(&matches) {
+        Ok(cli) => (cli, matches),
         Err(e) => e.exit(),
-    };
+    }
+}
+
+/// Runs a parsed command line ([`parse`]); errors are printed with their causes.
+pub fn run((cli, matches): (Cli, ArgMatches)) -> ExitCode {
     let result = match cli.command {
         Command::Train(a) => train::run(a, &given_options(&matches)),
         Command::Tag(a) => tag::run(a),

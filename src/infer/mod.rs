@@ -108,7 +108,7 @@ impl<'m> Predictor<'m> {
         batch_windows: usize,
         precision: Precision,
     ) -> anyhow::Result<Self> {
-        crate::runtime::tune_allocator();
+        crate::runtime::tune_allocator(crate::runtime::Workload::Inference);
         let prepared = if model.device().is_cpu() || precision != Precision::F32 {
             Some(model.prepare(precision)?)
         } else {

@@ -156,7 +156,7 @@ pub fn takes_decay(name: &str) -> bool {
 impl AdamW {
     pub fn new(vars: BTreeMap<String, Var>, config: AdamWConfig) -> candle_core::Result<Self> {
         // Training starts: keep the large buffers every step allocates for reuse.
-        crate::runtime::tune_allocator();
+        crate::runtime::tune_allocator(crate::runtime::Workload::Training);
         let slots = vars
             .into_iter()
             .map(|(name, var)| {
