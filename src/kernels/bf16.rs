@@ -8,7 +8,7 @@
 //! kernel. Every output is summed over the inner dimension in the same order whatever the number
 //! of rows, so a row's result does not depend on its batch.
 
-use super::host::{Host, HostKernel, Input};
+use super::host::{product_shape, Host, HostKernel, Input};
 use candle_core::{bail, Result, Shape, Tensor};
 use std::sync::Arc;
 
@@ -95,29 +95,17 @@ impl HostKernel<1> for Bf16Matmul {
 
     fn forward(&self, [x]: [Input<'_>; 1]) -> Result<(Vec<f32>, Shape)> {
         let w = &self.0;
-        let dims = x.dims();
-        if dims.last() != Some(&w.k) || !supported() {
-            bail!(
-                "bf16 matmul: input {dims:?} for a [{}, {}] weight{}",
-                w.k,
-                w.n,
-                if supported() {
-                    ""
-                } else {
-                    " on a CPU without AVX512-BF16"
-                }
-            )
+        let (rows, shape) = product_shape("bf16 matmul", &x, w.k, w.n)?;
+        if !supported() {
+            bail!("bf16 matmul: this CPU lacks AVX512-BF16")
         }
-        let rows = x.data.len() / w.k.max(1);
         let mut y = vec![0f32; rows * w.n];
         #[cfg(target_arch = "x86_64")]
         // SAFETY: the CPU has AVX-512F and AVX512-BF16 (checked above).
         unsafe {
             kernel::matmul(x.data, rows, w, &mut y)
         };
-        let mut out = dims.to_vec();
-        *out.last_mut().expect("a last dimension") = w.n;
-        Ok((y, Shape::from(out)))
+        Ok((y, shape))
     }
 }
 

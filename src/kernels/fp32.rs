@@ -14,7 +14,7 @@
 //! which the tests check; CPUs without AVX-512 keep candle's product instead (`gemm`'s AVX2 and
 //! NEON kernels), since the portable kernel is far slower there.
 
-use super::host::{par_blocks, DisjointOut, Host, HostKernel, Input};
+use super::host::{par_blocks, product_shape, DisjointOut, Host, HostKernel, Input};
 use candle_core::{bail, Result, Shape, Tensor};
 use std::sync::Arc;
 
@@ -105,19 +105,11 @@ impl HostKernel<1> for Fp32Matmul {
 
     fn forward(&self, [x]: [Input<'_>; 1]) -> Result<(Vec<f32>, Shape)> {
         let (w, kernel) = (&self.0, self.1);
-        let dims = x.dims();
-        if dims.last() != Some(&w.k) || w.k == 0 {
-            bail!(
-                "fp32 matmul: input {dims:?} for a [{}, {}] weight",
-                w.k,
-                w.n
-            )
-        }
+        let (rows, shape) = product_shape("fp32 matmul", &x, w.k, w.n)?;
         if !kernel.runs_here() {
             bail!("fp32 matmul: this CPU lacks AVX-512")
         }
         let (k, n) = (w.k, w.n);
-        let rows = x.data.len() / k;
         // The last, partial block of rows, padded with zeros so that every block reads MR rows.
         let full = rows / MR;
         let mut tail = vec![0f32; if rows % MR == 0 { 0 } else { MR * k }];
@@ -157,9 +149,7 @@ impl HostKernel<1> for Fp32Matmul {
         // SAFETY: the blocks cover every row and column once, and every kernel stores all
         // `block.rows` x `block.cols` of its block.
         unsafe { y.set_len(rows * n) };
-        let mut out = dims.to_vec();
-        *out.last_mut().expect("a last dimension") = n;
-        Ok((y, Shape::from(out)))
+        Ok((y, shape))
     }
 }
 

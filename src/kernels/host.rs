@@ -202,6 +202,18 @@ pub(crate) fn rows_of(len: usize, n: usize, op: &str) -> Result<usize> {
     Ok(len / n)
 }
 
+/// The rows of a matrix product's input `x` (`[.., k]`) with a `[k, n]` weight and the shape of
+/// its result (`[.., n]`), or an error naming `op` and both shapes.
+pub(crate) fn product_shape(op: &str, x: &Input<'_>, k: usize, n: usize) -> Result<(usize, Shape)> {
+    let dims = x.dims();
+    if dims.last() != Some(&k) || k == 0 {
+        bail!("{op}: input {dims:?} for a [{k}, {n}] weight")
+    }
+    let mut out = dims.to_vec();
+    *out.last_mut().expect("a last dimension") = n;
+    Ok((x.data.len() / k, Shape::from(out)))
+}
+
 /// The row length of `h`, which `bias` must match.
 pub(crate) fn check_bias(h: &Tensor, bias: &Tensor) -> Result<usize> {
     let n = h.dim(candle_core::D::Minus1)?;
@@ -301,9 +313,9 @@ pub(crate) const AWKWARD_SHAPES: [(usize, usize, usize); 5] = [
 
 /// Runs `block(row_block, panel, slice)` once for every block of `block_rows` rows, panel of
 /// `panel_cols` columns and slice of the inner dimension (`slices` of them, in order for each
-/// block) of a `[rows, inner] x [inner, cols]` matrix product, in parallel unless it is tiny: tasks of several row blocks and panels
-/// each, enough for every thread, each task reusing a slice of its weight panels over its row
-/// blocks while it is in cache.
+/// block) of a `[rows, inner] x [inner, cols]` matrix product, in parallel unless it is tiny:
+/// tasks of several row blocks and panels each, enough for every thread, each task reusing a
+/// slice of its weight panels over its row blocks while it is in cache.
 ///
 /// Each thread reads the activation rows and the weight panels of its tasks, so the larger of the
 /// two is what the threads split: rows when there are at least as many rows as columns, else

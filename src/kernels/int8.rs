@@ -20,7 +20,7 @@
 //! multiplied first), and a row's quantisation depends on that row alone, so a row's result does
 //! not depend on the kernel, the thread count or its batch.
 
-use super::host::{par_blocks, Host, HostKernel, Input};
+use super::host::{par_blocks, product_shape, Host, HostKernel, Input};
 use candle_core::{bail, Result, Shape, Tensor};
 use rayon::prelude::*;
 use std::sync::Arc;
@@ -328,18 +328,10 @@ impl HostKernel<1> for Int8Matmul {
 
     fn forward(&self, [x]: [Input<'_>; 1]) -> Result<(Vec<f32>, Shape)> {
         let (w, kernel) = (&self.0, self.1);
-        let dims = x.dims();
-        if dims.last() != Some(&w.k) || w.k == 0 {
-            bail!(
-                "int8 matmul: input {dims:?} for a [{}, {}] weight",
-                w.k,
-                w.n
-            )
-        }
+        let (rows, shape) = product_shape("int8 matmul", &x, w.k, w.n)?;
         if !kernel.runs_here() {
             bail!("int8 matmul: this CPU lacks {}", kernel.name())
         }
-        let rows = x.data.len() / w.k;
         let mr = kernel.block_rows();
         let a = quantise_rows(x.data, w.k, mr);
         let mut y = Vec::with_capacity(rows * w.n);
@@ -378,9 +370,7 @@ impl HostKernel<1> for Int8Matmul {
         // (panels of NR up to `n`), each once, and every kernel stores all `block.rows` x
         // `block.cols` of its block: all `rows * n` elements are written.
         unsafe { y.set_len(rows * n) };
-        let mut out = dims.to_vec();
-        *out.last_mut().expect("a last dimension") = w.n;
-        Ok((y, Shape::from(out)))
+        Ok((y, shape))
     }
 }
 

@@ -2,8 +2,9 @@
 //! backward passes (LayerNorm, softmax plain and masked, attention probabilities with dropout,
 //! exact GELU, dropout, and the bias additions of the linear layers fused with what follows them),
 //! and inference kernels (per-window self-attention, the heads' row-by-row linear layers, f32,
-//! bf16 and int8 matrix products). `host.rs` holds what they all repeat (inputs, custom-op plumbing,
-//! the row-parallel loops) and `math.rs` the vectorised sums and `exp`/`erf` they share.
+//! bf16 and int8 matrix products). `host.rs` holds what they all repeat (inputs, custom-op
+//! plumbing, shape checks, the row-parallel loops) and `math.rs` the vectorised sums and
+//! `exp`/`erf` they share.
 //!
 //! Why hand-written: candle builds these from many small broadcast ops when they must be
 //! differentiable. A LayerNorm is eight tensor ops forward and about twenty backward, each a pass
