@@ -139,9 +139,17 @@ impl HostKernel<1> for Fp32Matmul {
             // come in order on one thread, so `accumulate` reads what the slice before stored.
             let y = unsafe { out.at(rb * MR * n + j * NR) };
             match kernel {
+                // SAFETY: the CPU has AVX-512F (`runs_here`, checked above). The last block
+                // computes only as many rows of four as it stores: a window of 19 tokens, alone in
+                // its batch, is 12 + 8 rows of work instead of 24.
                 #[cfg(target_arch = "x86_64")]
-                // SAFETY: the CPU has AVX-512F (`runs_here`, checked above).
-                Fp32Kernel::Avx512 => unsafe { avx512::block(&block, y, n) },
+                Fp32Kernel::Avx512 => unsafe {
+                    match block.rows {
+                        ..=4 => avx512::block::<4>(&block, y, n),
+                        5..=8 => avx512::block::<8>(&block, y, n),
+                        _ => avx512::block::<MR>(&block, y, n),
+                    }
+                },
                 // SAFETY: `y` as above.
                 _ => unsafe { portable_block(&block, y, n) },
             }
@@ -198,15 +206,17 @@ mod avx512 {
     use super::{Block, MR, NR};
     use std::arch::x86_64::*;
 
-    /// All [`MR`] rows at once, two 16-lane accumulators each.
+    /// The first `M` rows (at most [`MR`], at least `b.rows`) at once, two 16-lane accumulators
+    /// each.
     ///
     /// # Safety
     /// The CPU must have AVX-512F; `y` as for [`super::portable_block`].
     #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn block(b: &Block<'_>, y: *mut f32, ldy: usize) {
+    pub(super) unsafe fn block<const M: usize>(b: &Block<'_>, y: *mut f32, ldy: usize) {
+        debug_assert!(b.rows <= M && M <= MR);
         let half = |c: usize| if c >= 16 { 0xffff } else { (1u16 << c) - 1 };
         let masks = [half(b.cols), half(b.cols.saturating_sub(16))];
-        let mut acc = [[_mm512_setzero_ps(); 2]; MR];
+        let mut acc = [[_mm512_setzero_ps(); 2]; M];
         if b.accumulate {
             for (r, acc) in acc.iter_mut().enumerate().take(b.rows) {
                 for (h, acc) in acc.iter_mut().enumerate() {
@@ -237,7 +247,7 @@ mod avx512 {
         };
         // Row by row with constant indices, so the accumulators stay in registers (as int8's).
         macro_rules! store_rows {
-            ($($r:literal)*) => { $( if $r < b.rows { store($r, acc[$r]); } )* };
+            ($($r:literal)*) => { $( if $r < M && $r < b.rows { store($r, acc[$r]); } )* };
         }
         const _: () = assert!(MR == 12, "store_rows! lists the MR rows");
         store_rows!(0 1 2 3 4 5 6 7 8 9 10 11);

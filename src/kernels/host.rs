@@ -301,11 +301,15 @@ pub(crate) fn par_for(n: usize, work: usize, f: impl Fn(usize) + Sync) {
 }
 
 /// `(rows, k, n)` of matrix products that test a blocked kernel's edges: one element, odd and
-/// prime sizes, partial row blocks and panels, a whole panel.
+/// prime sizes, partial row blocks (of every remainder class a kernel's last block may take, with
+/// an inner dimension of several slices) and panels, a whole panel.
 #[cfg(test)]
-pub(crate) const AWKWARD_SHAPES: [(usize, usize, usize); 5] = [
+pub(crate) const AWKWARD_SHAPES: [(usize, usize, usize); 8] = [
     (1, 1, 1),
+    (7, 300, 40),
     (13, 7, 37),
+    (19, 40, 33),
+    (23, 17, 64),
     (25, 64, 32),
     (12, 384, 96),
     (40, 33, 70),
