@@ -16,7 +16,8 @@
 #              optimizer (fp32) and quantised with quantize_dynamic (int8; per-channel weights as
 #              well): tokens/s at batch 32 sorted and batch 1, entities against newstag's, test F1
 #              (scripts/bench_ort.py; the .onnx files are cached in OUT/onnx)
-# and writes the table into docs/benchmarks.md (between the bench.sh markers).
+# and writes the table into docs/benchmarks.md (between the bench.sh markers of this CPU's
+# instruction sets: each kind of CPU keeps its own table).
 #
 # Environment: VENV     a virtualenv with torch, transformers, onnx and onnxruntime (default:
 #                       .venv-bench/, created with pip from PyPI)
