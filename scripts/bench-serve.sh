@@ -8,7 +8,8 @@
 #   batching serve's tokens/s at 64 clients against `newstag tag` on the same articles, PAIRS
 #            times in turn (default 3; the median ratio is reported)
 #   soak     RSS sampled once a second over SOAK requests at 64 clients (memory flat?)
-# and writes the table into docs/benchmarks.md (between the bench-serve.sh markers).
+# and writes the table into docs/benchmarks.md (between the bench-serve.sh markers of this CPU's
+# instruction sets: each kind of CPU keeps its own table).
 #
 #   scripts/bench-serve.sh [MODEL]
 # MODEL: a newstag model directory (default runs/serve-bench, fine-tuned briefly from MiniLM when

@@ -13,14 +13,12 @@
 import json
 import os
 import platform
-import re
 import subprocess
 import sys
 from datetime import date
 
-# Each kind of CPU keeps its own table: its markers name the instruction sets it has (ISA).
-BEGIN = "<!-- bench.sh on {}: begin (generated; edit scripts/bench_files.py instead) -->"
-END = "<!-- bench.sh on {}: end -->"
+from doc_section import ISA, cpu_isa, write_cpu_section
+
 FLOP_PER_TOKEN = 6 * (4 * 384 * 384 + 2 * 384 * 1536) * 2
 
 
@@ -74,22 +72,6 @@ def ratio(a, b):
 
 
 # The instruction sets that decide which fast paths a runtime has (fp32 AVX-512, int8 VNNI, bf16).
-ISA = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_tile", "amx_int8", "amx_bf16")
-
-
-def cpu_isa():
-    """This CPU's model name and which of ISA it has and lacks."""
-    name, flags = "unknown CPU", set()
-    with open("/proc/cpuinfo", encoding="utf-8") as f:
-        for line in f:
-            key, _, value = line.partition(":")
-            if key.strip() == "model name" and name == "unknown CPU":
-                name = value.strip()
-            elif key.strip() == "flags" and not flags:
-                flags = set(value.split())
-    return name, [x for x in ISA if x in flags], [x for x in ISA if x not in flags]
-
-
 def cpu():
     """This CPU's model name and which of ISA it has and lacks, e.g. "Intel(R) Xeon(R) Processor
     (avx2 avx512f avx512_vnni; lacks amx_tile amx_int8 amx_bf16)"."""
@@ -171,10 +153,7 @@ def report(out, doc):
 
     b32 = [pt["batch32_sorted"], of["batch32_sorted"], oi["batch32_sorted"]]
     b1 = [pt["batch1"], of["batch1"], oi["batch1"]]
-    key = " ".join(cpu_isa()[1]) or "none of " + " ".join(ISA)
-    begin, end = BEGIN.format(key), END.format(key)
     lines = [
-        begin,
         "",
         f"Run on {date.today().isoformat()} by `scripts/bench.sh` (model `{ns['model']}`, "
         f"{ns['threads']} threads on each side). Machine: {machine()}. "
@@ -279,22 +258,10 @@ def report(out, doc):
         "out/bench/onnx fp32|int8|int8-per-channel out/bench/test.jsonl out/bench/test.conll "
         "OUT.json PREDS.jsonl`.",
         "",
-        end,
     ]
-    text = open(doc, encoding="utf-8").read() if os.path.exists(doc) else ""
-    block = "\n".join(lines)
-    others = list(re.finditer(re.escape(END).replace(r"\{\}", "[^>]*"), text))
-    if begin in text and end in text:
-        text = text[:text.index(begin)] + block + text[text.index(end) + len(end):]
-    elif others:
-        at = others[-1].end()
-        text = text[:at] + "\n\n" + block + text[at:]
-    else:
-        text = text.rstrip("\n") + "\n\n## newstag, PyTorch and ONNX Runtime side by side on this CPU (issues 4 and 12)\n\n" + block + "\n"
-    tmp = doc + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, doc)
+    block = write_cpu_section(
+        doc, "bench.sh", "scripts/bench_files.py", lines,
+        "## newstag, PyTorch and ONNX Runtime side by side on this CPU (issues 4 and 12)")
     print(block)
 
 

@@ -22,6 +22,8 @@ import re
 import sys
 import time
 
+from doc_section import cpu_isa, write_cpu_section
+
 
 def requests(conll_dir, fallback, out):
     texts = []
@@ -101,18 +103,9 @@ def rss(pid, out, seconds):
 
 
 def machine():
-    cpu = "unknown"
-    flags = ""
-    with open("/proc/cpuinfo", encoding="utf-8") as f:
-        for line in f:
-            if line.startswith("model name") and cpu == "unknown":
-                cpu = line.split(":", 1)[1].strip()
-            if line.startswith("flags") and not flags:
-                flags = line
-    isa = [x for x in ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "avx512_vnni")
-           if f" {x}" in flags]
+    name, has, _ = cpu_isa()
     mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    return f"{cpu}, {os.cpu_count()} cores ({', '.join(isa)}), {mem:.0f} GiB, {platform.system()}"
+    return f"{name}, {os.cpu_count()} cores ({', '.join(has)}), {mem:.0f} GiB, {platform.system()}"
 
 
 def load(path):
@@ -169,7 +162,6 @@ def report(out, md):
             f"the other: median {ratio_mid:.2f} of tag's tokens/s (tokens/s serve against tag: {each})")
     soak = meta.get("soak")
     lines = [
-        "<!-- bench-serve.sh: begin (generated; edit scripts/bench_serve.py instead) -->",
         "",
         f"Run on {time.strftime('%Y-%m-%d')} by `scripts/bench-serve.sh` (model `{meta.get('model')}`, "
         f"{meta.get('threads')} compute threads on each side). Machine: {machine()}. "
@@ -196,19 +188,9 @@ def report(out, md):
         "The model was fine-tuned briefly (`newstag train --max-steps 40`) when none was given: the speed "
         "does not depend on how well a model is trained, only on its shape (MiniLM-L6, 384 hidden).",
         "",
-        "<!-- bench-serve.sh: end -->",
     ]
-    block = "\n".join(lines) + "\n"
-    with open(md, encoding="utf-8") as f:
-        text = f.read()
-    begin = text.find("<!-- bench-serve.sh: begin")
-    end = text.find("<!-- bench-serve.sh: end -->")
-    if begin >= 0 and end >= 0:
-        text = text[:begin] + block + text[end + len("<!-- bench-serve.sh: end -->\n"):]
-    else:
-        text = text.rstrip("\n") + "\n\n## HTTP service under load (issue 13)\n\n" + block
-    with open(md, "w", encoding="utf-8") as f:
-        f.write(text)
+    write_cpu_section(md, "bench-serve.sh", "scripts/bench_serve.py", lines,
+                      "## HTTP service under load (issue 13)")
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 atomically, so a benchmark script's figures land in the docs as it measured them."""
 
 import os
+import re
 
 
 def write_section(doc, name, section, heading, after=None):
@@ -17,3 +18,44 @@ def write_section(doc, name, section, heading, after=None):
     with open(partial, "w", encoding="utf-8") as f:
         f.write(head + begin + "\n" + section + end + tail)
     os.replace(partial, doc)
+
+
+ISA = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_tile", "amx_int8", "amx_bf16")
+
+
+def cpu_isa():
+    """This CPU's model name, and which of ISA it has and lacks."""
+    name, flags = "unknown CPU", set()
+    with open("/proc/cpuinfo", encoding="utf-8") as f:
+        for line in f:
+            key, _, value = line.partition(":")
+            if key.strip() == "model name" and name == "unknown CPU":
+                name = value.strip()
+            elif key.strip() == "flags" and not flags:
+                flags = set(value.split())
+    return name, [x for x in ISA if x in flags], [x for x in ISA if x not in flags]
+
+
+def write_cpu_section(doc, name, source, lines, heading):
+    """Writes `lines` as the section of `name` for this kind of CPU (its markers name the ISA it
+    has), so that each kind keeps its own figures: replaced where this kind has one, else added
+    after the last section of `name`, else at the end under `heading`. Atomic, as write_section.
+    Returns the block written."""
+    key = " ".join(cpu_isa()[1]) or "none of " + " ".join(ISA)
+    begin = f"<!-- {name} on {key}: begin (generated; edit {source} instead) -->"
+    end = f"<!-- {name} on {key}: end -->"
+    block = "\n".join([begin, *lines, end])
+    text = open(doc, encoding="utf-8").read() if os.path.exists(doc) else ""
+    others = list(re.finditer(re.escape(f"<!-- {name} on ") + r"[^>]*: end -->", text))
+    if begin in text and end in text:
+        text = text[:text.index(begin)] + block + text[text.index(end) + len(end):]
+    elif others:
+        at = others[-1].end()
+        text = text[:at] + "\n\n" + block + text[at:]
+    else:
+        text = text.rstrip("\n") + f"\n\n{heading}\n\n" + block + "\n"
+    partial = doc + ".partial"
+    with open(partial, "w", encoding="utf-8") as f:
+        f.write(text)
+    os.replace(partial, doc)
+    return block
