@@ -25,6 +25,10 @@ const MR: usize = 12;
 /// The most rows of a weight panel a kernel call reads (32 KiB, so that the slice stays in a
 /// 48 KiB L1 cache while the rows of activations pass through it).
 const KC: usize = 256;
+/// How many panel rows ahead the AVX-512 kernel prefetches (2 KiB): alternated in one process at
+/// the encoder's shapes on a 2-core Intel Xeon (model 207), 158-166 GFLOP/s against 145-159
+/// without; 8 and 32 rows ahead gave the same within noise.
+const PREFETCH: usize = 16;
 
 /// One of the f32 kernels (both give the same bits; see the module documentation).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -203,7 +207,7 @@ unsafe fn portable_block(b: &Block<'_>, y: *mut f32, ldy: usize) {
 
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
-    use super::{Block, MR, NR};
+    use super::{Block, MR, NR, PREFETCH};
     use std::arch::x86_64::*;
 
     /// The first `M` rows (at most [`MR`], at least `b.rows`) at once, two 16-lane accumulators
@@ -231,6 +235,11 @@ mod avx512 {
             unsafe {
                 let w0 = _mm512_loadu_ps(panel.add(p * NR));
                 let w1 = _mm512_loadu_ps(panel.add(p * NR + 16));
+                // The panel rows PREFETCH ahead (past the slice, the next slice's; a prefetch
+                // never faults): the first row block to read a slice waits less on L2.
+                let ahead = panel.wrapping_add((p + PREFETCH) * NR).cast::<i8>();
+                _mm_prefetch::<_MM_HINT_T0>(ahead);
+                _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64));
                 for (r, acc) in acc.iter_mut().enumerate() {
                     let x = _mm512_set1_ps(*a.add(r * lda + p));
                     acc[0] = _mm512_fmadd_ps(x, w0, acc[0]);
