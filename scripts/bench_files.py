@@ -71,7 +71,6 @@ def ratio(a, b):
     return f"{a / b:.2f}x"
 
 
-# The instruction sets that decide which fast paths a runtime has (fp32 AVX-512, int8 VNNI, bf16).
 def cpu():
     """This CPU's model name and which of ISA it has and lacks, e.g. "Intel(R) Xeon(R) Processor
     (avx2 avx512f avx512_vnni; lacks amx_tile amx_int8 amx_bf16)"."""
@@ -259,10 +258,11 @@ def report(out, doc):
         "OUT.json PREDS.jsonl`.",
         "",
     ]
-    block = write_cpu_section(
-        doc, "bench.sh", "scripts/bench_files.py", lines,
+    section = "\n".join(lines) + "\n"
+    write_cpu_section(
+        doc, "bench.sh", section,
         "## newstag, PyTorch and ONNX Runtime side by side on this CPU (issues 4 and 12)")
-    print(block)
+    print(section)
 
 
 if __name__ == "__main__":

@@ -189,7 +189,7 @@ def report(out, md):
         "does not depend on how well a model is trained, only on its shape (MiniLM-L6, 384 hidden).",
         "",
     ]
-    write_cpu_section(md, "bench-serve.sh", "scripts/bench_serve.py", lines,
+    write_cpu_section(md, "bench-serve.sh", "\n".join(lines) + "\n",
                       "## HTTP service under load (issue 13)")
 
 

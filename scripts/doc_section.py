@@ -10,7 +10,7 @@ def write_section(doc, name, section, heading, after=None):
     text = open(doc, encoding="utf-8").read()
     begin, end = f"<!-- {name}: begin -->", f"<!-- {name}: end -->"
     if begin not in text:
-        block = f"\n{heading}\n\n{begin}\n{end}\n"
+        block = f"\n{heading}\n\n{begin}\n{end}\n" if heading else f"\n\n{begin}\n{end}"
         text = text.replace(after, after + block, 1) if after and after in text else text + block
     head, rest = text.split(begin, 1)
     _, tail = rest.split(end, 1)
@@ -20,6 +20,7 @@ def write_section(doc, name, section, heading, after=None):
     os.replace(partial, doc)
 
 
+# The instruction sets that decide which fast paths a runtime has (fp32 AVX-512, int8 VNNI, bf16).
 ISA = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_tile", "amx_int8", "amx_bf16")
 
 
@@ -36,26 +37,12 @@ def cpu_isa():
     return name, [x for x in ISA if x in flags], [x for x in ISA if x not in flags]
 
 
-def write_cpu_section(doc, name, source, lines, heading):
-    """Writes `lines` as the section of `name` for this kind of CPU (its markers name the ISA it
-    has), so that each kind keeps its own figures: replaced where this kind has one, else added
-    after the last section of `name`, else at the end under `heading`. Atomic, as write_section.
-    Returns the block written."""
+def write_cpu_section(doc, name, section, heading):
+    """write_section for this kind of CPU: the section `NAME on ISA` (the ISA it has), so that
+    each kind keeps its own figures; a new kind's goes after the last one of `name`, or at the end
+    under `heading` if there is none."""
     key = " ".join(cpu_isa()[1]) or "none of " + " ".join(ISA)
-    begin = f"<!-- {name} on {key}: begin (generated; edit {source} instead) -->"
-    end = f"<!-- {name} on {key}: end -->"
-    block = "\n".join([begin, *lines, end])
-    text = open(doc, encoding="utf-8").read() if os.path.exists(doc) else ""
-    others = list(re.finditer(re.escape(f"<!-- {name} on ") + r"[^>]*: end -->", text))
-    if begin in text and end in text:
-        text = text[:text.index(begin)] + block + text[text.index(end) + len(end):]
-    elif others:
-        at = others[-1].end()
-        text = text[:at] + "\n\n" + block + text[at:]
-    else:
-        text = text.rstrip("\n") + f"\n\n{heading}\n\n" + block + "\n"
-    partial = doc + ".partial"
-    with open(partial, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(partial, doc)
-    return block
+    text = open(doc, encoding="utf-8").read()
+    others = re.findall(re.escape(f"<!-- {name} on ") + r"[^>]*: end -->", text)
+    write_section(doc, f"{name} on {key}", section, None if others else heading,
+                  after=others[-1] if others else None)
