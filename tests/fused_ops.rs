@@ -205,7 +205,17 @@ fn per_window_attention_matches_masked_batched_attention() {
     let b = lengths.len();
     let qkv = random(&mut rng, &[b * len, 3 * hidden], -2.0, 2.0);
     let bias = random(&mut rng, &[3 * hidden], -1.0, 1.0);
-    let got = self_attention(&qkv, &bias, &lengths, heads).unwrap();
+    // The kernel takes the windows' tokens packed, one window after another.
+    let rows: Vec<u32> = lengths
+        .iter()
+        .enumerate()
+        .flat_map(|(w, &n)| (0..n).map(move |t| (w * len + t) as u32))
+        .collect();
+    let packed = qkv
+        .index_select(&Tensor::new(rows.as_slice(), &Device::Cpu).unwrap(), 0)
+        .unwrap();
+    let got = self_attention(&packed, &bias, &lengths, heads).unwrap();
+    assert_eq!(got.dims(), [rows.len(), hidden]);
 
     // The batched reference: bias, split heads, masked softmax, multiply, merge heads.
     let h = qkv.broadcast_add(&bias).unwrap();
@@ -238,25 +248,24 @@ fn per_window_attention_matches_masked_batched_attention() {
         got.to_vec2::<f32>().unwrap(),
         want.to_vec2::<f32>().unwrap(),
     );
-    for (w, &n) in lengths.iter().enumerate() {
-        for t in 0..len {
-            let (g, r) = (&got_rows[w * len + t], &want_rows[w * len + t]);
-            if t < n {
-                let diff = g
-                    .iter()
-                    .zip(r)
-                    .map(|(a, b)| (a - b).abs())
-                    .fold(0.0, f32::max);
-                assert!(diff < 1e-5, "window {w} token {t}: {diff}");
-            } else {
-                assert!(g.iter().all(|&v| v == 0.0), "padding gets zeros");
-            }
-        }
+    for (g, &row) in got_rows.iter().zip(&rows) {
+        let r = &want_rows[row as usize];
+        let diff = g
+            .iter()
+            .zip(r)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f32::max);
+        assert!(diff < 1e-5, "padded row {row}: {diff}");
     }
-    // A window alone gives the same bits as in the batch.
-    let window = qkv.narrow(0, len, len).unwrap().contiguous().unwrap();
+    // A window alone gives the same bits as in the batch (window 1: packed rows 21..26).
+    let window = packed.narrow(0, lengths[0], lengths[1]).unwrap();
     let alone = self_attention(&window, &bias, &lengths[1..2], heads).unwrap();
-    assert_eq!(values(&alone), values(&got.narrow(0, len, len).unwrap()));
+    assert_eq!(
+        values(&alone),
+        values(&got.narrow(0, lengths[0], lengths[1]).unwrap())
+    );
+    // Rows that are not the lengths' sum are an error, not a misread.
+    assert!(self_attention(&qkv, &bias, &lengths, heads).is_err());
 }
 
 #[test]
@@ -593,11 +602,11 @@ fn the_avx512_loops_give_the_portable_bits() {
         let gelu = |simd| values(&ops::bias_gelu_on(&x, &b, simd).unwrap());
         assert_eq!(gelu(best), gelu(Simd::Portable), "bias gelu {dims:?}");
     }
-    let (heads, size, len) = (4, 16, 37);
+    let (heads, size) = (4, 16);
     let lengths = [37, 9, 1, 20];
     let qkv = random(
         &mut rng,
-        &[lengths.len() * len, 3 * heads * size],
+        &[lengths.iter().sum(), 3 * heads * size],
         -2.0,
         2.0,
     );

@@ -12,10 +12,10 @@ use super::host::{par_for, DisjointOut, Host, HostKernel, Input, Simd, SimdBody}
 use super::softmax::softmax_row_in_place;
 use candle_core::{bail, Result, Shape, Tensor};
 
-/// The attention context `[windows * len, hidden]` from the packed projections `qkv`
-/// (`[windows * len, 3 * hidden]`: queries, keys, values, without their bias) and `bias`
-/// (`[3 * hidden]`). Window `w` has `lengths[w]` tokens followed by padding; padded rows of the
-/// context are zero. CPU and `f32` only; no gradient.
+/// The attention context `[tokens, hidden]` from the projections `qkv` (`[tokens, 3 * hidden]`:
+/// queries, keys, values, without their bias) and `bias` (`[3 * hidden]`), where the windows'
+/// tokens come one after another: window `w` is the `lengths[w]` rows after the windows before
+/// it, and `tokens` is the sum of `lengths`. CPU and `f32` only; no gradient.
 pub fn self_attention(
     qkv: &Tensor,
     bias: &Tensor,
@@ -53,17 +53,16 @@ struct SelfAttention {
 struct Task<'a> {
     qkv: &'a [f32],
     bias: &'a [f32],
-    /// Padded tokens per window, hidden size, head size, `1 / sqrt(size)`.
-    len: usize,
+    /// Hidden size, head size, `1 / sqrt(size)`.
     hidden: usize,
     size: usize,
     scale: f32,
 }
 
-/// Attention of window `w`'s `n` tokens in head `head` of `task`, into `out`.
+/// Attention of the `n` tokens from row `start` in head `head` of `task`, into `out`.
 struct Head<'a> {
     task: &'a Task<'a>,
-    w: usize,
+    start: usize,
     head: usize,
     n: usize,
     out: DisjointOut,
@@ -76,19 +75,19 @@ impl SimdBody for Head<'_> {
     fn call(self) {
         let Head {
             task,
-            w,
+            start,
             head,
             n,
             out,
         } = self;
-        let (len, hidden, size) = (task.len, task.hidden, task.size);
+        let (hidden, size) = (task.hidden, task.size);
         let width = 3 * hidden;
         // This head's queries, keys and values with their bias, contiguous.
         let mut qkv_head = vec![0f32; 3 * n * size];
         for (t, chunk) in qkv_head.chunks_exact_mut(size).enumerate() {
             let (part, token) = (t / n, t % n);
             let col = part * hidden + head * size;
-            let src = &task.qkv[(w * len + token) * width + col..][..size];
+            let src = &task.qkv[(start + token) * width + col..][..size];
             for ((y, &x), &b) in chunk.iter_mut().zip(src).zip(&task.bias[col..][..size]) {
                 *y = x + b;
             }
@@ -97,8 +96,8 @@ impl SimdBody for Head<'_> {
         let (k, v) = kv.split_at(n * size);
         let mut probs = vec![0f32; n * n];
         // SAFETY: every pointer and stride stays inside its buffer: `probs` is n x n, `q`,
-        // `k` and `v` are n x size, and this task's context block (rows `w * len ..
-        // w * len + n`, columns `head * size ..` of `hidden`) belongs to it alone.
+        // `k` and `v` are n x size, and this task's context block (rows `start ..
+        // start + n`, columns `head * size ..` of `hidden`) belongs to it alone.
         unsafe {
             // probs = scale * q k^T (k read transposed: row stride 1, column stride `size`).
             gemm::gemm(
@@ -125,7 +124,7 @@ impl SimdBody for Head<'_> {
             for row in probs.chunks_exact_mut(n) {
                 softmax_row_in_place(row);
             }
-            let dst = out.at(w * len * hidden + head * size);
+            let dst = out.at(start * hidden + head * size);
             gemm::gemm(
                 n,
                 size,
@@ -163,9 +162,7 @@ impl HostKernel<2> for SelfAttention {
             || bias.len() != width
             || self.heads == 0
             || hidden % self.heads != 0
-            || windows == 0
-            || rows % windows != 0
-            || self.lengths.iter().any(|&n| n > rows / windows)
+            || self.lengths.iter().sum::<usize>() != rows
         {
             bail!(
                 "self_attention: {rows} rows of {width} for {windows} windows of {:?} tokens, \
@@ -174,11 +171,15 @@ impl HostKernel<2> for SelfAttention {
                 self.heads
             )
         }
-        let (len, size) = (rows / windows, hidden / self.heads);
+        let size = hidden / self.heads;
+        let starts: Vec<usize> = self
+            .lengths
+            .iter()
+            .scan(0, |at, &n| Some(std::mem::replace(at, *at + n)))
+            .collect();
         let task = Task {
             qkv,
             bias,
-            len,
             hidden,
             size,
             scale: 1.0 / (size as f32).sqrt(),
@@ -192,7 +193,7 @@ impl HostKernel<2> for SelfAttention {
             if n > 0 {
                 self.simd.run(Head {
                     task: &task,
-                    w,
+                    start: starts[w],
                     head,
                     n,
                     out,

@@ -154,8 +154,9 @@ impl Layer {
         })
     }
 
-    /// Inference on CPU with prepared weights: queries, keys and values from one product, then
-    /// attention per window and head over the window's `lengths` tokens only.
+    /// Inference on CPU with prepared weights, on the windows' tokens packed without padding
+    /// (`x`: `[tokens, hidden]`, window after window, `lengths` tokens each): queries, keys and
+    /// values from one product, then attention per window and head.
     fn forward_prepared(
         &self,
         x: &Tensor,
@@ -530,13 +531,20 @@ impl Layers {
                 Some(p) => prefix_lengths(attention_mask)?.map(|lengths| (p, lengths)),
                 None => None,
             };
-            for (i, layer) in self.layers.iter().enumerate() {
-                x = match &prepared {
-                    Some((p, lengths)) => layer.forward_prepared(&x, lengths, &p.layers[i])?,
-                    None if layer.trains_by_hand(&x, mode) => {
-                        layer.forward_train(&x, b, &mask_bias, mode)?
-                    }
-                    None => layer.forward_fused(&x, b, &mask_bias, mode)?,
+            if let Some((p, lengths)) = prepared {
+                // The windows' tokens without their padding, so that no product computes it.
+                let packing = TokenPacking::new(&lengths, len)?;
+                let mut tokens = packing.pack(&x)?;
+                for (layer, prepared) in self.layers.iter().zip(&p.layers) {
+                    tokens = layer.forward_prepared(&tokens, &lengths, prepared)?;
+                }
+                return packing.unpack(&tokens)?.reshape((b, len, h));
+            }
+            for layer in &self.layers {
+                x = if layer.trains_by_hand(&x, mode) {
+                    layer.forward_train(&x, b, &mask_bias, mode)?
+                } else {
+                    layer.forward_fused(&x, b, &mask_bias, mode)?
                 };
             }
             return x.reshape((b, len, h));
@@ -545,6 +553,60 @@ impl Layers {
             x = layer.forward(&x, &mask_bias, mode)?;
         }
         Ok(x)
+    }
+}
+
+/// Where the tokens of a batch of windows lie among its rows: `[windows * len, hidden]` with
+/// padding, or packed one window after another.
+struct TokenPacking {
+    /// The padded rows that hold tokens, in order (`None`: every row does).
+    tokens: Option<Tensor>,
+    /// For each padded row, its packed row, or the zero row after them for padding.
+    padded: Tensor,
+}
+
+impl TokenPacking {
+    fn new(lengths: &[usize], len: usize) -> Result<Self> {
+        let total: usize = lengths.iter().sum();
+        let mut tokens = Vec::with_capacity(total);
+        let mut padded = Vec::with_capacity(lengths.len() * len);
+        for (w, &n) in lengths.iter().enumerate() {
+            for t in 0..len {
+                if t < n {
+                    padded.push(tokens.len() as u32);
+                    tokens.push((w * len + t) as u32);
+                } else {
+                    padded.push(total as u32);
+                }
+            }
+        }
+        let index = |v: Vec<u32>| {
+            let n = v.len();
+            Tensor::from_vec(v, n, &Device::Cpu)
+        };
+        Ok(TokenPacking {
+            tokens: (total < lengths.len() * len)
+                .then(|| index(tokens))
+                .transpose()?,
+            padded: index(padded)?,
+        })
+    }
+
+    /// The token rows of `x`, packed.
+    fn pack(&self, x: &Tensor) -> Result<Tensor> {
+        match &self.tokens {
+            Some(tokens) => x.index_select(tokens, 0),
+            None => Ok(x.clone()),
+        }
+    }
+
+    /// Packed rows back in their padded places, with zeros for padding.
+    fn unpack(&self, x: &Tensor) -> Result<Tensor> {
+        if self.tokens.is_none() {
+            return Ok(x.clone());
+        }
+        let zero = Tensor::zeros((1, x.dim(1)?), x.dtype(), x.device())?;
+        Tensor::cat(&[x, &zero], 0)?.index_select(&self.padded, 0)
     }
 }
 
