@@ -7,13 +7,15 @@ use super::units::Unit;
 use rand::{rngs::StdRng, seq::SliceRandom, SeedableRng};
 
 /// Inference's batches: the units sorted by length (ties in their given order), cut into runs of
-/// at most `batch_windows` windows where the padded slots plus `overhead_slots` per batch (the
-/// fixed cost of a forward pass, in slots) are least. Windows of similar lengths fill their
-/// batches; a few short articles among long ones (a server's batch of whatever requests came in)
-/// get batches of their own instead of padding.
+/// at most `batch_windows` windows and `max_slots` padded slots (a unit alone may exceed it)
+/// where the padded slots plus `overhead_slots` per batch (the fixed cost of a forward pass, in
+/// slots) are least. Windows of similar lengths fill their batches; a few short articles among
+/// long ones (a server's batch of whatever requests came in) get batches of their own instead of
+/// padding.
 pub fn inference_batches(
     units: &[Unit],
     batch_windows: usize,
+    max_slots: usize,
     overhead_slots: usize,
 ) -> Vec<Vec<Unit>> {
     let mut order = units.to_vec();
@@ -29,7 +31,7 @@ pub fn inference_batches(
         let (mut least, mut start) = (best[i - 1] + overhead_slots + windows * len, i - 1);
         for j in (0..i - 1).rev() {
             windows += order[j].window_count();
-            if windows > cap {
+            if windows > cap || windows * len > max_slots {
                 break;
             }
             let cost = best[j] + overhead_slots + windows * len;
@@ -152,7 +154,7 @@ mod tests {
     fn inference_batches_are_sorted_by_length_and_within_the_cap() {
         let lens: Vec<Vec<usize>> = (0..30).map(|i| vec![10 + i % 5 * 20; 1 + i % 4]).collect();
         let units = units(&articles(&lens), 3);
-        let batches = inference_batches(&units, 3, OVERHEAD);
+        let batches = inference_batches(&units, 3, usize::MAX, OVERHEAD);
         let flat: Vec<Unit> = batches.iter().flatten().copied().collect();
         assert_eq!(flat.len(), units.len());
         assert!(flat.windows(2).all(|p| p[0].max_len <= p[1].max_len));
@@ -162,12 +164,30 @@ mod tests {
     }
 
     #[test]
+    fn inference_batches_keep_within_the_slot_cap() {
+        // Single-window articles of 10 to 100 tokens: at most 200 padded slots a batch, so the
+        // long ones go two at a time though 8 windows would fit.
+        let lens: Vec<Vec<usize>> = (0..40).map(|i| vec![10 + i % 10 * 10]).collect();
+        let units = units(&articles(&lens), 1);
+        let batches = inference_batches(&units, 8, 200, OVERHEAD);
+        assert_eq!(batches.iter().map(Vec::len).sum::<usize>(), units.len());
+        for b in &batches {
+            let len = b.iter().map(|u| u.max_len).max().unwrap();
+            assert!(b.len() * len <= 200, "{} windows of {len}", b.len());
+        }
+        assert!(
+            batches.iter().any(|b| b.len() == 8),
+            "short ones still fill a batch"
+        );
+    }
+
+    #[test]
     fn a_unit_larger_than_a_batch_goes_alone() {
         // Units of up to 5 windows against batches of 3: the 5-window ones alone, the rest
         // within the cap.
         let lens: Vec<Vec<usize>> = (0..12).map(|i| vec![20 + i; 1 + i % 5]).collect();
         let units = units(&articles(&lens), 5);
-        let batches = inference_batches(&units, 3, OVERHEAD);
+        let batches = inference_batches(&units, 3, usize::MAX, OVERHEAD);
         assert_eq!(batches.iter().map(Vec::len).sum::<usize>(), units.len());
         for b in &batches {
             let windows: usize = b.iter().map(Unit::window_count).sum();
@@ -179,7 +199,7 @@ mod tests {
     #[test]
     fn windows_of_one_length_fill_their_batches() {
         let units = units(&articles(&vec![vec![40]; 70]), 1);
-        let mut sizes: Vec<usize> = inference_batches(&units, 32, OVERHEAD)
+        let mut sizes: Vec<usize> = inference_batches(&units, 32, usize::MAX, OVERHEAD)
             .iter()
             .map(Vec::len)
             .collect();
@@ -194,7 +214,7 @@ mod tests {
             .map(|i| vec![if i % 8 < 5 { 12 } else { 120 }])
             .collect();
         let split = units(&articles(&lens), 1);
-        let sizes: Vec<usize> = inference_batches(&split, 32, OVERHEAD)
+        let sizes: Vec<usize> = inference_batches(&split, 32, usize::MAX, OVERHEAD)
             .iter()
             .map(Vec::len)
             .collect();
@@ -209,7 +229,7 @@ mod tests {
             sorted.sort_by_key(|u| u.max_len);
             let mut greedy = Vec::new();
             pack(&sorted, 8, &mut greedy);
-            assert!(cost(&inference_batches(&units, 8, OVERHEAD)) <= cost(&greedy));
+            assert!(cost(&inference_batches(&units, 8, usize::MAX, OVERHEAD)) <= cost(&greedy));
         }
     }
 }

@@ -75,6 +75,12 @@ const CPU_BATCH_OVERHEAD_SLOTS: usize = 8;
 /// are cut only where lengths differ a great deal (half of a default batch, 32 windows of 256).
 const DEVICE_BATCH_OVERHEAD_SLOTS: usize = 4096;
 
+/// The most padded slots of a batch on the CPU (a unit alone may exceed it): its largest buffer,
+/// the feed-forward layer's `[slots, intermediate]` (1,536 wide in MiniLM), then stays under the
+/// 32 MiB above which glibc maps fresh pages for every buffer (`runtime::tune_allocator`): 32
+/// windows of 256 sub-tokens spent 4% of `tag` faulting pages in.
+const CPU_BATCH_SLOTS: usize = 4096;
+
 /// One batch's tag distributions (a row per word the batch owns) and passage-segment sums.
 struct BatchOutput {
     batch: Batch,
@@ -177,14 +183,16 @@ impl<'m> Predictor<'m> {
             })
             .collect();
         let mut pooled = ArticleSums::new(encoded, hidden);
-        // Units of at most `batch_windows` windows, so one huge article never makes a huge batch.
-        let units = units(encoded, self.batch_windows);
-        let overhead = if model.device().is_cpu() {
-            CPU_BATCH_OVERHEAD_SLOTS
+        // Units of at most `batch_windows` windows, so one huge article never makes a huge batch
+        // (on the CPU, and at most `CPU_BATCH_SLOTS` slots of full windows).
+        let (overhead, max_slots) = if model.device().is_cpu() {
+            (CPU_BATCH_OVERHEAD_SLOTS, CPU_BATCH_SLOTS)
         } else {
-            DEVICE_BATCH_OVERHEAD_SLOTS
+            (DEVICE_BATCH_OVERHEAD_SLOTS, usize::MAX)
         };
-        let groups = inference_batches(&units, self.batch_windows, overhead);
+        let full_windows = (max_slots / model.window().max_tokens.max(1)).max(1);
+        let units = units(encoded, self.batch_windows.min(full_windows));
+        let groups = inference_batches(&units, self.batch_windows, max_slots, overhead);
         let run = |group: &Vec<Unit>| -> anyhow::Result<BatchOutput> {
             let batch = Batch::new(encoded, group, model.special, model.device())?;
             let out = model.forward_prepared(&batch, self.prepared.as_ref(), &mut Mode::Infer)?;
