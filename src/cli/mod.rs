@@ -69,7 +69,7 @@ impl ReadFormatArgs {
 struct InferenceArgs {
     /// Most windows per batch (windows of similar lengths are batched together; a few short
     /// ones among long ones get a smaller batch of their own rather than padding; on the CPU a
-    /// batch also holds at most 4,096 padded sub-tokens).
+    /// batch also holds at most 2,048 padded sub-tokens).
     #[arg(long, default_value_t = 32, value_parser = at_least_one)]
     batch_size: usize,
     /// cpu, cuda[:N] or metal.
