@@ -184,8 +184,9 @@ impl HostKernel<2> for SelfAttention {
             size,
             scale: 1.0 / (size as f32).sqrt(),
         };
-        let mut context = vec![0f32; rows * hidden];
-        let out = DisjointOut::new(&mut context);
+        // Every row is a window's token, and every head writes its columns of its window's rows.
+        let mut context = Vec::with_capacity(rows * hidden);
+        let out = DisjointOut::spare(&mut context);
         let work: usize = self.lengths.iter().map(|&n| n * n * size).sum();
         par_for(windows * self.heads, work * self.heads, |t| {
             let (w, head) = (t / self.heads, t % self.heads);
@@ -200,6 +201,9 @@ impl HostKernel<2> for SelfAttention {
                 });
             }
         });
+        // SAFETY: the windows' rows are all `rows` (checked above), and each (window, head) task
+        // stored its `n x size` block without reading it (`gemm` with `read_dst` false).
+        unsafe { context.set_len(rows * hidden) };
         Ok((context, Shape::from((rows, hidden))))
     }
 }

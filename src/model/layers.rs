@@ -556,18 +556,20 @@ impl Layers {
     }
 }
 
-/// Where the tokens of a batch of windows lie among its rows: `[windows * len, hidden]` with
-/// padding, or packed one window after another.
+/// Where the tokens of a batch of windows (`[windows * len, hidden]`, padded) lie once packed one
+/// window after another.
 struct TokenPacking {
-    /// The padded rows that hold tokens, in order (`None`: every row does).
-    tokens: Option<Tensor>,
-    /// For each padded row, its packed row, or the zero row after them for padding.
-    padded: Tensor,
+    /// The padded rows that hold tokens, in order, and for each padded row its packed row (or,
+    /// for padding, the zero row after them); `None` when no row is padding.
+    index: Option<(Tensor, Tensor)>,
 }
 
 impl TokenPacking {
     fn new(lengths: &[usize], len: usize) -> Result<Self> {
         let total: usize = lengths.iter().sum();
+        if total == lengths.len() * len {
+            return Ok(TokenPacking { index: None });
+        }
         let mut tokens = Vec::with_capacity(total);
         let mut padded = Vec::with_capacity(lengths.len() * len);
         for (w, &n) in lengths.iter().enumerate() {
@@ -585,28 +587,25 @@ impl TokenPacking {
             Tensor::from_vec(v, n, &Device::Cpu)
         };
         Ok(TokenPacking {
-            tokens: (total < lengths.len() * len)
-                .then(|| index(tokens))
-                .transpose()?,
-            padded: index(padded)?,
+            index: Some((index(tokens)?, index(padded)?)),
         })
     }
 
     /// The token rows of `x`, packed.
     fn pack(&self, x: &Tensor) -> Result<Tensor> {
-        match &self.tokens {
-            Some(tokens) => x.index_select(tokens, 0),
+        match &self.index {
+            Some((tokens, _)) => x.index_select(tokens, 0),
             None => Ok(x.clone()),
         }
     }
 
     /// Packed rows back in their padded places, with zeros for padding.
     fn unpack(&self, x: &Tensor) -> Result<Tensor> {
-        if self.tokens.is_none() {
+        let Some((_, padded)) = &self.index else {
             return Ok(x.clone());
-        }
+        };
         let zero = Tensor::zeros((1, x.dim(1)?), x.dtype(), x.device())?;
-        Tensor::cat(&[x, &zero], 0)?.index_select(&self.padded, 0)
+        Tensor::cat(&[x, &zero], 0)?.index_select(padded, 0)
     }
 }
 
