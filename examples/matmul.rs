@@ -7,7 +7,7 @@
 //! `cargo run --release --example matmul`
 
 use candle_core::{Device, Tensor};
-use newstag::kernels::{bf16, fp32, int8};
+use newstag::kernels::{bf16, fp32, int8, After};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -38,7 +38,7 @@ fn main() -> candle_core::Result<()> {
         let fp32 = match fp32::Fp32Kernel::for_inference() {
             Some(kernel) => {
                 let packed = Arc::new(fp32::PackedWeight::from_tensor(&b)?);
-                gflops(|| fp32::matmul(&a, &packed, kernel))?
+                gflops(|| fp32::matmul(&a, &packed, kernel, After::Nothing))?
             }
             None => gflops(|| a.matmul(&b))?,
         };
@@ -51,7 +51,7 @@ fn main() -> candle_core::Result<()> {
         let packed = Arc::new(int8::PackedWeight::from_tensor(&b)?);
         let mut int8 = Vec::new();
         for kernel in int8::Int8Kernel::ALL.into_iter().filter(|k| k.runs_here()) {
-            let ops = gflops(|| int8::matmul_with(&a, &packed, kernel))?;
+            let ops = gflops(|| int8::matmul_with(&a, &packed, kernel, After::Nothing))?;
             int8.push(format!("\"{}\": {ops:.1}", kernel.name()));
         }
         println!(

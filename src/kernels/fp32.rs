@@ -14,8 +14,9 @@
 //! which the tests check; CPUs without AVX-512 keep candle's product instead (`gemm`'s AVX2 and
 //! NEON kernels), since the portable kernel is far slower there.
 
-use super::host::{par_blocks, product_shape, DisjointOut, Host, HostKernel, Input};
-use candle_core::{bail, Result, Shape, Tensor};
+use super::epilogue::{self, After, Epilogue, Product};
+use super::host::{par_blocks_then, DisjointOut, Input};
+use candle_core::{bail, Result, Tensor};
 use std::sync::Arc;
 
 /// Columns per packed panel (two 16-lane registers).
@@ -96,33 +97,40 @@ impl PackedWeight {
 }
 
 /// `x w` for `x` `[.., k]` with the packed weight `w`: `[.., n]`, on `kernel` (an error where
-/// this CPU lacks it).
-pub fn matmul(x: &Tensor, w: &Arc<PackedWeight>, kernel: Fp32Kernel) -> Result<Tensor> {
-    x.contiguous()?
-        .apply_op1_no_bwd(&Host(Fp32Matmul(Arc::clone(w), kernel)))
+/// this CPU lacks it), then `after`, in the product's parallel tasks.
+pub fn matmul(
+    x: &Tensor,
+    w: &Arc<PackedWeight>,
+    kernel: Fp32Kernel,
+    after: After<'_>,
+) -> Result<Tensor> {
+    epilogue::run(x, Fp32Matmul(Arc::clone(w), kernel), after)
 }
 
 struct Fp32Matmul(Arc<PackedWeight>, Fp32Kernel);
 
-impl HostKernel<1> for Fp32Matmul {
+impl Product for Fp32Matmul {
     const NAME: &'static str = "newstag-fp32-matmul";
 
-    fn forward(&self, [x]: [Input<'_>; 1]) -> Result<(Vec<f32>, Shape)> {
+    fn dims(&self) -> (usize, usize) {
+        (self.0.k, self.0.n)
+    }
+
+    fn forward(&self, x: Input<'_>, rows: usize, then: Epilogue<'_>) -> Result<Vec<f32>> {
         let (w, kernel) = (&self.0, self.1);
-        let (rows, shape) = product_shape("fp32 matmul", &x, w.k, w.n)?;
         if !kernel.runs_here() {
             bail!("fp32 matmul: this CPU lacks AVX-512")
         }
         let (k, n) = (w.k, w.n);
         // The last, partial block of rows, padded with zeros so that every block reads MR rows.
         let full = rows / MR;
-        let mut tail = vec![0f32; if rows % MR == 0 { 0 } else { MR * k }];
+        let mut tail = vec![0f32; if rows.is_multiple_of(MR) { 0 } else { MR * k }];
         tail[..(rows - full * MR) * k].copy_from_slice(&x.data[full * MR * k..]);
         let mut y = Vec::with_capacity(rows * n);
         let out = DisjointOut::spare(&mut y);
         let slices = k.div_ceil(KC);
         let depth = k.div_ceil(slices);
-        par_blocks((rows, k, n), (MR, NR), slices, |rb, j, slice| {
+        let blocks = |rb: usize, j: usize, slice: usize| {
             let (from, to) = (slice * depth, ((slice + 1) * depth).min(k));
             let a = if rb < full {
                 &x.data[rb * MR * k..][..MR * k]
@@ -157,11 +165,19 @@ impl HostKernel<1> for Fp32Matmul {
                 // SAFETY: `y` as above.
                 _ => unsafe { portable_block(&block, y, n) },
             }
-        });
+        };
+        // SAFETY: each task's part of `y` is its own, and written by its blocks.
+        par_blocks_then(
+            (rows, k, n),
+            (MR, NR),
+            slices,
+            blocks,
+            |rows, cols| unsafe { then.apply(out, rows, cols, n) },
+        );
         // SAFETY: the blocks cover every row and column once, and every kernel stores all
         // `block.rows` x `block.cols` of its block.
         unsafe { y.set_len(rows * n) };
-        Ok((y, shape))
+        Ok(y)
     }
 }
 
@@ -277,7 +293,7 @@ mod tests {
 
     fn product(x: &[f32], rows: usize, w: &Arc<PackedWeight>, kernel: Fp32Kernel) -> Vec<f32> {
         let xt = Tensor::from_vec(x.to_vec(), (rows, w.k), &Device::Cpu).unwrap();
-        let y = matmul(&xt, w, kernel).unwrap();
+        let y = matmul(&xt, w, kernel, After::Nothing).unwrap();
         assert_eq!(y.dims(), [rows, w.n]);
         y.flatten_all().unwrap().to_vec1().unwrap()
     }
@@ -344,10 +360,13 @@ mod tests {
         assert!(Fp32Kernel::Portable.runs_here());
         let packed = Arc::new(PackedWeight::new(&[0.5; 6], 2, 3));
         let x = Tensor::zeros((4, 5), candle_core::DType::F32, &Device::Cpu).unwrap();
-        assert!(matmul(&x, &packed, Fp32Kernel::Portable).is_err());
+        assert!(matmul(&x, &packed, Fp32Kernel::Portable, After::Nothing).is_err());
         let x = Tensor::zeros((4, 2), candle_core::DType::F32, &Device::Cpu).unwrap();
         for kernel in [Fp32Kernel::Avx512, Fp32Kernel::Portable] {
-            assert_eq!(matmul(&x, &packed, kernel).is_ok(), kernel.runs_here());
+            assert_eq!(
+                matmul(&x, &packed, kernel, After::Nothing).is_ok(),
+                kernel.runs_here()
+            );
         }
     }
 }

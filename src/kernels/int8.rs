@@ -20,8 +20,9 @@
 //! multiplied first), and a row's quantisation depends on that row alone, so a row's result does
 //! not depend on the kernel, the thread count or its batch.
 
-use super::host::{par_blocks, product_shape, Host, HostKernel, Input};
-use candle_core::{bail, Result, Shape, Tensor};
+use super::epilogue::{self, After, Epilogue, Product};
+use super::host::{par_blocks_then, Input};
+use candle_core::{bail, Result, Tensor};
 use rayon::prelude::*;
 use std::sync::Arc;
 
@@ -312,23 +313,31 @@ fn quantise_rows(x: &[f32], k: usize, block_rows: usize) -> QuantisedRows {
 /// `x w` for `x` `[.., k]` (f32) with the int8 weight `w`, on the fastest kernel this CPU has:
 /// f32 `[.., n]`.
 pub fn matmul(x: &Tensor, w: &Arc<PackedWeight>) -> Result<Tensor> {
-    matmul_with(x, w, Int8Kernel::best())
+    matmul_with(x, w, Int8Kernel::best(), After::Nothing)
 }
 
-/// [`matmul`] on the given kernel (an error where this CPU lacks it).
-pub fn matmul_with(x: &Tensor, w: &Arc<PackedWeight>, kernel: Int8Kernel) -> Result<Tensor> {
-    x.contiguous()?
-        .apply_op1_no_bwd(&Host(Int8Matmul(Arc::clone(w), kernel)))
+/// [`matmul`] on the given kernel (an error where this CPU lacks it), then `after`, in the
+/// product's parallel tasks.
+pub fn matmul_with(
+    x: &Tensor,
+    w: &Arc<PackedWeight>,
+    kernel: Int8Kernel,
+    after: After<'_>,
+) -> Result<Tensor> {
+    epilogue::run(x, Int8Matmul(Arc::clone(w), kernel), after)
 }
 
 struct Int8Matmul(Arc<PackedWeight>, Int8Kernel);
 
-impl HostKernel<1> for Int8Matmul {
+impl Product for Int8Matmul {
     const NAME: &'static str = "newstag-int8-matmul";
 
-    fn forward(&self, [x]: [Input<'_>; 1]) -> Result<(Vec<f32>, Shape)> {
+    fn dims(&self) -> (usize, usize) {
+        (self.0.k, self.0.n)
+    }
+
+    fn forward(&self, x: Input<'_>, rows: usize, then: Epilogue<'_>) -> Result<Vec<f32>> {
         let (w, kernel) = (&self.0, self.1);
-        let (rows, shape) = product_shape("int8 matmul", &x, w.k, w.n)?;
         if !kernel.runs_here() {
             bail!("int8 matmul: this CPU lacks {}", kernel.name())
         }
@@ -337,7 +346,7 @@ impl HostKernel<1> for Int8Matmul {
         let mut y = Vec::with_capacity(rows * w.n);
         let out = super::host::DisjointOut::spare(&mut y);
         let (quads, n) = (w.quads(), w.n);
-        par_blocks((rows, w.k, n), (mr, NR), 1, |rb, j, _| {
+        let blocks = |rb: usize, j: usize, _: usize| {
             let block = Block {
                 a: &a.data[rb * mr * 4 * quads..][..mr * 4 * quads],
                 scales: &a.scales[rb * mr..],
@@ -365,12 +374,16 @@ impl HostKernel<1> for Int8Matmul {
                 // SAFETY: `y` as above.
                 _ => unsafe { portable_block(&block, y, n) },
             }
+        };
+        // SAFETY: each task's part of `y` is its own, and written by its blocks.
+        par_blocks_then((rows, w.k, n), (mr, NR), 1, blocks, |rows, cols| unsafe {
+            then.apply(out, rows, cols, n)
         });
         // SAFETY: the blocks cover every row (row blocks of `mr` up to `rows`) and every column
         // (panels of NR up to `n`), each once, and every kernel stores all `block.rows` x
         // `block.cols` of its block: all `rows * n` elements are written.
         unsafe { y.set_len(rows * n) };
-        Ok((y, shape))
+        Ok(y)
     }
 }
 
@@ -782,7 +795,7 @@ mod tests {
 
     fn product(x: &[f32], rows: usize, w: &Arc<PackedWeight>, kernel: Int8Kernel) -> Vec<f32> {
         let xt = Tensor::from_vec(x.to_vec(), (rows, w.k), &Device::Cpu).unwrap();
-        let y = matmul_with(&xt, w, kernel).unwrap();
+        let y = matmul_with(&xt, w, kernel, After::Nothing).unwrap();
         assert_eq!(y.dims(), [rows, w.n]);
         y.flatten_all().unwrap().to_vec1().unwrap()
     }
@@ -941,7 +954,10 @@ mod tests {
         assert!(matmul(&x, &packed).is_err());
         let x = Tensor::zeros((4, 2), candle_core::DType::F32, &Device::Cpu).unwrap();
         for kernel in Int8Kernel::ALL {
-            assert_eq!(matmul_with(&x, &packed, kernel).is_ok(), kernel.runs_here());
+            assert_eq!(
+                matmul_with(&x, &packed, kernel, After::Nothing).is_ok(),
+                kernel.runs_here()
+            );
         }
     }
 }

@@ -7,7 +7,7 @@
 use super::config::{Activation, BertConfig};
 use super::encoder::{bias, linear, param, Kernels, LayerNorm, Mode};
 use super::Precision;
-use crate::kernels::{self as ops, bf16, fp32, int8};
+use crate::kernels::{self as ops, bf16, fp32, int8, After};
 use candle_core::{DType, Device, Module, Result, Tensor, TensorId};
 use candle_nn::{Linear, VarBuilder};
 use std::sync::Arc;
@@ -109,9 +109,7 @@ impl Layer {
     ) -> Result<Tensor> {
         let track = mode.is_train();
         let attention = self.attention_fused(x, batch, mask_bias, mode, track)?;
-        Ok(self
-            .after_attention(x, &attention.context, None, mode, track)?
-            .0)
+        Ok(self.after_attention(x, &attention.context, mode, track)?.0)
     }
 
     /// Self-attention of [`Layer::forward_fused`], with the activations it makes. `track`: the
@@ -165,9 +163,37 @@ impl Layer {
     ) -> Result<Tensor> {
         let qkv = prepared.qkv.multiply(x)?;
         let context = ops::self_attention(&qkv, &prepared.qkv_bias, lengths, self.heads)?;
-        Ok(self
-            .after_attention(x, &context, Some(prepared), &mut Mode::Infer, false)?
-            .0)
+        let linear = |l: &Linear, x: &Tensor, after: After<'_>| match prepared.get(l) {
+            Some(w) => w.multiply_then(x, after),
+            None => candle_core::bail!("an unprepared linear layer"),
+        };
+        let norm = |n: &LayerNorm, x: &Tensor| ops::layer_norm(x, &n.weight, &n.bias, n.eps);
+        // Dropout is the identity here, so each sub-layer ends in `(h + bias) + residual`.
+        let end = |l: &Linear, x: &Tensor, residual: &Tensor| -> Result<Tensor> {
+            let bias = bias(l, false)?;
+            linear(
+                l,
+                x,
+                After::BiasAdd {
+                    bias: &bias,
+                    residual,
+                },
+            )
+        };
+        let attended = end(&self.attention_out, &context, x)?;
+        let x1 = norm(&self.attention_norm, &attended)?;
+        let inner_bias = bias(&self.intermediate, false)?;
+        let inner = match self.activation {
+            Activation::Gelu => linear(&self.intermediate, &x1, After::BiasGelu(&inner_bias))?,
+            Activation::GeluNew => linear(&self.intermediate, &x1, After::Nothing)?
+                .broadcast_add(&inner_bias)?
+                .gelu()?,
+            Activation::Relu => linear(&self.intermediate, &x1, After::Nothing)?
+                .broadcast_add(&inner_bias)?
+                .relu()?,
+        };
+        let out = end(&self.output, &inner, &x1)?;
+        norm(&self.output_norm, &out)
     }
 
     /// The rest of [`Layer::forward_fused`] from the attention context `[batch * len, hidden]`:
@@ -177,14 +203,10 @@ impl Layer {
         &self,
         x: &Tensor,
         context: &Tensor,
-        prepared: Option<&PreparedLayer>,
         mode: &mut Mode,
         track: bool,
     ) -> Result<(Tensor, AfterAttention)> {
-        let project = |l: &Linear, x: &Tensor| match prepared.and_then(|p| p.get(l)) {
-            Some(w) => w.multiply(x),
-            None => x.matmul(&param(l.weight(), track).t()?),
-        };
+        let project = |l: &Linear, x: &Tensor| x.matmul(&param(l.weight(), track).t()?);
         let norm = |n: &LayerNorm, x: &Tensor| {
             ops::layer_norm(x, &param(&n.weight, track), &param(&n.bias, track), n.eps)
         };
@@ -370,11 +392,30 @@ impl InferenceWeight {
         })
     }
 
+    /// `x w`, then `after`: in the product's store where its kernel has one (f32 packed, int8),
+    /// else as ops of their own.
+    fn multiply_then(&self, x: &Tensor, after: After<'_>) -> Result<Tensor> {
+        match self {
+            InferenceWeight::Fp32Packed(w, kernel) => fp32::matmul(x, w, *kernel, after),
+            InferenceWeight::Int8(w) => int8::matmul_with(x, w, int8::Int8Kernel::best(), after),
+            _ => {
+                let h = self.multiply(x)?;
+                match after {
+                    After::Nothing => Ok(h),
+                    After::BiasGelu(bias) => ops::bias_gelu(&h, bias),
+                    After::BiasAdd { bias, residual } => {
+                        ops::bias_dropout_add(&h, bias, residual, 0.0, 0)
+                    }
+                }
+            }
+        }
+    }
+
     /// `x w`.
     fn multiply(&self, x: &Tensor) -> Result<Tensor> {
         match self {
             InferenceWeight::F32(w_t) => x.matmul(w_t),
-            InferenceWeight::Fp32Packed(w, kernel) => fp32::matmul(x, w, *kernel),
+            InferenceWeight::Fp32Packed(w, kernel) => fp32::matmul(x, w, *kernel, After::Nothing),
             InferenceWeight::Bf16(w) => bf16::matmul(x, w),
             InferenceWeight::Int8(w) => int8::matmul(x, w),
             InferenceWeight::DeviceBf16(w) => {

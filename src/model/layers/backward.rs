@@ -50,7 +50,7 @@ impl Layer {
         };
         let input = x.detach();
         let attention = self.attention_fused(&input, batch, mask_bias, mode, false)?;
-        let (y, after) = self.after_attention(&input, &attention.context, None, mode, false)?;
+        let (y, after) = self.after_attention(&input, &attention.context, mode, false)?;
         let saved = Saved {
             x: input,
             batch,
