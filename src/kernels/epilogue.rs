@@ -53,7 +53,9 @@ pub(crate) fn run<P: Product>(x: &Tensor, product: P, after: After<'_>) -> Resul
     }
 }
 
-/// A [`Product`] as a host kernel of one to three inputs (`x`, then the bias, then the residual).
+/// A [`Product`] as a host kernel of one to three inputs, as [`run`] passes them: `x` alone
+/// ([`After::Nothing`]), `x` and the bias ([`After::BiasGelu`]), or `x`, the bias and the residual
+/// ([`After::BiasAdd`]).
 struct Fused<P>(P);
 
 impl<P: Product> Fused<P> {
@@ -108,14 +110,13 @@ impl<P: Product> HostKernel<3> for Fused<P> {
     }
 }
 
-/// [`After`] on the product's buffers: what its store does to a block.
+/// [`After`] on the product's buffers: what its tasks do to the parts they make.
 #[derive(Clone, Copy)]
 pub(crate) enum Epilogue<'a> {
+    /// Nothing: the product as it is.
     Nothing,
     /// `bias` has a value per column.
-    BiasGelu {
-        bias: &'a [f32],
-    },
+    BiasGelu { bias: &'a [f32] },
     /// `residual` is `[rows, n]`, as the result.
     BiasAdd {
         bias: &'a [f32],
