@@ -2,8 +2,8 @@
 //! and bias gradients (candle's composition is eight ops forward and about twenty backward).
 
 use super::host::{
-    check_shapes, map_rows_on, rows_and_column_sums, rows_from, runs_fused, split_rows_and_sums,
-    Host, HostKernel, Input, Rows, Simd,
+    check_shapes, map_rows_on, par_rows, rows_and_column_sums, rows_from, rows_per_chunk,
+    runs_fused, split_rows_and_sums, Host, HostKernel, Input, Rows, Simd, SimdBody,
 };
 use super::math::{sum1, sum2, sum3};
 use candle_core::{bail, Result, Shape, Tensor, D};
@@ -58,6 +58,48 @@ fn row_stats(x: &[f32], eps: f32) -> (f32, f32) {
     (mean, 1.0 / (var + eps).sqrt())
 }
 
+/// [`layer_norm`] at inference, in place on the rows of `d` in `y` (`weight` and `bias` of `d`):
+/// the same bits, without a buffer of its own.
+pub(crate) fn layer_norm_in_place(y: &mut [f32], weight: &[f32], bias: &[f32], eps: f32) {
+    let d = weight.len();
+    par_rows(y, d, rows_per_chunk(d), |_, rows| {
+        Simd::best().run(NormInPlace {
+            rows,
+            weight,
+            bias,
+            eps,
+        })
+    });
+}
+
+/// [`layer_norm_in_place`]'s rows.
+struct NormInPlace<'a> {
+    rows: &'a mut [f32],
+    weight: &'a [f32],
+    bias: &'a [f32],
+    eps: f32,
+}
+
+impl SimdBody for NormInPlace<'_> {
+    type Out = ();
+
+    #[inline(always)]
+    fn call(self) {
+        for y in self.rows.chunks_exact_mut(self.weight.len()) {
+            let (mean, rstd) = row_stats(y, self.eps);
+            for ((y, &w), &b) in y.iter_mut().zip(self.weight).zip(self.bias) {
+                *y = normed(*y, mean, rstd, w, b);
+            }
+        }
+    }
+}
+
+/// One element of a LayerNorm's output.
+#[inline(always)]
+fn normed(x: f32, mean: f32, rstd: f32, w: f32, b: f32) -> f32 {
+    (x - mean) * rstd * w + b
+}
+
 struct LayerNormOp {
     eps: f32,
     simd: Simd,
@@ -75,7 +117,7 @@ impl Rows<1> for NormRows<'_> {
     fn row(&self, _: usize, [x]: [&[f32]; 1], y: &mut [f32]) {
         let (mean, rstd) = row_stats(x, self.eps);
         for (((y, &x), &w), &b) in y.iter_mut().zip(x).zip(self.weight).zip(self.bias) {
-            *y = (x - mean) * rstd * w + b;
+            *y = normed(x, mean, rstd, w, b);
         }
     }
 }

@@ -40,7 +40,7 @@ pub use attention_probs::{attention_probs, attention_probs_reference};
 pub use bias_dropout_add::{bias_dropout_add, bias_dropout_add_reference};
 pub use bias_gelu::{bias_gelu, bias_gelu_on, bias_gelu_reference};
 pub use dropout::{device_mask, dropout, dropout_reference};
-pub use epilogue::After;
+pub use epilogue::{After, Norm};
 pub use gelu::gelu_erf;
 pub use heads::{bias_split_heads, bias_split_heads_reference, merge_heads, merge_heads_reference};
 pub use host::{runs_fused, Simd};

@@ -167,21 +167,31 @@ impl Layer {
             Some(w) => w.multiply_then(x, after),
             None => candle_core::bail!("an unprepared linear layer"),
         };
-        let norm = |n: &LayerNorm, x: &Tensor| ops::layer_norm(x, &n.weight, &n.bias, n.eps);
-        // Dropout is the identity here, so each sub-layer ends in `(h + bias) + residual`.
-        let end = |l: &Linear, x: &Tensor, residual: &Tensor| -> Result<Tensor> {
-            let bias = bias(l, false)?;
+        // Dropout is the identity here, so each sub-layer ends in `norm((h + bias) + residual)`.
+        let end = |l: &Linear, x: &Tensor, residual: &Tensor, n: &LayerNorm| -> Result<Tensor> {
+            // Detached, as every parameter at inference: a variable would make the fallback's
+            // ops keep their inputs alive.
+            let (bias, weight, norm_bias) = (
+                bias(l, false)?,
+                param(&n.weight, false),
+                param(&n.bias, false),
+            );
+            let norm = ops::Norm {
+                weight: &weight,
+                bias: &norm_bias,
+                eps: n.eps,
+            };
             linear(
                 l,
                 x,
-                After::BiasAdd {
+                After::BiasAddNorm {
                     bias: &bias,
                     residual,
+                    norm,
                 },
             )
         };
-        let attended = end(&self.attention_out, &context, x)?;
-        let x1 = norm(&self.attention_norm, &attended)?;
+        let x1 = end(&self.attention_out, &context, x, &self.attention_norm)?;
         let inner_bias = bias(&self.intermediate, false)?;
         let inner = match self.activation {
             Activation::Gelu => linear(&self.intermediate, &x1, After::BiasGelu(&inner_bias))?,
@@ -192,8 +202,7 @@ impl Layer {
                 .broadcast_add(&inner_bias)?
                 .relu()?,
         };
-        let out = end(&self.output, &inner, &x1)?;
-        norm(&self.output_norm, &out)
+        end(&self.output, &inner, &x1, &self.output_norm)
     }
 
     /// The rest of [`Layer::forward_fused`] from the attention context `[batch * len, hidden]`:
@@ -406,6 +415,16 @@ impl InferenceWeight {
                     After::BiasAdd { bias, residual } => {
                         ops::bias_dropout_add(&h, bias, residual, 0.0, 0)
                     }
+                    After::BiasAddNorm {
+                        bias,
+                        residual,
+                        norm,
+                    } => ops::layer_norm(
+                        &ops::bias_dropout_add(&h, bias, residual, 0.0, 0)?,
+                        norm.weight,
+                        norm.bias,
+                        norm.eps,
+                    ),
                 }
             }
         }
