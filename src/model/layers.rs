@@ -154,7 +154,8 @@ impl Layer {
 
     /// Inference on CPU with prepared weights, on the windows' tokens packed without padding
     /// (`x`: `[tokens, hidden]`, window after window, `lengths` tokens each): queries, keys and
-    /// values from one product, then attention per window and head.
+    /// values from one product, then attention per window and head; each later product does the
+    /// step after it (GELU, or bias, residual and LayerNorm) on its own result ([`After`]).
     fn forward_prepared(
         &self,
         x: &Tensor,
