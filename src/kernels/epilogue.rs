@@ -14,7 +14,9 @@
 //! [`super::bias_dropout_add`] without dropout, [`super::layer_norm`]), so the result has the same
 //! bits either way.
 
-use super::host::{product_shape, DisjointOut, Host, HostKernel, Input, Simd, SimdBody};
+use super::host::{
+    par_blocks_then, product_shape, DisjointOut, Host, HostKernel, Input, Simd, SimdBody,
+};
 use super::layer_norm::layer_norm_in_place;
 use super::math::gelu;
 use candle_core::{bail, Result, Shape, Tensor};
@@ -183,17 +185,42 @@ pub(crate) enum Epilogue<'a> {
 }
 
 impl Epilogue<'_> {
+    /// A `[rows, n]` product made block by block on [`par_blocks_then`]'s tasks (blocks of
+    /// `block_rows` x `panel_cols`, `slices` slices of the inner dimension `k`): `block(out,
+    /// row_block, panel, slice)` stores its block through `out`, and each task then applies the
+    /// step to the part of the result its blocks made.
+    ///
+    /// # Safety
+    /// `block` must store every element of its block, and only those, in a result with rows of
+    /// `n` (its last slice leaving the sums there).
+    pub(crate) unsafe fn par_blocks(
+        self,
+        (rows, k, n): (usize, usize, usize),
+        blocks: (usize, usize),
+        slices: usize,
+        block: impl Fn(DisjointOut, usize, usize, usize) + Sync,
+    ) -> Vec<f32> {
+        let mut y = Vec::with_capacity(rows * n);
+        let out = DisjointOut::spare(&mut y);
+        par_blocks_then(
+            (rows, k, n),
+            blocks,
+            slices,
+            |rb, j, slice| block(out, rb, j, slice),
+            // SAFETY: each task's part of the result is its own, and its blocks wrote it.
+            |rows, cols| unsafe { self.apply(out, rows, cols, n) },
+        );
+        // SAFETY: the blocks cover every row and column once, and each stores all of its elements
+        // (the caller's promise).
+        unsafe { y.set_len(rows * n) };
+        y
+    }
+
     /// Applies the step to `rows x cols` of the result (rows of `n`) in `y`.
     ///
     /// # Safety
     /// That part of the result is written and is this call's alone.
-    pub(crate) unsafe fn apply(
-        self,
-        y: DisjointOut,
-        rows: Range<usize>,
-        cols: Range<usize>,
-        n: usize,
-    ) {
+    unsafe fn apply(self, y: DisjointOut, rows: Range<usize>, cols: Range<usize>, n: usize) {
         if matches!(self, Epilogue::Nothing) || cols.is_empty() {
             return;
         }

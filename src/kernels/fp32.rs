@@ -15,7 +15,7 @@
 //! NEON kernels), since the portable kernel is far slower there.
 
 use super::epilogue::{self, After, Epilogue, Product};
-use super::host::{par_blocks_then, DisjointOut, Input};
+use super::host::{DisjointOut, Input};
 use candle_core::{bail, Result, Tensor};
 use std::sync::Arc;
 
@@ -126,11 +126,9 @@ impl Product for Fp32Matmul {
         let full = rows / MR;
         let mut tail = vec![0f32; if rows.is_multiple_of(MR) { 0 } else { MR * k }];
         tail[..(rows - full * MR) * k].copy_from_slice(&x.data[full * MR * k..]);
-        let mut y = Vec::with_capacity(rows * n);
-        let out = DisjointOut::spare(&mut y);
         let slices = k.div_ceil(KC);
         let depth = k.div_ceil(slices);
-        let blocks = |rb: usize, j: usize, slice: usize| {
+        let blocks = |out: DisjointOut, rb: usize, j: usize, slice: usize| {
             let (from, to) = (slice * depth, ((slice + 1) * depth).min(k));
             let a = if rb < full {
                 &x.data[rb * MR * k..][..MR * k]
@@ -166,18 +164,8 @@ impl Product for Fp32Matmul {
                 _ => unsafe { portable_block(&block, y, n) },
             }
         };
-        // SAFETY: each task's part of `y` is its own, and written by its blocks.
-        par_blocks_then(
-            (rows, k, n),
-            (MR, NR),
-            slices,
-            blocks,
-            |rows, cols| unsafe { then.apply(out, rows, cols, n) },
-        );
-        // SAFETY: the blocks cover every row and column once, and every kernel stores all
-        // `block.rows` x `block.cols` of its block.
-        unsafe { y.set_len(rows * n) };
-        Ok(y)
+        // SAFETY: every kernel stores all `block.rows` x `block.cols` of its block, and only those.
+        Ok(unsafe { then.par_blocks((rows, k, n), (MR, NR), slices, blocks) })
     }
 }
 

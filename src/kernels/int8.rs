@@ -21,7 +21,7 @@
 //! not depend on the kernel, the thread count or its batch.
 
 use super::epilogue::{self, After, Epilogue, Product};
-use super::host::{par_blocks_then, Input};
+use super::host::{DisjointOut, Input};
 use candle_core::{bail, Result, Tensor};
 use rayon::prelude::*;
 use std::sync::Arc;
@@ -343,10 +343,8 @@ impl Product for Int8Matmul {
         }
         let mr = kernel.block_rows();
         let a = quantise_rows(x.data, w.k, mr);
-        let mut y = Vec::with_capacity(rows * w.n);
-        let out = super::host::DisjointOut::spare(&mut y);
         let (quads, n) = (w.quads(), w.n);
-        let blocks = |rb: usize, j: usize, _: usize| {
+        let blocks = |out: DisjointOut, rb: usize, j: usize, _: usize| {
             let block = Block {
                 a: &a.data[rb * mr * 4 * quads..][..mr * 4 * quads],
                 scales: &a.scales[rb * mr..],
@@ -375,15 +373,9 @@ impl Product for Int8Matmul {
                 _ => unsafe { portable_block(&block, y, n) },
             }
         };
-        // SAFETY: each task's part of `y` is its own, and written by its blocks.
-        par_blocks_then((rows, w.k, n), (mr, NR), 1, blocks, |rows, cols| unsafe {
-            then.apply(out, rows, cols, n)
-        });
-        // SAFETY: the blocks cover every row (row blocks of `mr` up to `rows`) and every column
-        // (panels of NR up to `n`), each once, and every kernel stores all `block.rows` x
-        // `block.cols` of its block: all `rows * n` elements are written.
-        unsafe { y.set_len(rows * n) };
-        Ok(y)
+        // SAFETY: every kernel stores all `block.rows` x `block.cols` of its block (row blocks of
+        // `mr` up to `rows`, panels of NR up to `n`), and only those.
+        Ok(unsafe { then.par_blocks((rows, w.k, n), (mr, NR), 1, blocks) })
     }
 }
 
