@@ -1,6 +1,6 @@
 //! What the matrix multiply reaches on this machine at the shape of the encoder's feed-forward
 //! layer (4096 x 384 @ 384 x 1536): the fp32 product inference uses (newstag's packed kernel on
-//! CPUs with AVX-512, candle's elsewhere), newstag's bf16 kernel where the CPU has
+//! CPUs with AVX-512 or AVX2, candle's elsewhere), newstag's bf16 kernel where the CPU has
 //! AVX512-BF16 (`null` elsewhere), and each int8 kernel this CPU runs (as GOP/s, by instruction
 //! set). The ceiling `scripts/bench.sh` divides tokens/s by. Prints one JSON line.
 //!

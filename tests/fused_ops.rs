@@ -578,40 +578,49 @@ fn softmax_rows_sum_to_one() {
 }
 
 #[test]
-fn the_avx512_loops_give_the_portable_bits() {
-    // Through the dispatch (Simd::best: AVX-512 where this CPU has it) and the portable build:
-    // the same IEEE operations in the same order, hence the same bits.
+fn the_simd_loops_give_the_portable_bits() {
+    // Every instruction set this CPU runs against the portable build: the same IEEE operations
+    // in the same order, hence the same bits; the dispatch picks the widest.
     assert!(Simd::best().runs_here());
     assert!(Simd::Portable.runs_here());
     #[cfg(target_arch = "x86_64")]
-    assert_eq!(
-        Simd::best() == Simd::Avx512,
-        std::arch::is_x86_feature_detected!("avx512f")
-    );
-    let mut rng = StdRng::seed_from_u64(23);
-    let best = Simd::best();
-    for dims in [&[7, 384][..], &[3, 5, 33], &[2, 1537]] {
-        let x = random(&mut rng, dims, -6.0, 6.0);
-        let d = *dims.last().unwrap();
-        let (w, b) = (
-            random(&mut rng, &[d], 0.5, 1.5),
-            random(&mut rng, &[d], -1.0, 1.0),
-        );
-        let norm = |simd| values(&ops::layer_norm_on(&x, &w, &b, 1e-12, simd).unwrap());
-        assert_eq!(norm(best), norm(Simd::Portable), "layer norm {dims:?}");
-        let gelu = |simd| values(&ops::bias_gelu_on(&x, &b, simd).unwrap());
-        assert_eq!(gelu(best), gelu(Simd::Portable), "bias gelu {dims:?}");
+    {
+        use std::arch::is_x86_feature_detected as has;
+        let expected = if has!("avx512f") {
+            Simd::Avx512
+        } else if has!("avx2") && has!("fma") {
+            Simd::Avx2
+        } else {
+            Simd::Portable
+        };
+        assert_eq!(Simd::best(), expected);
     }
-    let (heads, size) = (4, 16);
-    let lengths = [37, 9, 1, 20];
-    let qkv = random(
-        &mut rng,
-        &[lengths.iter().sum(), 3 * heads * size],
-        -2.0,
-        2.0,
-    );
-    let bias = random(&mut rng, &[3 * heads * size], -1.0, 1.0);
-    let attend =
-        |simd| values(&ops::self_attention_on(&qkv, &bias, &lengths, heads, simd).unwrap());
-    assert_eq!(attend(best), attend(Simd::Portable), "self-attention");
+    let here: Vec<Simd> = Simd::ALL.into_iter().filter(|s| s.runs_here()).collect();
+    let mut rng = StdRng::seed_from_u64(23);
+    for best in here {
+        for dims in [&[7, 384][..], &[3, 5, 33], &[2, 1537]] {
+            let x = random(&mut rng, dims, -6.0, 6.0);
+            let d = *dims.last().unwrap();
+            let (w, b) = (
+                random(&mut rng, &[d], 0.5, 1.5),
+                random(&mut rng, &[d], -1.0, 1.0),
+            );
+            let norm = |simd| values(&ops::layer_norm_on(&x, &w, &b, 1e-12, simd).unwrap());
+            assert_eq!(norm(best), norm(Simd::Portable), "layer norm {dims:?}");
+            let gelu = |simd| values(&ops::bias_gelu_on(&x, &b, simd).unwrap());
+            assert_eq!(gelu(best), gelu(Simd::Portable), "bias gelu {dims:?}");
+        }
+        let (heads, size) = (4, 16);
+        let lengths = [37, 9, 1, 20];
+        let qkv = random(
+            &mut rng,
+            &[lengths.iter().sum(), 3 * heads * size],
+            -2.0,
+            2.0,
+        );
+        let bias = random(&mut rng, &[3 * heads * size], -1.0, 1.0);
+        let attend =
+            |simd| values(&ops::self_attention_on(&qkv, &bias, &lengths, heads, simd).unwrap());
+        assert_eq!(attend(best), attend(Simd::Portable), "self-attention");
+    }
 }

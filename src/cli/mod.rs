@@ -76,9 +76,10 @@ struct InferenceArgs {
     #[arg(long, default_value = "cpu")]
     device: String,
     /// Number format of the matrix products: auto (the fastest this CPU has that keeps
-    /// accuracy: int8 with VNNI, else bf16 with AVX512-BF16, else f32; said on stderr); f32;
-    /// bf16 (CPUs with AVX512-BF16: faster, with scores a little less exact); or int8 (CPU only,
-    /// fast with VNNI: weights per channel and activations per row quantised to 8 bits).
+    /// accuracy: int8 with AMX, VNNI or AVX2, else bf16 with AVX512-BF16, else f32; said on
+    /// stderr); f32; bf16 (CPUs with AVX512-BF16: faster, with scores a little less exact); or
+    /// int8 (CPU only, fast with AVX2 and faster with VNNI or AMX: weights per channel and
+    /// activations per row quantised to 8 bits).
     #[arg(long, default_value = "auto")]
     precision: PrecisionChoice,
 }

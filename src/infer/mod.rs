@@ -109,8 +109,8 @@ impl<'m> Predictor<'m> {
     }
 
     /// [`Predictor::new`] with the matrix products at `precision` (bf16: CPUs with AVX512-BF16,
-    /// an error elsewhere; int8: the CPU only, VNNI kernels where the CPU has them, a portable
-    /// one elsewhere).
+    /// an error elsewhere; int8: the CPU only, AMX, VNNI or AVX2 kernels where the CPU has
+    /// them, a portable one elsewhere).
     pub fn with_precision(
         model: &'m NewsTagger,
         batch_windows: usize,

@@ -1,5 +1,6 @@
-//! f32 matrix products for inference on CPUs with AVX-512: weights packed once at load into
-//! panels of 32 columns, activations read in place, a 12 x 32 register-blocked FMA kernel.
+//! f32 matrix products for inference on CPUs with AVX-512 or AVX2: weights packed once at load
+//! into panels of 32 columns, activations read in place, a 12 x 32 register-blocked FMA kernel
+//! (on AVX2's sixteen 8-lane registers, four 6 x 16 quarters of the block in turn).
 //!
 //! Why a kernel of our own when candle's product (the `gemm` crate) is fast: at inference the
 //! weights never change, yet `gemm` packs both operands on every call and candle zero-fills each
@@ -10,9 +11,9 @@
 //!
 //! Every output is one chain of fused multiply-adds over the inner dimension in order, starting
 //! from zero, whatever the number of rows: a row's result does not depend on its batch. The
-//! portable kernel computes the same chain with `f32::mul_add`, so the two give the same bits,
-//! which the tests check; CPUs without AVX-512 keep candle's product instead (`gemm`'s AVX2 and
-//! NEON kernels), since the portable kernel is far slower there.
+//! portable kernel computes the same chain with `f32::mul_add`, so the three give the same bits,
+//! which the tests check; CPUs without AVX2 keep candle's product instead (`gemm`'s NEON
+//! kernels), since the portable kernel is far slower there.
 
 use super::epilogue::{self, After, Epilogue, Product};
 use super::host::{DisjointOut, Input};
@@ -36,26 +37,39 @@ const PREFETCH: usize = 16;
 pub enum Fp32Kernel {
     /// AVX-512F FMA on 512-bit registers (Intel Skylake-SP and later servers, AMD Zen 4 and later).
     Avx512,
+    /// AVX2 FMA on 256-bit registers (Intel Haswell and later, AMD Zen 1-3).
+    Avx2,
     /// Plain Rust with `f32::mul_add` (every CPU; the tests' reference).
     Portable,
 }
 
 impl Fp32Kernel {
+    /// Every kernel, fastest first.
+    pub const ALL: [Fp32Kernel; 3] = [Fp32Kernel::Avx512, Fp32Kernel::Avx2, Fp32Kernel::Portable];
+
     /// Whether this CPU runs the kernel.
     pub fn runs_here(self) -> bool {
-        match self {
-            #[cfg(target_arch = "x86_64")]
-            Fp32Kernel::Avx512 => std::arch::is_x86_feature_detected!("avx512f"),
-            #[cfg(not(target_arch = "x86_64"))]
-            Fp32Kernel::Avx512 => false,
-            Fp32Kernel::Portable => true,
+        #[cfg(target_arch = "x86_64")]
+        {
+            use std::arch::is_x86_feature_detected as has;
+            match self {
+                Fp32Kernel::Avx512 => has!("avx512f"),
+                Fp32Kernel::Avx2 => has!("avx2") && has!("fma"),
+                Fp32Kernel::Portable => true,
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            self == Fp32Kernel::Portable
         }
     }
 
-    /// The kernel inference uses on this CPU: `None` where it lacks AVX-512, which keeps
-    /// candle's product.
+    /// The kernel inference uses on this CPU: `None` where it lacks AVX2, which keeps candle's
+    /// product.
     pub fn for_inference() -> Option<Self> {
-        Fp32Kernel::Avx512.runs_here().then_some(Fp32Kernel::Avx512)
+        Self::ALL
+            .into_iter()
+            .find(|k| *k != Fp32Kernel::Portable && k.runs_here())
     }
 }
 
@@ -119,7 +133,7 @@ impl Product for Fp32Matmul {
     fn forward(&self, x: Input<'_>, rows: usize, then: Epilogue<'_>) -> Result<Vec<f32>> {
         let (w, kernel) = (&self.0, self.1);
         if !kernel.runs_here() {
-            bail!("fp32 matmul: this CPU lacks AVX-512")
+            bail!("fp32 matmul: this CPU lacks the {kernel:?} kernel's instructions")
         }
         let (k, n) = (w.k, w.n);
         // The last, partial block of rows, padded with zeros so that every block reads MR rows.
@@ -160,6 +174,9 @@ impl Product for Fp32Matmul {
                         _ => avx512::block::<MR>(&block, y, n),
                     }
                 },
+                // SAFETY: the CPU has AVX2 and FMA (`runs_here`, checked above).
+                #[cfg(target_arch = "x86_64")]
+                Fp32Kernel::Avx2 => unsafe { avx2::block(&block, y, n) },
                 // SAFETY: `y` as above.
                 _ => unsafe { portable_block(&block, y, n) },
             }
@@ -273,6 +290,111 @@ mod avx512 {
     }
 }
 
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use super::{Block, NR};
+    use std::arch::x86_64::*;
+
+    /// Rows per quarter of a block (twelve accumulators, two weight registers and a broadcast: 15
+    /// of 16).
+    const ROWS: usize = 6;
+
+    /// The block as up to four quarters of 6 rows x 16 columns, each over the whole slice (the
+    /// panel's slice stays in L1 between them).
+    ///
+    /// # Safety
+    /// The CPU must have AVX2 and FMA; `y` as for [`super::portable_block`].
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn block(b: &Block<'_>, y: *mut f32, ldy: usize) {
+        for r0 in (0..b.rows).step_by(ROWS) {
+            for c0 in (0..b.cols).step_by(16) {
+                let rows = ROWS.min(b.rows - r0);
+                // SAFETY: rows `r0..r0 + ROWS` exist in `b.a` (padding at worst), columns
+                // `c0..c0 + 16` in the panel; what is stored lies in the block.
+                unsafe {
+                    if rows <= 3 {
+                        quarter::<3>(b, r0, c0, y, ldy)
+                    } else {
+                        quarter::<ROWS>(b, r0, c0, y, ldy)
+                    }
+                }
+            }
+        }
+    }
+
+    /// Rows `r0..r0 + M` (those below `b.rows` stored) and columns `c0..c0 + 16` (those below
+    /// `b.cols`).
+    ///
+    /// # Safety
+    /// As for [`block`], with `r0 + M <=` the rows of `b.a` and `c0 + 16 <= NR`.
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn quarter<const M: usize>(
+        b: &Block<'_>,
+        r0: usize,
+        c0: usize,
+        y: *mut f32,
+        ldy: usize,
+    ) {
+        let (rows, cols) = ((b.rows - r0).min(M), (b.cols - c0).min(16));
+        let y = y.wrapping_add(r0 * ldy + c0);
+        let mut acc = [[_mm256_setzero_ps(); 2]; M];
+        if b.accumulate {
+            for (r, acc) in acc.iter_mut().enumerate().take(rows) {
+                // SAFETY: the slice before stored these (row `r0 + r`, `cols` columns).
+                unsafe {
+                    let from = if cols == 16 {
+                        y.add(r * ldy).cast_const()
+                    } else {
+                        let mut sums = [0f32; 16];
+                        std::ptr::copy_nonoverlapping(y.add(r * ldy), sums.as_mut_ptr(), cols);
+                        *acc = [0, 8].map(|h| _mm256_loadu_ps(sums.as_ptr().add(h)));
+                        continue;
+                    };
+                    *acc = [0, 8].map(|h| _mm256_loadu_ps(from.add(h)));
+                }
+            }
+        }
+        let a = b.a.as_ptr().wrapping_add(r0 * b.lda);
+        let panel = b.panel.as_ptr().wrapping_add(c0);
+        // Each row from a pointer of its own, as in the AVX-512 kernel.
+        let row: [*const f32; M] =
+            std::hint::black_box(std::array::from_fn(|r| a.wrapping_add(r * b.lda)));
+        for p in 0..b.depth {
+            // SAFETY: `panel` holds `depth * NR` weights from `c0`, `a` `M` rows of `depth`.
+            unsafe {
+                let w0 = _mm256_loadu_ps(panel.add(p * NR));
+                let w1 = _mm256_loadu_ps(panel.add(p * NR + 8));
+                for (r, acc) in acc.iter_mut().enumerate() {
+                    let x = _mm256_broadcast_ss(&*row[r].add(p));
+                    acc[0] = _mm256_fmadd_ps(x, w0, acc[0]);
+                    acc[1] = _mm256_fmadd_ps(x, w1, acc[1]);
+                }
+            }
+        }
+        let store = |r: usize, acc: [__m256; 2]| {
+            // SAFETY: row `r < rows`, columns `..cols` of the quarter lie in the block.
+            unsafe {
+                if cols == 16 {
+                    _mm256_storeu_ps(y.add(r * ldy), acc[0]);
+                    _mm256_storeu_ps(y.add(r * ldy + 8), acc[1]);
+                } else {
+                    let mut sums = [0f32; 16];
+                    _mm256_storeu_ps(sums.as_mut_ptr(), acc[0]);
+                    _mm256_storeu_ps(sums.as_mut_ptr().add(8), acc[1]);
+                    std::ptr::copy_nonoverlapping(sums.as_ptr(), y.add(r * ldy), cols);
+                }
+            }
+        };
+        // Row by row with constant indices, so the accumulators stay in registers.
+        macro_rules! store_rows {
+            ($($r:literal)*) => { $( if $r < M && $r < rows { store($r, acc[$r]); } )* };
+        }
+        const _: () = assert!(ROWS == 6, "store_rows! lists the ROWS rows");
+        store_rows!(0 1 2 3 4 5);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -309,19 +431,17 @@ mod tests {
     }
 
     #[test]
-    fn the_avx512_kernel_gives_the_portable_bits_at_awkward_shapes() {
-        if !Fp32Kernel::Avx512.runs_here() {
-            eprintln!("skipped: this CPU lacks AVX-512");
-            return;
-        }
-        for (rows, k, n) in AWKWARD_SHAPES {
-            let (x, w) = inputs(rows, k, n);
-            let packed = Arc::new(PackedWeight::new(&w, k, n));
-            assert_eq!(
-                product(&x, rows, &packed, Fp32Kernel::Avx512),
-                product(&x, rows, &packed, Fp32Kernel::Portable),
-                "{rows}x{k}x{n}"
-            );
+    fn the_fast_kernels_give_the_portable_bits_at_awkward_shapes() {
+        for kernel in Fp32Kernel::ALL.into_iter().filter(|k| k.runs_here()) {
+            for (rows, k, n) in AWKWARD_SHAPES {
+                let (x, w) = inputs(rows, k, n);
+                let packed = Arc::new(PackedWeight::new(&w, k, n));
+                assert_eq!(
+                    product(&x, rows, &packed, kernel),
+                    product(&x, rows, &packed, Fp32Kernel::Portable),
+                    "{kernel:?} {rows}x{k}x{n}"
+                );
+            }
         }
     }
 
@@ -341,16 +461,23 @@ mod tests {
     #[test]
     fn dispatch_follows_the_cpu_and_a_mismatch_is_an_error() {
         #[cfg(target_arch = "x86_64")]
-        assert_eq!(
-            Fp32Kernel::for_inference().is_some(),
-            std::arch::is_x86_feature_detected!("avx512f")
-        );
+        {
+            use std::arch::is_x86_feature_detected as has;
+            let expected = if has!("avx512f") {
+                Some(Fp32Kernel::Avx512)
+            } else if has!("avx2") && has!("fma") {
+                Some(Fp32Kernel::Avx2)
+            } else {
+                None
+            };
+            assert_eq!(Fp32Kernel::for_inference(), expected);
+        }
         assert!(Fp32Kernel::Portable.runs_here());
         let packed = Arc::new(PackedWeight::new(&[0.5; 6], 2, 3));
         let x = Tensor::zeros((4, 5), candle_core::DType::F32, &Device::Cpu).unwrap();
         assert!(matmul(&x, &packed, Fp32Kernel::Portable, After::Nothing).is_err());
         let x = Tensor::zeros((4, 2), candle_core::DType::F32, &Device::Cpu).unwrap();
-        for kernel in [Fp32Kernel::Avx512, Fp32Kernel::Portable] {
+        for kernel in Fp32Kernel::ALL {
             assert_eq!(
                 matmul(&x, &packed, kernel, After::Nothing).is_ok(),
                 kernel.runs_here()

@@ -229,35 +229,46 @@ pub(crate) fn check_bias(h: &Tensor, bias: &Tensor) -> Result<usize> {
 
 /// The instructions a kernel's own loops are compiled for. The crate is built for baseline
 /// x86-64, where LLVM vectorises those loops on SSE2's four lanes; [`Simd::run`] compiles a
-/// closure's body a second time for AVX-512's sixteen, chosen at run time. The loops' arithmetic
-/// is the same IEEE operations in the same order either way (the sums keep fixed lanes, Rust
-/// never contracts into FMA), so both give the same bits, which the tests check.
+/// closure's body again for AVX2's eight lanes and for AVX-512's sixteen, chosen at run time. The
+/// loops' arithmetic is the same IEEE operations in the same order either way (the sums keep fixed
+/// lanes, Rust never contracts into FMA, `mul_add` is fused in each), so all give the same bits,
+/// which the tests check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Simd {
     /// AVX-512F (Intel Skylake-SP and later servers, AMD Zen 4 and later).
     Avx512,
+    /// AVX2 with FMA (Intel Haswell and later, AMD Zen 1-3).
+    Avx2,
     /// The baseline build (every CPU).
     Portable,
 }
 
 impl Simd {
+    /// Every instruction set, widest first.
+    pub const ALL: [Simd; 3] = [Simd::Avx512, Simd::Avx2, Simd::Portable];
+
     /// The widest this CPU runs.
     pub fn best() -> Self {
-        if Simd::Avx512.runs_here() {
-            Simd::Avx512
-        } else {
-            Simd::Portable
-        }
+        Self::ALL
+            .into_iter()
+            .find(|s| s.runs_here())
+            .unwrap_or(Simd::Portable)
     }
 
     /// Whether this CPU runs it.
     pub fn runs_here(self) -> bool {
-        match self {
-            #[cfg(target_arch = "x86_64")]
-            Simd::Avx512 => std::arch::is_x86_feature_detected!("avx512f"),
-            #[cfg(not(target_arch = "x86_64"))]
-            Simd::Avx512 => false,
-            Simd::Portable => true,
+        #[cfg(target_arch = "x86_64")]
+        {
+            use std::arch::is_x86_feature_detected as has;
+            match self {
+                Simd::Avx512 => has!("avx512f"),
+                Simd::Avx2 => has!("avx2") && has!("fma"),
+                Simd::Portable => true,
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            self == Simd::Portable
         }
     }
 
@@ -267,9 +278,14 @@ impl Simd {
     #[inline(always)]
     pub(crate) fn run<B: SimdBody>(self, body: B) -> B::Out {
         #[cfg(target_arch = "x86_64")]
-        if self == Simd::Avx512 && self.runs_here() {
-            // SAFETY: the CPU has AVX-512F (checked just above).
-            return unsafe { run_avx512(body) };
+        if self != Simd::Portable && self.runs_here() {
+            // SAFETY: the CPU has the instructions (checked just above).
+            return unsafe {
+                match self {
+                    Simd::Avx512 => run_avx512(body),
+                    _ => run_avx2(body),
+                }
+            };
         }
         body.call()
     }
@@ -285,6 +301,12 @@ pub(crate) trait SimdBody {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 unsafe fn run_avx512<B: SimdBody>(body: B) -> B::Out {
+    body.call()
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn run_avx2<B: SimdBody>(body: B) -> B::Out {
     body.call()
 }
 

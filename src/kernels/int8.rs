@@ -11,10 +11,11 @@
 //! columns with groups of four consecutive rows interleaved (the layout `vpdpbusd` reads), a
 //! 12 x 32 register-blocked kernel with the dequantisation in its epilogue, as [`super::bf16`].
 //!
-//! Four kernels compute the same integers: AMX-INT8 (`tdpbusd` on tile registers, Sapphire
+//! Five kernels compute the same integers: AMX-INT8 (`tdpbusd` on tile registers, Sapphire
 //! Rapids and later), AVX512-VNNI (`vpdpbusd` on 512 bits), AVX-VNNI (the 256-bit VEX form on
-//! CPUs without AVX-512 such as Alder Lake) and a portable one in plain Rust that every machine
-//! runs and the tests compare the others with, bit for bit. The
+//! CPUs without AVX-512 such as Alder Lake), AVX2 (`vpmaddwd` on bytes widened to 16 bits, for
+//! CPUs without VNNI such as AMD Zen 3) and a portable one in plain Rust that every machine runs
+//! and the tests compare the others with, bit for bit. The
 //! dequantisation is the same sequence of `f32` operations in all three (an exact `i32`
 //! correction for the zero point, one conversion, one product with the row's and column's scales
 //! multiplied first), and a row's quantisation depends on that row alone, so a row's result does
@@ -42,16 +43,22 @@ pub enum Int8Kernel {
     Avx512Vnni,
     /// `vpdpbusd` on 256-bit registers, VEX encoded (Intel Alder Lake and later without AVX-512).
     AvxVnni,
+    /// `vpmaddwd` on 256-bit registers, the activations and weights widened to 16 bits (Intel
+    /// Haswell and later, AMD Zen 1-3). Not `vpmaddubsw`, which multiplies bytes at twice the
+    /// rate but saturates its 16-bit pair sums (255 x 127 x 2 > 32,767), so that its results
+    /// would depend on the CPU.
+    Avx2,
     /// Plain Rust (every CPU).
     Portable,
 }
 
 impl Int8Kernel {
     /// Every kernel, fastest first.
-    pub const ALL: [Int8Kernel; 4] = [
+    pub const ALL: [Int8Kernel; 5] = [
         Int8Kernel::Amx,
         Int8Kernel::Avx512Vnni,
         Int8Kernel::AvxVnni,
+        Int8Kernel::Avx2,
         Int8Kernel::Portable,
     ];
 
@@ -64,6 +71,7 @@ impl Int8Kernel {
                 Int8Kernel::Amx => amx::usable(),
                 Int8Kernel::Avx512Vnni => has!("avx512f") && has!("avx512vnni"),
                 Int8Kernel::AvxVnni => has!("avx2") && has!("avxvnni"),
+                Int8Kernel::Avx2 => has!("avx2") && has!("fma"),
                 Int8Kernel::Portable => true,
             }
         }
@@ -87,14 +95,23 @@ impl Int8Kernel {
             Int8Kernel::Amx => "AMX-INT8",
             Int8Kernel::Avx512Vnni => "AVX512-VNNI",
             Int8Kernel::AvxVnni => "AVX-VNNI",
-            Int8Kernel::Portable => "no VNNI",
+            Int8Kernel::Avx2 => "AVX2",
+            Int8Kernel::Portable => "no AVX2",
         }
     }
 
-    /// Whether the kernel uses VNNI or AMX instructions (the portable one is much slower than
-    /// f32).
+    /// Whether the kernel uses vector instructions (the portable one is much slower than f32).
     pub fn is_fast(self) -> bool {
         self != Int8Kernel::Portable
+    }
+
+    /// Bytes of a quad of activations as the kernel reads them: four, or eight where each is
+    /// widened to 16 bits ([`Int8Kernel::Avx2`]).
+    fn quad_bytes(self) -> usize {
+        match self {
+            Int8Kernel::Avx2 => 8,
+            _ => 4,
+        }
     }
 
     /// Rows of activations per block.
@@ -187,8 +204,9 @@ impl PackedWeight {
 /// Rows of activations quantised to `u8` each with its own scale and zero point:
 /// `x ≈ scale * (u - zero_point)`.
 struct QuantisedRows {
-    /// Row `r` at `r * 4 * quads`, its bytes in order (read in quads as [`PackedWeight::data`]);
-    /// rows padded with zeros to `4 * quads` bytes and to whole blocks of the kernel's rows.
+    /// Row `r` at `r * quad_bytes * quads`, its bytes in order (read in quads as
+    /// [`PackedWeight::data`]), each followed by a zero byte where the kernel widens them; rows
+    /// padded with zeros to whole quads and to whole blocks of the kernel's rows.
     data: Vec<u8>,
     scales: Vec<f32>,
     zero_points: Vec<i32>,
@@ -223,17 +241,24 @@ fn row_range(row: &[f32]) -> (f32, i32) {
     }
 }
 
-/// Quantises one row into `out` (its bytes) and returns its scale and zero point, with AVX-512
-/// where the CPU has it: the quantisation runs once per product over all of its input, and the
+/// Quantises one row into `out` (its bytes) and returns its scale and zero point, with AVX-512 or
+/// AVX2 where the CPU has them: the quantisation runs once per product over all of its input, and the
 /// compiler leaves the clamped conversion to bytes scalar (a NaN check and a saturating convert
 /// per value), a third as long as the VNNI product itself (`serve` at 64 clients: 18% of the
-/// samples against the kernel's 37%). Both versions do the same IEEE operations in the same order
+/// samples against the kernel's 37%). All versions do the same IEEE operations in the same order
 /// (a product, a sum, a clamp, a truncation), so they give the same bytes.
 fn quantise_row(row: &[f32], out: &mut [u8]) -> (f32, i32) {
     #[cfg(target_arch = "x86_64")]
-    if super::host::Simd::Avx512.runs_here() {
-        // SAFETY: the CPU has AVX-512F.
-        return unsafe { quantise_row_avx512(row, out) };
+    {
+        use super::host::Simd;
+        if Simd::Avx512.runs_here() {
+            // SAFETY: the CPU has AVX-512F.
+            return unsafe { quantise_row_avx512(row, out) };
+        }
+        if Simd::Avx2.runs_here() {
+            // SAFETY: the CPU has AVX2.
+            return unsafe { quantise_row_avx2::<false>(row, out) };
+        }
     }
     quantise_row_portable(row, out)
 }
@@ -286,21 +311,77 @@ unsafe fn quantise_row_avx512(row: &[f32], out: &mut [u8]) -> (f32, i32) {
     (scale, zero)
 }
 
-fn quantise_rows(x: &[f32], k: usize, block_rows: usize) -> QuantisedRows {
-    let rows = x.len() / k.max(1);
-    let stride = 4 * k.div_ceil(4);
+/// [`quantise_row`] on 8 lanes, as [`quantise_row_avx512`]; with `WIDE`, each byte followed by
+/// a zero byte (`out` twice as long), as [`Int8Kernel::Avx2`] reads them.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn quantise_row_avx2<const WIDE: bool>(row: &[f32], out: &mut [u8]) -> (f32, i32) {
+    use std::arch::x86_64::*;
+    let (scale, zero, inverse, offset) = row_terms(row);
+    let width = if WIDE { 2 } else { 1 };
+    let n = row.len().min(out.len() / width);
+    let (a, b) = (_mm256_set1_ps(inverse), _mm256_set1_ps(offset));
+    let (lo, hi) = (_mm256_setzero_ps(), _mm256_set1_ps(255.0));
+    let full = n / 16 * 16;
+    for i in (0..full).step_by(16) {
+        // SAFETY: `i + 16 <= n`, within `row`, and `width * (i + 16) <= out.len()`.
+        unsafe {
+            let [q0, q1] = [0, 8].map(|h| {
+                let v = _mm256_loadu_ps(row.as_ptr().add(i + h));
+                let x = _mm256_add_ps(_mm256_mul_ps(v, a), b);
+                // `max(x, 0)` answers 0 for a NaN `x` (its second operand).
+                _mm256_cvttps_epi32(_mm256_min_ps(_mm256_max_ps(x, lo), hi))
+            });
+            // Packing works within 128-bit lanes: the permute puts the 16 values back in order.
+            let words = _mm256_permute4x64_epi64::<0b11_01_10_00>(_mm256_packus_epi32(q0, q1));
+            if WIDE {
+                _mm256_storeu_si256(out.as_mut_ptr().add(2 * i).cast(), words);
+            } else {
+                let bytes =
+                    _mm256_permute4x64_epi64::<0b11_01_10_00>(_mm256_packus_epi16(words, words));
+                _mm_storeu_si128(
+                    out.as_mut_ptr().add(i).cast(),
+                    _mm256_castsi256_si128(bytes),
+                );
+            }
+        }
+    }
+    if WIDE {
+        let mut narrow = [0u8; 16];
+        let rest = n - full;
+        quantise_values(&row[full..n], &mut narrow[..rest], inverse, offset);
+        for (j, &v) in narrow[..rest].iter().enumerate() {
+            out[2 * (full + j)] = v;
+            out[2 * (full + j) + 1] = 0;
+        }
+    } else {
+        quantise_values(&row[full..n], &mut out[full..n], inverse, offset);
+    }
+    (scale, zero)
+}
+
+/// The rows of `x` (rows of `k`) quantised for `kernel`.
+fn quantise_rows(x: &[f32], k: usize, kernel: Int8Kernel) -> QuantisedRows {
+    let (rows, block_rows) = (x.len() / k.max(1), kernel.block_rows());
+    let stride = kernel.quad_bytes() * k.div_ceil(4);
     let mut data = vec![0u8; rows.div_ceil(block_rows) * block_rows * stride];
     let mut ranges = vec![(0f32, 0i32); rows];
+    let one = |row: &[f32], out: &mut [u8]| match kernel {
+        // SAFETY: the kernel runs here (its caller checks), so the CPU has AVX2.
+        #[cfg(target_arch = "x86_64")]
+        Int8Kernel::Avx2 => unsafe { quantise_row_avx2::<true>(row, out) },
+        _ => quantise_row(row, out),
+    };
     if x.len() >= PAR_QUANTISE_MIN {
         x.par_chunks_exact(k)
             .zip(data.par_chunks_exact_mut(stride))
             .zip(ranges.par_iter_mut())
-            .for_each(|((row, out), range)| *range = quantise_row(row, out));
+            .for_each(|((row, out), range)| *range = one(row, out));
     } else {
         x.chunks_exact(k)
             .zip(data.chunks_exact_mut(stride))
             .zip(ranges.iter_mut())
-            .for_each(|((row, out), range)| *range = quantise_row(row, out));
+            .for_each(|((row, out), range)| *range = one(row, out));
     }
     let (scales, zero_points) = ranges.into_iter().unzip();
     QuantisedRows {
@@ -342,11 +423,12 @@ impl Product for Int8Matmul {
             bail!("int8 matmul: this CPU lacks {}", kernel.name())
         }
         let mr = kernel.block_rows();
-        let a = quantise_rows(x.data, w.k, mr);
+        let a = quantise_rows(x.data, w.k, kernel);
         let (quads, n) = (w.quads(), w.n);
+        let row_bytes = kernel.quad_bytes() * quads;
         let blocks = |out: DisjointOut, rb: usize, j: usize, _: usize| {
             let block = Block {
-                a: &a.data[rb * mr * 4 * quads..][..mr * 4 * quads],
+                a: &a.data[rb * mr * row_bytes..][..mr * row_bytes],
                 scales: &a.scales[rb * mr..],
                 zero_points: &a.zero_points[rb * mr..],
                 rows: mr.min(rows - rb * mr),
@@ -369,6 +451,9 @@ impl Product for Int8Matmul {
                 #[cfg(target_arch = "x86_64")]
                 // SAFETY: the CPU has AVX2 and AVX-VNNI (checked above).
                 Int8Kernel::AvxVnni => unsafe { vnni::block_256(&block, y, n) },
+                #[cfg(target_arch = "x86_64")]
+                // SAFETY: the CPU has AVX2 (checked above); `block.a` holds widened quads.
+                Int8Kernel::Avx2 => unsafe { avx2::block(&block, y, n) },
                 // SAFETY: `y` as above.
                 _ => unsafe { portable_block(&block, y, n) },
             }
@@ -381,7 +466,8 @@ impl Product for Int8Matmul {
 
 /// One block of the product: a block of rows of quantised activations times a weight panel.
 struct Block<'a> {
-    /// The kernel's block of rows, of `quads` quads of bytes each.
+    /// The kernel's block of rows, of `quads` quads of bytes each (widened for
+    /// [`Int8Kernel::Avx2`]).
     a: &'a [u8],
     scales: &'a [f32],
     zero_points: &'a [i32],
@@ -582,6 +668,103 @@ mod vnni {
                 }
             }
         }
+    }
+}
+
+/// The AVX2 kernel: a quad of widened activations (four 16-bit values, broadcast) times the
+/// quads of four columns widened to 16 bits (`vpmovsxbw`) gives, per column, two 32-bit sums of
+/// two products (`vpmaddwd`), exact; the two are added at the end. Six rows by eight columns at
+/// a time: twelve accumulators, two weight registers, a broadcast and a product (16 of 16).
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use super::{Block, NR};
+    use std::arch::x86_64::*;
+
+    /// Rows per pass.
+    const ROWS: usize = 6;
+
+    /// # Safety
+    /// The CPU must have AVX2; `b.a` holds widened quads ([`super::Int8Kernel::quad_bytes`]) of
+    /// whole blocks of rows; `y` as for [`super::portable_block`].
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn block(b: &Block<'_>, y: *mut f32, ldy: usize) {
+        for r0 in (0..b.rows).step_by(ROWS) {
+            for c0 in (0..b.cols).step_by(8) {
+                // SAFETY: rows `r0..r0 + ROWS` exist in `b.a` (MR is a multiple of ROWS; padding
+                // at worst) and columns `c0..c0 + 8` in the panel.
+                unsafe {
+                    if b.rows - r0 <= 3 {
+                        pass::<3>(b, r0, c0, y, ldy)
+                    } else {
+                        pass::<ROWS>(b, r0, c0, y, ldy)
+                    }
+                }
+            }
+        }
+    }
+
+    /// Rows `r0..r0 + M` (those below `b.rows` stored), columns `c0..c0 + 8` (those below
+    /// `b.cols`).
+    ///
+    /// # Safety
+    /// As for [`block`].
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    unsafe fn pass<const M: usize>(b: &Block<'_>, r0: usize, c0: usize, y: *mut f32, ldy: usize) {
+        const _: () = assert!(super::MR.is_multiple_of(ROWS));
+        let (rows, cols) = ((b.rows - r0).min(M), (b.cols - c0).min(8));
+        let mut acc = [[_mm256_setzero_si256(); 2]; M];
+        let a = b.a.as_ptr().wrapping_add(8 * r0 * b.quads);
+        let panel = b.panel.as_ptr().wrapping_add(c0);
+        let row: [*const u8; M] =
+            std::hint::black_box(std::array::from_fn(|r| a.wrapping_add(8 * r * b.quads)));
+        for p in 0..b.quads {
+            // SAFETY: `panel` holds `quads * NR` words from `c0` (`c0 + 8 <= NR`), each row
+            // `quads` widened quads of 8 bytes.
+            unsafe {
+                let w = [0, 4]
+                    .map(|h| _mm256_cvtepi8_epi16(_mm_loadu_si128(panel.add(p * NR + h).cast())));
+                for (r, acc) in acc.iter_mut().enumerate() {
+                    let x = _mm256_set1_epi64x(row[r].add(8 * p).cast::<i64>().read_unaligned());
+                    acc[0] = _mm256_add_epi32(acc[0], _mm256_madd_epi16(x, w[0]));
+                    acc[1] = _mm256_add_epi32(acc[1], _mm256_madd_epi16(x, w[1]));
+                }
+            }
+        }
+        // SAFETY: the panel's sums and scales hold NR values (`c0 + 8 <= NR`).
+        let (sums, col_scales) = unsafe {
+            (
+                _mm256_loadu_si256(b.col_sums.as_ptr().add(c0).cast()),
+                _mm256_loadu_ps(b.col_scales.as_ptr().add(c0)),
+            )
+        };
+        let store = |r: usize, acc: [__m256i; 2]| {
+            // Lanes hold columns (0, 0, 1, 1, 2, 2, 3, 3) and (4, 4, ..): the pairs added give
+            // (0, 1, 4, 5 | 2, 3, 6, 7), which the permute puts in order.
+            let exact =
+                _mm256_permute4x64_epi64::<0b11_01_10_00>(_mm256_hadd_epi32(acc[0], acc[1]));
+            let (row, zero) = (r0 + r, _mm256_set1_epi32(b.zero_points[r0 + r]));
+            let exact = _mm256_sub_epi32(exact, _mm256_mullo_epi32(zero, sums));
+            let scale = _mm256_mul_ps(_mm256_set1_ps(b.scales[row]), col_scales);
+            let v = _mm256_mul_ps(_mm256_cvtepi32_ps(exact), scale);
+            // SAFETY: row `row < b.rows`, columns `c0..c0 + cols` lie in the block.
+            unsafe {
+                let to = y.add(row * ldy + c0);
+                if cols == 8 {
+                    _mm256_storeu_ps(to, v);
+                } else {
+                    let mut lanes = [0f32; 8];
+                    _mm256_storeu_ps(lanes.as_mut_ptr(), v);
+                    std::ptr::copy_nonoverlapping(lanes.as_ptr(), to, cols);
+                }
+            }
+        };
+        // Row by row with constant indices, so the accumulators stay in registers.
+        macro_rules! store_rows {
+            ($($r:literal)*) => { $( if $r < M && $r < rows { store($r, acc[$r]); } )* };
+        }
+        const _: () = assert!(ROWS == 6, "store_rows! lists the ROWS rows");
+        store_rows!(0 1 2 3 4 5);
     }
 }
 
@@ -846,6 +1029,20 @@ mod tests {
                 quantise_row_portable(&row, &mut portable)
             );
             assert_eq!(fast, portable, "length {len}");
+            // The widened bytes of the AVX2 kernel, each followed by a zero.
+            #[cfg(target_arch = "x86_64")]
+            if super::super::host::Simd::Avx2.runs_here() {
+                let mut wide = vec![7u8; 2 * len];
+                // SAFETY: the CPU has AVX2 (just checked).
+                let range = unsafe { quantise_row_avx2::<true>(&row, &mut wide) };
+                assert_eq!(range, quantise_row_portable(&row, &mut portable));
+                let widened: Vec<u8> = portable.iter().flat_map(|&b| [b, 0]).collect();
+                assert_eq!(wide, widened, "widened, length {len}");
+                let mut narrow = vec![0u8; len];
+                // SAFETY: as above.
+                unsafe { quantise_row_avx2::<false>(&row, &mut narrow) };
+                assert_eq!(narrow, portable, "AVX2, length {len}");
+            }
         }
     }
 
@@ -854,7 +1051,7 @@ mod tests {
         let (rows, k, n) = (5, 9, 35);
         let (x, w) = inputs(rows, k, n);
         let packed = Arc::new(PackedWeight::new(&w, k, n));
-        let a = quantise_rows(&x, k, MR);
+        let a = quantise_rows(&x, k, Int8Kernel::Portable);
         let got = product(&x, rows, &packed, Int8Kernel::Portable);
         let quads = k.div_ceil(4);
         for r in 0..rows {
@@ -883,9 +1080,11 @@ mod tests {
             .into_iter()
             .filter(|k| k.is_fast() && k.runs_here())
             .collect();
-        if fast.is_empty() {
-            eprintln!("skipped: this CPU has neither AVX512-VNNI nor AVX-VNNI");
-        }
+        #[cfg(target_arch = "x86_64")]
+        assert!(
+            !fast.is_empty() || !std::arch::is_x86_feature_detected!("avx2"),
+            "a CPU with AVX2 runs a fast kernel"
+        );
         // And AMX's: two row tiles and a ragged third block, whole tile steps of 64 bytes with
         // and without a remainder.
         let tiles = [(70, 64, 40), (33, 100, 64), (64, 448, 33)];
@@ -936,6 +1135,10 @@ mod tests {
                 amx && vnni && cfg!(target_os = "linux")
             );
             assert_eq!(best == Int8Kernel::Avx512Vnni, vnni && !amx);
+            let avx_vnni = has!("avx2") && has!("avxvnni");
+            assert_eq!(best == Int8Kernel::AvxVnni, avx_vnni && !vnni);
+            let avx2 = has!("avx2") && has!("fma");
+            assert_eq!(best == Int8Kernel::Avx2, avx2 && !avx_vnni && !vnni);
         }
     }
 

@@ -353,11 +353,11 @@ impl Layer {
 /// A linear weight as inference multiplies by it.
 enum InferenceWeight {
     /// Transposed to `[in, out]` and contiguous, for candle's product (on a GPU, and on CPUs
-    /// without AVX-512): it reads the weight row by row without packing it first, which makes
+    /// without AVX2): it reads the weight row by row without packing it first, which makes
     /// small batches several times faster (a 14-row product with the FFN's weights: 680 to
     /// 100 µs).
     F32(Tensor),
-    /// Packed for [`fp32::matmul`] on CPUs with AVX-512, with the kernel that runs it.
+    /// Packed for [`fp32::matmul`] on CPUs with AVX-512 or AVX2, with the kernel that runs it.
     Fp32Packed(Arc<fp32::PackedWeight>, fp32::Fp32Kernel),
     /// Rounded to bf16 and packed for [`bf16::matmul`].
     Bf16(Arc<bf16::PackedWeight>),

@@ -77,7 +77,7 @@ pub enum Precision {
     /// ([`bf16`]; CPUs with AVX512-BF16 only): about 1.7x the multiply speed of `f32`.
     Bf16,
     /// Weights quantised to int8 per output channel, activations per row, products summed in
-    /// `i32` ([`crate::kernels::int8`]; fast on CPUs with VNNI, on the CPU only).
+    /// `i32` ([`crate::kernels::int8`]; fast on CPUs with AVX2, VNNI or AMX, on the CPU only).
     Int8,
 }
 
@@ -96,7 +96,7 @@ impl Precision {
 /// accuracy ([`PrecisionChoice::resolve`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum PrecisionChoice {
-    /// int8 on a CPU with AMX-INT8 or VNNI (CoNLL-2003 test F1 0.8673, f32 0.8665, README
+    /// int8 on a CPU with AMX-INT8, VNNI or AVX2 (CoNLL-2003 test F1 0.8673, f32 0.8665, README
     /// recipe), else bf16 on a CPU with AVX512-BF16 (F1 0.8667), else f32; f32 off the CPU and
     /// for the families without reduced precision (DeBERTa-v2, ModernBERT). int8 comes first
     /// because it was the fastest where both run: on an Intel Xeon with AVX512-VNNI and
@@ -127,12 +127,12 @@ impl PrecisionChoice {
         } else if bf16::supported() {
             (
                 Precision::Bf16,
-                "this CPU has AVX512-BF16 but no VNNI".to_string(),
+                "this CPU has AVX512-BF16 but no AVX2".to_string(),
             )
         } else {
             (
                 Precision::F32,
-                "this CPU has neither VNNI nor AVX512-BF16".to_string(),
+                "this CPU has neither AVX2 nor AVX512-BF16".to_string(),
             )
         };
         let line = format!("precision auto: {precision} ({why}; --precision f32 for full f32)");
@@ -547,7 +547,7 @@ impl NewsTagger {
     /// Inference copies of the encoder's weights at `precision` for
     /// [`NewsTagger::forward_prepared`]; prepare again after the weights change. bf16 needs the
     /// model on a CPU with AVX512-BF16, or on a CUDA GPU (bf16 products through cuBLAS, LayerNorm
-    /// and softmax in f32); int8 needs the model on the CPU (fast with VNNI, portable elsewhere).
+    /// and softmax in f32); int8 needs the model on the CPU (fast with AVX2, portable elsewhere).
     pub fn prepare(&self, precision: Precision) -> anyhow::Result<Prepared> {
         let family = self.family();
         if precision != Precision::F32 && !family.reduced_precision() {
