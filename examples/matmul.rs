@@ -35,7 +35,9 @@ fn main() -> candle_core::Result<()> {
     newstag::runtime::on_compute_threads(|| {
         let a = Tensor::randn(0f32, 1.0, (M, K), &Device::Cpu)?;
         let b = Tensor::randn(0f32, 1.0, (K, N), &Device::Cpu)?;
-        let fp32 = match fp32::Fp32Kernel::for_inference() {
+        let kernel = fp32::Fp32Kernel::for_inference();
+        let fp32_kernel = kernel.map_or("candle".to_string(), |k| format!("{k:?}"));
+        let fp32 = match kernel {
             Some(kernel) => {
                 let packed = Arc::new(fp32::PackedWeight::from_tensor(&b)?);
                 gflops(|| fp32::matmul(&a, &packed, kernel, After::Nothing))?
@@ -55,7 +57,7 @@ fn main() -> candle_core::Result<()> {
             int8.push(format!("\"{}\": {ops:.1}", kernel.name()));
         }
         println!(
-            "{{\"fp32\": {fp32:.1}, \"bf16\": {bf16}, \"int8\": {{{}}}, \"threads\": {}}}",
+            "{{\"fp32\": {fp32:.1}, \"fp32_kernel\": \"{fp32_kernel}\", \"bf16\": {bf16}, \"int8\": {{{}}}, \"threads\": {}}}",
             int8.join(", "),
             candle_core::utils::get_num_threads()
         );

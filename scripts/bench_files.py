@@ -84,6 +84,12 @@ def machine():
     return f"{cpu()}, {os.cpu_count()} cores, {mem:.0f} GiB, {platform.system()}"
 
 
+def fp32_kernels(mm):
+    """Which fp32 product newstag's inference ran (examples/matmul.rs says)."""
+    kernel = mm.get("fp32_kernel", "candle")
+    return "candle's gemm 0.19" if kernel == "candle" else f"newstag's own {kernel} kernel"
+
+
 def row(*cells):
     return "| " + " | ".join(cells) + " |"
 
@@ -156,7 +162,8 @@ def report(out, doc):
         "",
         f"Run on {date.today().isoformat()} by `scripts/bench.sh` (model `{ns['model']}`, "
         f"{ns['threads']} threads on each side). Machine: {machine()}. "
-        f"newstag {ns['version']} ({rust}, candle 0.11.1, gemm 0.19 with AVX-512 kernels); "
+        f"newstag {ns['version']} ({rust}, candle 0.11.1; fp32 products on "
+        f"{fp32_kernels(mm_ns)}); "
         f"torch {mm_pt['torch']} (CPU capability {mm_pt['cpu_capability']}), "
         f"transformers {mm_pt['transformers']}, onnxruntime {of['onnxruntime']}, "
         f"Python {platform.python_version()}.",
