@@ -16,7 +16,7 @@
 //! kernels), since the portable kernel is far slower there.
 
 use super::epilogue::{self, After, Epilogue, Product};
-use super::host::{DisjointOut, Input};
+use super::host::{DisjointOut, Input, Simd};
 use candle_core::{bail, Result, Tensor};
 use std::sync::Arc;
 
@@ -47,20 +47,12 @@ impl Fp32Kernel {
     /// Every kernel, fastest first.
     pub const ALL: [Fp32Kernel; 3] = [Fp32Kernel::Avx512, Fp32Kernel::Avx2, Fp32Kernel::Portable];
 
-    /// Whether this CPU runs the kernel.
+    /// Whether this CPU runs the kernel (the instructions of the [`Simd`] of the same name).
     pub fn runs_here(self) -> bool {
-        #[cfg(target_arch = "x86_64")]
-        {
-            use std::arch::is_x86_feature_detected as has;
-            match self {
-                Fp32Kernel::Avx512 => has!("avx512f"),
-                Fp32Kernel::Avx2 => has!("avx2") && has!("fma"),
-                Fp32Kernel::Portable => true,
-            }
-        }
-        #[cfg(not(target_arch = "x86_64"))]
-        {
-            self == Fp32Kernel::Portable
+        match self {
+            Fp32Kernel::Avx512 => Simd::Avx512.runs_here(),
+            Fp32Kernel::Avx2 => Simd::Avx2.runs_here(),
+            Fp32Kernel::Portable => true,
         }
     }
 

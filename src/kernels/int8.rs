@@ -71,7 +71,7 @@ impl Int8Kernel {
                 Int8Kernel::Amx => amx::usable(),
                 Int8Kernel::Avx512Vnni => has!("avx512f") && has!("avx512vnni"),
                 Int8Kernel::AvxVnni => has!("avx2") && has!("avxvnni"),
-                Int8Kernel::Avx2 => has!("avx2") && has!("fma"),
+                Int8Kernel::Avx2 => super::host::Simd::Avx2.runs_here(),
                 Int8Kernel::Portable => true,
             }
         }
